@@ -1,0 +1,1 @@
+"""scepline_validator."""
