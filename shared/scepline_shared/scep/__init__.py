@@ -1,1 +1,64 @@
-"""scep."""
+"""The SCEP (RFC 8894) codec: a pure library, no HTTP, storage or settings.
+
+Server path: ``read_pki_message`` → ``open_envelope`` → ``parse_message_data``
+→ ``build_cert_rep``. Client path: ``build_request`` → ``read_cert_rep``.
+"""
+
+from .errors import (
+    BadAlg,
+    BadCertId,
+    BadMessageCheck,
+    BadRequest,
+    BadTime,
+    DisallowedAlgorithm,
+    MalformedMessage,
+    ScepError,
+)
+from .message import (
+    CertRep,
+    IssuerAndSerial,
+    IssuerAndSubjectNames,
+    MessageHeader,
+    PkiMessage,
+    build_cert_rep,
+    build_request,
+    issuer_and_serial,
+    issuer_and_subject,
+    open_envelope,
+    parse_message_data,
+    read_cert_rep,
+    read_pki_message,
+)
+from .signed import build_degenerate, parse_degenerate
+from .types import ContentEncryption, Digest, FailInfo, MessageType, PkiStatus
+
+__all__ = [
+    "BadAlg",
+    "BadCertId",
+    "BadMessageCheck",
+    "BadRequest",
+    "BadTime",
+    "CertRep",
+    "ContentEncryption",
+    "Digest",
+    "DisallowedAlgorithm",
+    "FailInfo",
+    "IssuerAndSerial",
+    "IssuerAndSubjectNames",
+    "MalformedMessage",
+    "MessageHeader",
+    "MessageType",
+    "PkiMessage",
+    "PkiStatus",
+    "ScepError",
+    "build_cert_rep",
+    "build_degenerate",
+    "build_request",
+    "issuer_and_serial",
+    "issuer_and_subject",
+    "open_envelope",
+    "parse_degenerate",
+    "parse_message_data",
+    "read_cert_rep",
+    "read_pki_message",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from scepline.cli import main
+
+sys.exit(main())

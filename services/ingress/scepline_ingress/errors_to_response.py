@@ -1,0 +1,63 @@
+"""The one place that turns an exception into what the client sees.
+
+A ScepError that carries a message header becomes a CertRep FAILURE with its
+failInfo and failInfoText; one without (we could not read the message) becomes
+HTTP 400. Anything unexpected is logged with its traceback and answered 503 with
+Retry-After: the request is either recorded (and the pipeline carries on) or
+not, and SCEP clients retry either way. No traceback ever reaches the client.
+"""
+
+from __future__ import annotations
+
+from fastapi.responses import PlainTextResponse, Response
+from scepline_shared.log import get_logger
+from scepline_shared.metrics import SCEP_REQUESTS
+from scepline_shared.scep import MessageType, ScepError
+
+from .service import ScepReply, ScepService
+
+__all__ = ["PKI_MESSAGE", "pki_response", "response_for_error"]
+
+log = get_logger(__name__)
+
+PKI_MESSAGE = "application/x-pki-message"
+
+
+def pki_response(reply: ScepReply) -> Response:
+    SCEP_REQUESTS.labels(
+        "PKIOperation",
+        reply.message_type.name,
+        reply.status.name if reply.fail_info is None else f"FAILURE_{reply.fail_info.rfc_name}",
+    ).inc()
+    return Response(content=reply.body, media_type=PKI_MESSAGE)
+
+
+def response_for_error(error: Exception, service: ScepService) -> Response:
+    if isinstance(error, ScepError):
+        if error.header is not None and error.fail_info is not None:
+            log.info(
+                "answered FAILURE",
+                transaction_id=error.header.transaction_id,
+                fail_info=error.fail_info.rfc_name,
+                reason=error.failure_message,
+            )
+            return pki_response(
+                service.failure(error.header, error.fail_info, error.failure_message)
+            )
+        SCEP_REQUESTS.labels("PKIOperation", _type_name(error), "malformed").inc()
+        log.info("refused an unreadable pkiMessage", reason=error.failure_message)
+        return PlainTextResponse(f"bad SCEP message: {error.failure_message}\n", status_code=400)
+    log.exception("PKIOperation failed unexpectedly", exc_info=error)
+    SCEP_REQUESTS.labels("PKIOperation", "unknown", "error").inc()
+    return PlainTextResponse(
+        "temporarily unable to process the request; retry later\n",
+        status_code=503,
+        headers={"Retry-After": "30"},
+    )
+
+
+def _type_name(error: ScepError) -> str:
+    header = error.header
+    if header is None or header.message_type is None:
+        return "unknown"
+    return MessageType(header.message_type).name

@@ -1,0 +1,49 @@
+"""Ingress wiring: build the SCEP app from settings and its collaborators."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from scepline_shared.pipeline import Pipeline
+from scepline_shared.settings import Settings
+from scepline_shared.store.repository import RequestRepository
+
+from .http import ReadinessCheck, create_app
+from .identity import ScepIdentity
+from .service import ScepOptions, ScepService
+
+__all__ = ["build_ingress_app", "options_from"]
+
+
+def options_from(settings: Settings) -> ScepOptions:
+    return ScepOptions(
+        allow_des=settings.scep_allow_des,
+        max_clock_skew=dt.timedelta(seconds=settings.scep_max_clock_skew_seconds),
+        include_chain_in_cert_rep=settings.scep_certrep_include_chain,
+        sync_wait_seconds=settings.sync_wait_seconds,
+    )
+
+
+def build_ingress_app(
+    settings: Settings,
+    *,
+    identity: ScepIdentity,
+    repository: RequestRepository,
+    pipeline: Pipeline,
+    readiness: ReadinessCheck | None = None,
+    lifespan: Callable[[FastAPI], object] | None = None,
+) -> FastAPI:
+    service = ScepService(
+        identity=identity,
+        repository=repository,
+        pipeline=pipeline,
+        options=options_from(settings),
+    )
+    return create_app(
+        service,
+        max_body_bytes=settings.http_max_body_bytes,
+        readiness=readiness,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,38 @@
+"""Notify step: tell the provider what was issued, then release the certificate.
+
+With the static provider there is no one to tell, so the certificate is
+released at once (notify_state NOT_REQUIRED). The Intune notifier fills in the
+``Notifier`` hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scepline_shared.log import get_logger
+from scepline_shared.store.models import NotifyState, RequestState
+from scepline_shared.store.repository import RequestRepository
+
+__all__ = ["NotifierDeps", "handle_notify"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class NotifierDeps:
+    repository: RequestRepository
+
+
+async def handle_notify(transaction_id: str, deps: NotifierDeps) -> None:
+    request = await deps.repository.get(transaction_id)
+    if request is None or request.state != RequestState.SIGNED:
+        return
+    moved = await deps.repository.transition(
+        transaction_id=transaction_id,
+        from_state=RequestState.SIGNED,
+        to_state=RequestState.ISSUED,
+        detail="released (provider needs no notification)",
+        notify_state=NotifyState.NOT_REQUIRED,
+    )
+    if moved is not None:
+        log.info("certificate released", serial=moved.cert_serial)

@@ -1,0 +1,75 @@
+"""Sign step: apply the certificate profile and sign with the CA key."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from scepline_shared.ca import CertificateProfile, PolicyViolation, issue_certificate
+from scepline_shared.ca.issue import new_serial, serial_hex
+from scepline_shared.keys import KeyPair
+from scepline_shared.log import get_logger
+from scepline_shared.metrics import SIGNING_SECONDS
+from scepline_shared.scep import FailInfo
+from scepline_shared.store.errors import SerialCollision
+from scepline_shared.store.models import RequestState
+from scepline_shared.store.repository import RequestRepository
+from scepline_shared.store.views import IssuedCertificateRecord
+
+__all__ = ["SignerDeps", "handle_sign"]
+
+log = get_logger(__name__)
+
+_SERIAL_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class SignerDeps:
+    repository: RequestRepository
+    ca: KeyPair
+    profile: CertificateProfile
+
+
+async def handle_sign(transaction_id: str, deps: SignerDeps) -> None:
+    request = await deps.repository.get(transaction_id)
+    if request is None or request.state != RequestState.VALIDATED:
+        return  # already signed (redelivery) or not ours to sign
+    csr = x509.load_der_x509_csr(request.csr_der)
+    for _ in range(_SERIAL_ATTEMPTS):
+        started = time.perf_counter()
+        try:
+            certificate = issue_certificate(
+                csr=csr, ca=deps.ca, profile=deps.profile, serial=new_serial()
+            )
+        except PolicyViolation as violation:
+            await deps.repository.transition(
+                transaction_id=transaction_id,
+                from_state=RequestState.VALIDATED,
+                to_state=RequestState.FAILED,
+                detail=f"profile refused the request: {violation}",
+                fail_info=int(FailInfo.BAD_REQUEST),
+                fail_reason=str(violation),
+            )
+            log.info("request refused by the certificate profile", reason=str(violation))
+            return
+        SIGNING_SECONDS.observe(time.perf_counter() - started)
+        record = IssuedCertificateRecord(
+            serial=serial_hex(certificate.serial_number),
+            issuer=certificate.issuer.rfc4514_string(),
+            subject=certificate.subject.rfc4514_string(),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            der=certificate.public_bytes(Encoding.DER),
+        )
+        try:
+            moved = await deps.repository.issue_certificate(
+                transaction_id=transaction_id, certificate=record
+            )
+        except SerialCollision:
+            continue  # astronomically unlikely with 127 random bits; draw again
+        if moved is not None:
+            log.info("certificate signed", serial=record.serial, subject=record.subject)
+        return
+    raise RuntimeError("could not draw a unique serial number")

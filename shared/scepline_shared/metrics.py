@@ -1,0 +1,48 @@
+"""Prometheus metrics, one place for every name.
+
+Each process exposes them at ``/metrics`` (ingress on its HTTP port, workers on
+their own health port).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "INTUNE_LATENCY",
+    "PIPELINE_STEP_SECONDS",
+    "QUEUE_LAG",
+    "REQUESTS_IN_FLIGHT",
+    "SCEP_REQUESTS",
+    "SIGNING_SECONDS",
+]
+
+SCEP_REQUESTS = Counter(
+    "scepline_scep_requests_total",
+    "SCEP HTTP requests by operation, message type and outcome",
+    ["operation", "message_type", "outcome"],
+)
+SIGNING_SECONDS = Histogram(
+    "scepline_signing_seconds",
+    "Time to build and sign one certificate with the CA key",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+PIPELINE_STEP_SECONDS = Histogram(
+    "scepline_pipeline_step_seconds",
+    "Time spent in one pipeline step handler",
+    ["step", "outcome"],
+)
+QUEUE_LAG = Histogram(
+    "scepline_queue_lag_seconds",
+    "Time between a step being queued and a worker starting it",
+    ["step"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+)
+INTUNE_LATENCY = Histogram(
+    "scepline_intune_request_seconds",
+    "Latency of calls to Intune (and Entra/Graph) by call and outcome",
+    ["call", "outcome"],
+)
+REQUESTS_IN_FLIGHT = Gauge(
+    "scepline_requests_in_flight", "Enrolment requests the ingress is waiting on"
+)

@@ -1,0 +1,74 @@
+"""The enrolment pipeline's contract: steps, typed retry outcomes, and ports.
+
+A request moves RECEIVED → (validate) → VALIDATED → (sign) → SIGNED →
+(notify) → ISSUED, or ends REJECTED/FAILED. The state store is the truth: the
+step to run next is a pure function of the stored state, so a message only says
+"look at transaction X", and any step may be delivered twice.
+
+Handlers raise ``Transient`` to be retried later, or ``Permanent`` when the
+request cannot be processed at all; only the pipeline implementation decides
+what a retry means (a delay, a delay queue, a dead-letter queue).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from .store.models import RequestState
+
+__all__ = [
+    "Permanent",
+    "Pipeline",
+    "Step",
+    "StepHandler",
+    "Transient",
+    "next_step",
+]
+
+
+class Step(enum.StrEnum):
+    VALIDATE = "validate"
+    SIGN = "sign"
+    NOTIFY = "notify"
+
+
+_NEXT_STEP: dict[RequestState, Step] = {
+    RequestState.RECEIVED: Step.VALIDATE,
+    RequestState.VALIDATED: Step.SIGN,
+    RequestState.SIGNED: Step.NOTIFY,
+}
+
+
+def next_step(state: RequestState) -> Step | None:
+    """The step that moves a request on from ``state``; None when it is final."""
+    return _NEXT_STEP.get(state)
+
+
+class Transient(Exception):
+    """Try this step again later (Intune throttled, HSM session dropped...)."""
+
+    def __init__(self, reason: str, *, defer: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.defer = defer
+
+
+class Permanent(Exception):
+    """This step can never succeed for this message (e.g. unknown transaction)."""
+
+
+StepHandler = Callable[[str], Awaitable[None]]
+
+
+class Pipeline(Protocol):
+    """What ingress needs from the pipeline."""
+
+    async def submit(self, transaction_id: str) -> None:
+        """Hand a recorded request to the pipeline (at-least-once)."""
+        ...
+
+    async def wait_for_outcome(self, transaction_id: str, timeout: float) -> None:
+        """Return when the request reached a final state, or after ``timeout``."""
+        ...

@@ -1,0 +1,250 @@
+"""CMS EnvelopedData for the pkcsPKIEnvelope (RFC 8894 §3.2.2, RFC 5652 §6).
+
+Key transport is RSA (PKCS#1 v1.5, or OAEP when a client sends it). Content
+encryption is AES-CBC, 3DES-CBC or, only when the caller allows it, single DES.
+The recipient key is any cryptography ``RSAPrivateKey`` (a file key or an HSM
+key behind the same ABC).
+
+Decryption follows RFC 3218: whatever goes wrong while unwrapping the content
+key, we continue with a random key, so the client only ever learns one generic
+"could not decrypt" outcome (no Bleichenbacher padding oracle).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Collection
+
+from asn1crypto import algos, cms, core, parser
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP, PKCS1v15
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
+
+from .errors import BadAlg, BadMessageCheck, BadRequest, DisallowedAlgorithm
+from .types import ContentEncryption
+
+__all__ = ["decrypt_enveloped_data", "encrypt_enveloped_data"]
+
+
+def encrypt_enveloped_data(
+    content: bytes, *, recipient: x509.Certificate, encryption: ContentEncryption
+) -> bytes:
+    """Encrypt ``content`` to ``recipient``'s RSA key; return a ContentInfo DER."""
+    public_key = recipient.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise BadAlg("the recipient key is not RSA; SCEP key transport needs RSA")
+    key = os.urandom(encryption.key_size)
+    iv = os.urandom(encryption.block_size)
+    padder = padding.PKCS7(encryption.block_size * 8).padder()
+    padded = padder.update(content) + padder.finalize()
+    encryptor = Cipher(_cipher(encryption, key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+
+    recipient_id = cms.RecipientIdentifier(
+        name="issuer_and_serial_number",
+        value=cms.IssuerAndSerialNumber(
+            {
+                "issuer": asn1_x509.Name.load(recipient.issuer.public_bytes()),
+                "serial_number": recipient.serial_number,
+            }
+        ),
+    )
+    recipient_info = cms.RecipientInfo(
+        name="ktri",
+        value=cms.KeyTransRecipientInfo(
+            {
+                "version": "v0",
+                "rid": recipient_id,
+                "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
+                "encrypted_key": public_key.encrypt(key, PKCS1v15()),
+            }
+        ),
+    )
+    enveloped = cms.EnvelopedData(
+        {
+            "version": "v0",
+            "recipient_infos": [recipient_info],
+            "encrypted_content_info": {
+                "content_type": "data",
+                "content_encryption_algorithm": {
+                    "algorithm": encryption.asn1_name,
+                    "parameters": core.OctetString(iv),
+                },
+                "encrypted_content": ciphertext,
+            },
+        }
+    )
+    return cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+
+
+def decrypt_enveloped_data(
+    der: bytes,
+    *,
+    recipient_key: rsa.RSAPrivateKey,
+    recipient: x509.Certificate,
+    allowed: Collection[ContentEncryption],
+) -> tuple[bytes, ContentEncryption]:
+    """Decrypt a pkcsPKIEnvelope addressed to ``recipient``.
+
+    Returns the plaintext and the algorithm the client used (responses are
+    encrypted with the same one).
+    """
+    try:
+        info = cms.ContentInfo.load(der)
+        if info["content_type"].native != "enveloped_data":
+            raise BadRequest("the pkcsPKIEnvelope is not CMS EnvelopedData")
+        enveloped = info["content"]
+        content_info = enveloped["encrypted_content_info"]
+        algorithm = content_info["content_encryption_algorithm"]
+        algorithm_name = algorithm["algorithm"].native
+        recipient_infos = list(enveloped["recipient_infos"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BadRequest("the pkcsPKIEnvelope is not valid CMS EnvelopedData") from exc
+
+    encryption = ContentEncryption.from_asn1_name(algorithm_name)
+    if encryption is None:
+        raise BadAlg(f"unsupported content encryption {algorithm_name}")
+    if encryption not in allowed:
+        raise DisallowedAlgorithm(
+            f"content encryption {algorithm_name} is not allowed", algorithm=algorithm_name
+        )
+    try:
+        iv = algorithm.encryption_iv
+    except (ValueError, TypeError) as exc:
+        raise BadRequest("content encryption parameters are not a CBC IV") from exc
+    if not isinstance(iv, bytes) or len(iv) != encryption.block_size:
+        raise BadRequest("content encryption IV has the wrong length")
+
+    ktri = _find_recipient(recipient_infos, recipient)
+    key = _unwrap_content_key(ktri, recipient_key, encryption.key_size)
+    ciphertext = _encrypted_content(content_info)
+    if not ciphertext or len(ciphertext) % encryption.block_size:
+        raise BadMessageCheck("could not decrypt the pkcsPKIEnvelope")
+    decryptor = Cipher(_cipher(encryption, key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    try:
+        unpadder = padding.PKCS7(encryption.block_size * 8).unpadder()
+        plaintext = unpadder.update(padded) + unpadder.finalize()
+    except ValueError as exc:
+        raise BadMessageCheck("could not decrypt the pkcsPKIEnvelope") from exc
+    return plaintext, encryption
+
+
+def _cipher(encryption: ContentEncryption, key: bytes) -> CipherAlgorithm:
+    if encryption is ContentEncryption.DES_CBC:
+        # Single DES is 3DES with three equal keys (cryptography dropped DES itself).
+        return TripleDES(key * 3)
+    if encryption is ContentEncryption.DES3_CBC:
+        return TripleDES(key)
+    return algorithms.AES(key)
+
+
+def _find_recipient(
+    recipient_infos: list[cms.RecipientInfo], recipient: x509.Certificate
+) -> cms.KeyTransRecipientInfo:
+    issuer = asn1_x509.Name.load(recipient.issuer.public_bytes())
+    ski = _subject_key_identifier(recipient)
+    for info in recipient_infos:
+        if info.name != "ktri":
+            continue
+        rid = info.chosen["rid"]
+        if rid.name == "issuer_and_serial_number":
+            value = rid.chosen
+            if value["serial_number"].native == recipient.serial_number and (
+                value["issuer"] == issuer
+            ):
+                return info.chosen
+        elif (
+            rid.name == "subject_key_identifier"
+            and ski is not None
+            and hmac.compare_digest(rid.chosen.native, ski)
+        ):
+            return info.chosen
+    raise BadMessageCheck("the pkcsPKIEnvelope is not addressed to this CA's RA certificate")
+
+
+def _subject_key_identifier(certificate: x509.Certificate) -> bytes | None:
+    try:
+        return certificate.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _unwrap_content_key(
+    ktri: cms.KeyTransRecipientInfo, recipient_key: rsa.RSAPrivateKey, key_size: int
+) -> bytes:
+    random_key = os.urandom(key_size)
+    try:
+        algorithm = ktri["key_encryption_algorithm"]
+        encrypted_key = ktri["encrypted_key"].native
+        name = algorithm["algorithm"].native
+        if name in ("rsaes_pkcs1v15", "rsa"):
+            key = recipient_key.decrypt(encrypted_key, PKCS1v15())
+        elif name == "rsaes_oaep":
+            hash_name = algorithm["parameters"]["hash_algorithm"]["algorithm"].native
+            hash_algorithm = _OAEP_HASHES[hash_name]()
+            key = recipient_key.decrypt(
+                encrypted_key,
+                OAEP(mgf=MGF1(hash_algorithm), algorithm=hash_algorithm, label=None),
+            )
+        else:
+            raise BadAlg(f"unsupported key transport {name}")
+    except BadAlg:
+        raise
+    except Exception:  # noqa: BLE001 - RFC 3218: any unwrap failure looks the same
+        return random_key
+    # A key of the wrong length is another unwrap failure, handled the same way.
+    return key if len(key) == key_size else random_key
+
+
+_OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+
+def _encrypted_content(content_info: algos.Asn1Value) -> bytes:
+    try:
+        value = content_info["encrypted_content"].native
+        return value if isinstance(value, bytes) else b""
+    except ValueError:
+        # Go's pkcs7 (micromdm scepclient) sends [0] as a *constructed* definite-length
+        # OCTET STRING, which asn1crypto refuses; BER allows it, so read it by hand.
+        return _constructed_octets(content_info.contents)
+
+
+def _constructed_octets(sequence_contents: bytes) -> bytes:
+    position = 0
+    while position < len(sequence_contents):
+        length = parser.peek(sequence_contents[position:])
+        class_, method, tag, _header, body, _trailer = parser.parse(
+            sequence_contents[position : position + length]
+        )
+        position += length
+        if class_ == 2 and tag == 0:
+            return body if method == 0 else _concatenate_segments(body)
+    return b""
+
+
+def _concatenate_segments(body: bytes) -> bytes:
+    out = bytearray()
+    position = 0
+    while position < len(body):
+        length = parser.peek(body[position:])
+        _class, method, tag, _header, segment, _trailer = parser.parse(
+            body[position : position + length]
+        )
+        position += length
+        if tag != 4:
+            raise BadRequest("encryptedContent holds something other than OCTET STRINGs")
+        out += segment if method == 0 else _concatenate_segments(segment)
+    return bytes(out)

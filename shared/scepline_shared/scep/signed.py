@@ -1,0 +1,287 @@
+"""CMS SignedData: the SCEP pkiMessage wrapper and degenerate certs-only bags.
+
+cryptography's PKCS7 builder cannot add the custom authenticated attributes
+SCEP needs, and has no SignedData parser, so the structure is asn1crypto and
+every cryptographic operation is cryptography (RFC 5652 §5).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from asn1crypto import cms, core
+from asn1crypto import crl as asn1_crl
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .errors import BadAlg, BadMessageCheck, MalformedMessage
+from .types import Digest
+
+__all__ = [
+    "SignedMessage",
+    "build_degenerate",
+    "parse_degenerate",
+    "read_signed_data",
+    "sign_data",
+    "verify_signed_message",
+]
+
+PrivateSigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    """A parsed (not yet verified) single-signer SignedData."""
+
+    signed_data: cms.SignedData
+    signer_info: cms.SignerInfo
+    signer_certificate: x509.Certificate
+    certificates: tuple[x509.Certificate, ...]
+    content: bytes | None
+    attributes: dict[str, core.Asn1Value]
+    digest: Digest | None  # None: the client used a digest we do not know
+
+
+def read_signed_data(der: bytes) -> SignedMessage:
+    """Parse a ContentInfo(SignedData) with exactly one signer.
+
+    Raises MalformedMessage for anything that is not such a structure.
+    """
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise MalformedMessage("not a CMS SignedData")
+        signed_data: cms.SignedData = info["content"]
+        signer_infos = list(signed_data["signer_infos"])
+        if len(signer_infos) != 1:
+            raise MalformedMessage("a pkiMessage must have exactly one signer")
+        signer_info = signer_infos[0]
+        certificates = tuple(
+            x509.load_der_x509_certificate(choice.chosen.dump())
+            for choice in signed_data["certificates"] or []
+            if choice.name == "certificate"
+        )
+        encap = signed_data["encap_content_info"]
+        content = _content_bytes(encap["content"])
+        attributes = _attributes(signer_info)
+        digest = Digest.from_asn1_name(signer_info["digest_algorithm"]["algorithm"].native)
+        signer_certificate = _find_signer(signer_info["sid"], certificates)
+    except MalformedMessage:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise MalformedMessage("not a valid CMS SignedData") from exc
+    return SignedMessage(
+        signed_data=signed_data,
+        signer_info=signer_info,
+        signer_certificate=signer_certificate,
+        certificates=certificates,
+        content=content,
+        attributes=attributes,
+        digest=digest,
+    )
+
+
+def verify_signed_message(message: SignedMessage) -> None:
+    """Check messageDigest and the signature with the embedded signer certificate."""
+    if message.digest is None:
+        name = message.signer_info["digest_algorithm"]["algorithm"].native
+        raise BadAlg(f"unsupported digest algorithm {name}")
+    signed_attrs = message.signer_info["signed_attrs"]
+    if not signed_attrs:
+        raise BadMessageCheck("the pkiMessage has no authenticated attributes")
+    expected = message.attributes.get("message_digest")
+    if expected is None:
+        raise BadMessageCheck("the pkiMessage has no messageDigest attribute")
+    actual = _hash(message.digest, message.content or b"")
+    if not hmac.compare_digest(expected.native, actual):
+        raise BadMessageCheck("messageDigest does not match the content")
+    # Verify over the attributes exactly as received, re-tagged as SET OF
+    # (RFC 5652 §5.4): re-encoding would break clients that sent non-DER sets.
+    signed_bytes = b"\x31" + signed_attrs.dump()[1:]
+    signature = message.signer_info["signature"].native
+    public_key = message.signer_certificate.public_key()
+    hash_algorithm = message.digest.hash_algorithm()
+    try:
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(signature, signed_bytes, PKCS1v15(), hash_algorithm)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signature, signed_bytes, ec.ECDSA(hash_algorithm))
+        else:
+            raise BadAlg("the signer key is neither RSA nor ECDSA")
+    except InvalidSignature as exc:
+        raise BadMessageCheck("the pkiMessage signature does not verify") from exc
+
+
+def sign_data(
+    *,
+    content: bytes | None,
+    attributes: Sequence[cms.CMSAttribute],
+    signer_key: PrivateSigningKey,
+    signer_certificate: x509.Certificate,
+    digest: Digest,
+    certificates: Iterable[x509.Certificate] = (),
+    signing_time: dt.datetime | None = None,
+) -> bytes:
+    """Sign ``content`` (None: no eContent) with the SCEP ``attributes`` added."""
+    hash_algorithm = digest.hash_algorithm()
+    now = signing_time or dt.datetime.now(dt.UTC)
+    signed_attrs = cms.CMSAttributes(
+        [
+            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+            cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": now})]}),
+            cms.CMSAttribute({"type": "message_digest", "values": [_hash(digest, content or b"")]}),
+            *attributes,
+        ]
+    )
+    to_sign = signed_attrs.dump()
+    if isinstance(signer_key, rsa.RSAPrivateKey):
+        signature = signer_key.sign(to_sign, PKCS1v15(), hash_algorithm)
+        # strongSwan accepts only rsaEncryption here, not sha*WithRSAEncryption.
+        signature_algorithm = {"algorithm": "rsassa_pkcs1v15"}
+    else:
+        signature = signer_key.sign(to_sign, ec.ECDSA(hash_algorithm))
+        signature_algorithm = {"algorithm": f"{digest.asn1_name}_ecdsa"}
+    signer_info = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier(
+                name="issuer_and_serial_number",
+                value={
+                    "issuer": asn1_x509.Name.load(signer_certificate.issuer.public_bytes()),
+                    "serial_number": signer_certificate.serial_number,
+                },
+            ),
+            "digest_algorithm": {"algorithm": digest.asn1_name},
+            "signed_attrs": signed_attrs,
+            "signature_algorithm": signature_algorithm,
+            "signature": signature,
+        }
+    )
+    encap: dict[str, object] = {"content_type": "data"}
+    if content is not None:
+        encap["content"] = content
+    signed_data = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [{"algorithm": digest.asn1_name}],
+            "encap_content_info": encap,
+            "certificates": [_asn1_certificate(c) for c in (signer_certificate, *certificates)],
+            "signer_infos": [signer_info],
+        }
+    )
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+def build_degenerate(
+    certificates: Iterable[x509.Certificate],
+    crls: Iterable[x509.CertificateRevocationList] = (),
+) -> bytes:
+    """A certs-only SignedData: no signers, no content (RFC 8894 §3.4)."""
+    signed_data = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [],
+            "encap_content_info": {"content_type": "data"},
+            "certificates": [_asn1_certificate(c) for c in certificates],
+            "crls": [
+                cms.RevocationInfoChoice(
+                    name="crl",
+                    value=asn1_crl.CertificateList.load(c.public_bytes(Encoding.DER)),
+                )
+                for c in crls
+            ]
+            or None,
+            "signer_infos": [],
+        }
+    )
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+def parse_degenerate(
+    der: bytes,
+) -> tuple[list[x509.Certificate], list[x509.CertificateRevocationList]]:
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise MalformedMessage("not a certs-only SignedData")
+        signed_data = info["content"]
+        certificates = [
+            x509.load_der_x509_certificate(choice.chosen.dump())
+            for choice in signed_data["certificates"] or []
+            if choice.name == "certificate"
+        ]
+        crls = [
+            x509.load_der_x509_crl(choice.chosen.dump())
+            for choice in signed_data["crls"] or []
+            if choice.name == "crl"
+        ]
+    except MalformedMessage:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MalformedMessage("not a valid certs-only SignedData") from exc
+    return certificates, crls
+
+
+def _asn1_certificate(certificate: x509.Certificate) -> cms.CertificateChoices:
+    return cms.CertificateChoices(
+        name="certificate",
+        value=asn1_x509.Certificate.load(certificate.public_bytes(Encoding.DER)),
+    )
+
+
+def _hash(digest: Digest, data: bytes) -> bytes:
+    hasher = hashes.Hash(digest.hash_algorithm())
+    hasher.update(data)
+    return hasher.finalize()
+
+
+def _content_bytes(content: core.Asn1Value) -> bytes | None:
+    if isinstance(content, core.Void) or content is None:
+        return None
+    if isinstance(content, core.ParsableOctetString | core.OctetString):
+        return content.native if content.native is not None else b""
+    return content.dump()
+
+
+def _attributes(signer_info: cms.SignerInfo) -> dict[str, core.Asn1Value]:
+    attributes: dict[str, core.Asn1Value] = {}
+    for attribute in signer_info["signed_attrs"] or []:
+        name = attribute["type"].native
+        values = attribute["values"]
+        if len(values) != 1:
+            raise MalformedMessage(f"attribute {name} must have exactly one value")
+        if name in attributes:
+            raise MalformedMessage(f"attribute {name} appears twice")
+        attributes[name] = values[0]
+    return attributes
+
+
+def _find_signer(
+    sid: cms.SignerIdentifier, certificates: tuple[x509.Certificate, ...]
+) -> x509.Certificate:
+    if sid.name == "issuer_and_serial_number":
+        wanted_serial = sid.chosen["serial_number"].native
+        wanted_issuer = sid.chosen["issuer"]
+        for certificate in certificates:
+            if certificate.serial_number == wanted_serial and (
+                asn1_x509.Name.load(certificate.issuer.public_bytes()) == wanted_issuer
+            ):
+                return certificate
+    else:
+        wanted_ski = sid.chosen.native
+        for certificate in certificates:
+            try:
+                ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            except x509.ExtensionNotFound:
+                continue
+            if ski.value.digest == wanted_ski:
+                return certificate
+    raise MalformedMessage("the signer certificate is not included in the pkiMessage")
