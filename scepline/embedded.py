@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from scepline_ingress.identity import ScepIdentity
 from scepline_ingress.main import build_ingress_app
 from scepline_notifier.handler import NotifierDeps, handle_notify
@@ -28,8 +31,6 @@ from scepline_shared.store.migrate import upgrade_to_head
 from scepline_shared.store.repository import RequestRepository
 from scepline_signer.handler import SignerDeps, handle_sign
 from scepline_validator.handler import ValidatorDeps, handle_validate
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["EmbeddedApp", "build_embedded_app", "static_challenge"]
 

@@ -10,6 +10,7 @@ not, and SCEP clients retry either way. No traceback ever reaches the client.
 from __future__ import annotations
 
 from fastapi.responses import PlainTextResponse, Response
+
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import SCEP_REQUESTS
 from scepline_shared.scep import MessageType, ScepError

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from scepline_shared.metrics import SCEP_REQUESTS
 
 from .errors_to_response import pki_response, response_for_error

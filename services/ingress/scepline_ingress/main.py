@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from fastapi import FastAPI
+
 from scepline_shared.pipeline import Pipeline
 from scepline_shared.settings import Settings
 from scepline_shared.store.repository import RequestRepository

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
 from scepline_shared.ca.issue import serial_hex
 from scepline_shared.keys import spki_sha256_hex
 from scepline_shared.log import bind_transaction, get_logger
@@ -21,6 +22,7 @@ from scepline_shared.scep import (
     BadCertId,
     BadRequest,
     BadTime,
+    CertificationRequest,
     ContentEncryption,
     DisallowedAlgorithm,
     FailInfo,
@@ -140,7 +142,7 @@ class ScepService:
                 )
                 raise
             content = parse_message_data(message, data)
-            if isinstance(content, x509.CertificateSigningRequest):
+            if isinstance(content, CertificationRequest):
                 return await self._enrol(message, content, encryption)
             if message.message_type is MessageType.CERT_POLL:
                 return await self._poll(message, encryption)
@@ -167,7 +169,7 @@ class ScepService:
     async def _enrol(
         self,
         message: PkiMessage,
-        csr: x509.CertificateSigningRequest,
+        request: CertificationRequest,
         encryption: ContentEncryption,
     ) -> ScepReply:
         key_id = requester_key_id(message.signer_certificate)
@@ -183,13 +185,13 @@ class ScepService:
             transaction_id=message.transaction_id,
             signer_key_id=key_id,
             message_type=int(message.message_type),
-            csr_der=csr.public_bytes(Encoding.DER),
+            csr_der=request.der,
             signer_cert_der=signer.public_bytes(Encoding.DER),
-            subject=csr.subject.rfc4514_string(),
+            subject=request.csr.subject.rfc4514_string(),
             renewal_of_serial=renewal_of,
         )
-        request = recorded.request
-        if request.signer_key_id != key_id:
+        stored = recorded.request
+        if stored.signer_key_id != key_id:
             raise BadRequest(
                 "transactionID is already in use by another requester key"
             ).with_header(message.header)
@@ -199,9 +201,9 @@ class ScepService:
             )
             await self._pipeline.submit(message.transaction_id)
         else:
-            log.info("retransmitted request", state=request.state)
-        request = await self._await_outcome(request)
-        return self._answer(message, request, encryption)
+            log.info("retransmitted request", state=stored.state)
+        stored = await self._await_outcome(stored)
+        return self._answer(message, stored, encryption)
 
     async def _poll(self, message: PkiMessage, encryption: ContentEncryption) -> ScepReply:
         request = await self._repository.get(message.transaction_id)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
 from scepline_shared.ca import CertificateProfile, PolicyViolation, issue_certificate
 from scepline_shared.ca.issue import new_serial, serial_hex
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import SIGNING_SECONDS
-from scepline_shared.scep import FailInfo
+from scepline_shared.pipeline import Permanent
+from scepline_shared.scep import FailInfo, ScepError, load_certification_request
 from scepline_shared.store.errors import SerialCollision
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
@@ -36,12 +37,19 @@ async def handle_sign(transaction_id: str, deps: SignerDeps) -> None:
     request = await deps.repository.get(transaction_id)
     if request is None or request.state != RequestState.VALIDATED:
         return  # already signed (redelivery) or not ours to sign
-    csr = x509.load_der_x509_csr(request.csr_der)
+    try:
+        csr = load_certification_request(request.csr_der).csr
+    except ScepError as unreadable:  # ingress checked it; only a corrupted row gets here
+        raise Permanent(f"stored CSR is unusable: {unreadable.failure_message}") from unreadable
     for _ in range(_SERIAL_ATTEMPTS):
         started = time.perf_counter()
         try:
             certificate = issue_certificate(
-                csr=csr, ca=deps.ca, profile=deps.profile, serial=new_serial()
+                csr=csr,
+                ca=deps.ca,
+                profile=deps.profile,
+                serial=new_serial(),
+                signature_verified=True,  # checked over the client's own bytes above
             )
         except PolicyViolation as violation:
             await deps.repository.transition(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from cryptography import x509
 from scepline_shared.challenge import ChallengeValidator, ValidationRequest
 from scepline_shared.log import get_logger
-from scepline_shared.scep import FailInfo, MessageType
+from scepline_shared.scep import FailInfo, MessageType, load_certification_request
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
 
@@ -38,7 +37,7 @@ async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> None:
     outcome = await deps.challenge.validate(
         ValidationRequest(
             transaction_id=transaction_id,
-            csr=x509.load_der_x509_csr(request.csr_der),
+            csr=load_certification_request(request.csr_der).csr,
             renewal_of_serial=renewal_of,
         )
     )

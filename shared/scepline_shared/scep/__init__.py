@@ -4,6 +4,7 @@ Server path: ``read_pki_message`` → ``open_envelope`` → ``parse_message_data
 → ``build_cert_rep``. Client path: ``build_request`` → ``read_cert_rep``.
 """
 
+from .csr import CertificationRequest, load_certification_request
 from .errors import (
     BadAlg,
     BadCertId,
@@ -39,6 +40,7 @@ __all__ = [
     "BadRequest",
     "BadTime",
     "CertRep",
+    "CertificationRequest",
     "ContentEncryption",
     "Digest",
     "DisallowedAlgorithm",
@@ -56,6 +58,7 @@ __all__ = [
     "build_request",
     "issuer_and_serial",
     "issuer_and_subject",
+    "load_certification_request",
     "open_envelope",
     "parse_degenerate",
     "parse_message_data",

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import asn1
+from .csr import CertificationRequest, load_certification_request
 from .envelope import decrypt_enveloped_data, encrypt_enveloped_data
 from .errors import BadMessageCheck, BadRequest, MalformedMessage, ScepError
 from .signed import (
@@ -94,7 +95,7 @@ class IssuerAndSerial:
     serial_number: int
 
 
-MessageData = x509.CertificateSigningRequest | IssuerAndSubjectNames | IssuerAndSerial
+MessageData = CertificationRequest | IssuerAndSubjectNames | IssuerAndSerial
 
 
 def read_pki_message(der: bytes) -> PkiMessage:
@@ -155,10 +156,7 @@ def parse_message_data(message: PkiMessage, data: bytes) -> MessageData:
     """Decode the decrypted messageData for the message's type (RFC 8894 §3.3)."""
     try:
         if message.message_type.is_enrolment:
-            csr = x509.load_der_x509_csr(data)
-            if not csr.is_signature_valid:
-                raise BadMessageCheck("the PKCS#10 request's signature does not verify")
-            return csr
+            return load_certification_request(data)
         if message.message_type is MessageType.CERT_POLL:
             names = asn1.IssuerAndSubject.load(data, strict=True)
             return IssuerAndSubjectNames(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
 from scepline_shared.ca import build_crl
 from scepline_shared.keys import spki_sha256_hex
 from scepline_shared.scep import (
@@ -27,7 +28,6 @@ from scepline_shared.scep import (
 )
 from scepline_shared.scep_client import Requester, build_csr
 from scepline_shared.settings import Settings
-
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, running
 from tests.support.pki import name, requester, rsa_key, self_signed
 

@@ -7,6 +7,7 @@ import urllib.parse
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+
 from scepline_ingress.http import decode_get_message, is_scep_path
 from scepline_shared.scep import (
     ContentEncryption,
@@ -18,7 +19,6 @@ from scepline_shared.scep import (
     read_cert_rep,
 )
 from scepline_shared.settings import Settings
-
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, running
 from tests.support.pki import csr_for, requester
 

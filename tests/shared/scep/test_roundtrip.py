@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
 from scepline_shared.scep import (
     BadMessageCheck,
+    BadRequest,
     ContentEncryption,
     Digest,
     FailInfo,
@@ -25,7 +27,6 @@ from scepline_shared.scep import (
     read_cert_rep,
     read_pki_message,
 )
-
 from tests.support.pki import csr_for, requester, rsa_key, self_signed
 
 RA_KEY = rsa_key("ra")
@@ -63,7 +64,7 @@ def test_pkcs_req_round_trip_and_success_reply(encryption: ContentEncryption, di
         message, recipient_key=RA_KEY, recipient=RA, allowed=tuple(ContentEncryption)
     )
     assert used is encryption
-    assert parse_message_data(message, data) == csr_for(client)
+    assert parse_message_data(message, data).csr == csr_for(client)
 
     reply = build_cert_rep(
         request=message.header,
@@ -213,7 +214,10 @@ def test_corrupted_content_key_gives_one_generic_error():
     from dataclasses import replace
 
     tampered = replace(message, envelope=bytes(envelope))
-    with pytest.raises(BadMessageCheck, match="could not decrypt"):
-        open_envelope(
+    # Decryption continues with a random key, so the outcome is garbage: almost
+    # always a padding error, and 1 time in ~256 plaintext that is not a CSR.
+    with pytest.raises((BadMessageCheck, BadRequest)):
+        data, _ = open_envelope(
             tampered, recipient_key=RA_KEY, recipient=RA, allowed=tuple(ContentEncryption)
         )
+        parse_message_data(message, data)

@@ -1,0 +1,153 @@
+"""Issue an end-entity certificate from a PKCS#10 CSR under a profile."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+from scepline_shared.ca._common import (
+    SIGNATURE_HASH,
+    authority_key_identifier,
+    require_aware_utc,
+)
+from scepline_shared.ca.errors import CaMaterialError, PolicyViolation
+from scepline_shared.ca.profile import CertificateProfile
+from scepline_shared.keys import KeyPair
+
+__all__ = ["MAX_SERIAL", "issue_certificate", "new_serial", "serial_hex"]
+
+#: RFC 5280 4.1.2.2: serials are positive and at most 20 octets of DER content.
+MAX_SERIAL = (1 << 159) - 1
+
+_SERIAL_BITS = 127
+
+
+def new_serial() -> int:
+    """A fresh random serial with 126 bits from :mod:`secrets`.
+
+    The top bit of the 127-bit value is forced on, so every serial is exactly
+    127 bits: positive without a DER sign-padding octet (16 octets, well under
+    20), a constant 32-digit hex form, and far above the CA/B 64-bit entropy floor.
+    """
+    return secrets.randbits(_SERIAL_BITS - 1) | (1 << (_SERIAL_BITS - 1))
+
+
+def serial_hex(serial: int) -> str:
+    """Canonical serial text: lowercase hex, no leading zeros, no separators."""
+    if isinstance(serial, bool) or not isinstance(serial, int):
+        raise TypeError(f"serial must be an int, got {type(serial).__name__}")
+    if serial <= 0:
+        raise ValueError(f"serial must be positive, got {serial}")
+    return format(serial, "x")
+
+
+def issue_certificate(
+    *,
+    csr: x509.CertificateSigningRequest,
+    ca: KeyPair,
+    profile: CertificateProfile,
+    serial: int,
+    now: datetime | None = None,
+    signature_verified: bool = False,
+) -> x509.Certificate:
+    """Sign ``csr`` with ``ca`` according to ``profile``.
+
+    Checks, in order (each failure raises :class:`PolicyViolation`): the key type
+    and size (before the signature, so a huge key costs nothing), the CSR
+    self-signature, a readable extensionRequest, and that the result names
+    someone (subject or at least one allowed SAN).
+
+    The subject is copied byte-for-byte in structure (multi-valued RDNs and string
+    types kept). Only the SubjectAlternativeName is taken from the extensionRequest;
+    every other extension comes from the profile. SANs are filtered by
+    ``profile.allowed_san_types``: disallowed ones are dropped or refused per
+    ``profile.on_disallowed_san``. The SAN is critical when the subject is empty
+    (RFC 5280 4.2.1.6). notAfter is capped at the CA's notAfter.
+
+    ``now`` must be timezone-aware when given (tests pass a fixed clock).
+    ``signature_verified`` skips the self-signature check when the caller
+    already verified it over the bytes the client sent (see
+    ``scepline_shared.scep.csr``: ``csr`` may then be a DER re-encoding whose
+    signature no longer matches).
+    """
+    if not 0 < serial <= MAX_SERIAL:
+        raise ValueError("serial must be positive and fit 20 DER octets")
+    issued_at = require_aware_utc(now, "now") if now is not None else datetime.now(UTC)
+
+    public_key = _requester_key(csr)
+    profile.check_public_key(public_key)
+    if not signature_verified:
+        _check_signature(csr)
+    subject = csr.subject if profile.copy_subject else x509.Name([])
+    sans = profile.filter_sans(_requested_sans(csr))
+    if not sans and not list(subject):
+        raise PolicyViolation("CSR has an empty subject and no allowed subjectAltName")
+
+    not_before, not_after = _validity(ca.certificate, profile, issued_at)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(profile.key_usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(authority_key_identifier(ca.certificate), critical=False)
+    )
+    if profile.extended_key_usage:
+        eku = x509.ExtendedKeyUsage(list(profile.extended_key_usage))
+        builder = builder.add_extension(eku, critical=False)
+    if sans:
+        empty_subject = not list(subject)
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=empty_subject)
+    return builder.sign(ca.key, SIGNATURE_HASH)
+
+
+def _requester_key(csr: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:
+    try:
+        return csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise PolicyViolation(f"CSR public key is unsupported: {exc}") from exc
+
+
+def _check_signature(csr: x509.CertificateSigningRequest) -> None:
+    try:
+        valid = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise PolicyViolation(f"CSR signature cannot be checked: {exc}") from exc
+    if not valid:
+        raise PolicyViolation("CSR signature does not verify (no proof of possession)")
+
+
+def _requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    try:
+        extensions = csr.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise PolicyViolation(f"CSR extensionRequest is malformed: {exc}") from exc
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san)
+
+
+def _validity(
+    ca_cert: x509.Certificate, profile: CertificateProfile, now: datetime
+) -> tuple[datetime, datetime]:
+    ca_not_after = ca_cert.not_valid_after_utc
+    if ca_not_after <= now:
+        raise CaMaterialError(None, f"CA certificate expired at {ca_not_after.isoformat()}")
+    not_before = max(
+        now - timedelta(seconds=profile.backdate_seconds), ca_cert.not_valid_before_utc
+    )
+    # A leaf outliving its CA fails validation at the CA's expiry anyway; capping
+    # makes the real lifetime visible in the cert and to renewal scheduling.
+    not_after = min(now + timedelta(days=profile.validity_days), ca_not_after)
+    return not_before, not_after
