@@ -91,9 +91,8 @@ async def build_embedded_app(settings: Settings) -> EmbeddedApp:
         try:
             yield
         finally:
-            sweep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweep
+            sweeper.stop()
+            await sweep
             await pipeline.close()
             await engine.dispose()
 

@@ -121,6 +121,7 @@ class Sweeper:
         self._pipeline = pipeline
         self._stale_after = stale_after
         self._interval = interval
+        self._stopped = asyncio.Event()
 
     async def sweep_once(self) -> int:
         stale = await self._repository.find_stale(older_than=self._stale_after, limit=500)
@@ -131,9 +132,14 @@ class Sweeper:
         return len(stale)
 
     async def run(self) -> None:
-        while True:
+        """Sweep every ``interval`` until ``stop()``; a sweep in progress finishes."""
+        while not self._stopped.is_set():
             try:
                 await self.sweep_once()
             except Exception:
                 log.exception("sweep failed")
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._interval)
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -16,7 +16,7 @@ from asn1crypto import cms, core
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -107,7 +107,10 @@ def verify_signed_message(message: SignedMessage) -> None:
     # (RFC 5652 §5.4): re-encoding would break clients that sent non-DER sets.
     signed_bytes = b"\x31" + signed_attrs.dump()[1:]
     signature = message.signer_info["signature"].native
-    public_key = message.signer_certificate.public_key()
+    try:
+        public_key = message.signer_certificate.public_key()
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        raise BadAlg("the signer certificate's key type is not supported") from exc
     hash_algorithm = message.digest.hash_algorithm()
     try:
         if isinstance(public_key, rsa.RSAPublicKey):

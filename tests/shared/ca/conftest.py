@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from scepline_shared.ca import CaMaterial, ensure_lab_ca
 
 

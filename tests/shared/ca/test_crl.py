@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
+
 from scepline_shared.ca import (
     CaMaterial,
     CertificateProfile,

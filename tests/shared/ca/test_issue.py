@@ -17,6 +17,7 @@ from cryptography.x509.oid import (
     ObjectIdentifier,
     SignatureAlgorithmOID,
 )
+
 from scepline_shared.ca import (
     CaMaterial,
     CaMaterialError,

@@ -8,6 +8,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from scepline_shared.ca import CertificateProfile, PolicyViolation, san_type
 
 from ._pki import INTUNE_SID_URI, rsa_key, upn

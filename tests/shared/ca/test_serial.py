@@ -8,6 +8,7 @@ import pytest
 from asn1crypto.core import Integer
 from hypothesis import given
 from hypothesis import strategies as st
+
 from scepline_shared.ca import MAX_SERIAL, new_serial, serial_hex
 
 

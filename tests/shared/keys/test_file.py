@@ -12,6 +12,7 @@ from unittest import mock
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
 from scepline_shared.keys import (
     KeyFileError,
     generate_private_key,

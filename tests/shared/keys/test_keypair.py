@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
+
 from scepline_shared.keys import KeyPair, SigningKey, generate_private_key, spki_sha256_hex
 
 

@@ -3,6 +3,8 @@ exception: the ingress maps ScepError to a 4xx or a CertRep FAILURE."""
 
 from __future__ import annotations
 
+import os
+
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +21,8 @@ from scepline_shared.scep import (
 )
 from tests.support.pki import csr_for, requester, rsa_key, self_signed
 
+# Raise for a longer local fuzzing run: FUZZ_EXAMPLES=20000 pytest tests/shared/scep
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 RA_KEY = rsa_key("ra")
 RA = self_signed(RA_KEY, "test RA")
 CLIENT = requester()
@@ -52,7 +56,7 @@ def test_random_bytes_never_escape_as_another_exception(der: bytes):
     process(der)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_valid_message_never_escapes(data: st.DataObject):
     der = bytearray(VALID)

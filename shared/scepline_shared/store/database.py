@@ -1,0 +1,136 @@
+"""Engines and sessions for the state store (PostgreSQL or SQLite).
+
+Nothing here runs at import: engines are built by whoever owns the process
+(`main()` or a lifespan) and passed down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from scepline_shared.store.errors import UnsupportedDatabaseUrl
+
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "create_engine_for",
+    "normalise_database_url",
+    "session_factory",
+]
+
+# How long a SQLite writer waits for another process's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# Drivers we run on, per dialect; the first is what a bare scheme gets.
+_ASYNC_DRIVERS: dict[str, tuple[str, ...]] = {
+    "postgresql": ("asyncpg", "psycopg", "psycopg_async"),
+    "sqlite": ("aiosqlite",),
+}
+_DIALECT_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
+
+
+def normalise_database_url(url: str) -> str:
+    """Turn a plain database URL into the async-driver form SQLAlchemy needs.
+
+    `postgres://` and `postgresql://` become `postgresql+asyncpg://`,
+    `sqlite:///x` becomes `sqlite+aiosqlite:///x`; URLs that already name an
+    async driver are returned unchanged. String surgery on the scheme only,
+    so the rest of the URL (passwords, query) stays byte-for-byte intact.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise UnsupportedDatabaseUrl("<none>")
+    dialect_name, _, driver = scheme.lower().partition("+")
+    dialect = _DIALECT_ALIASES.get(dialect_name)
+    if dialect is None:
+        raise UnsupportedDatabaseUrl(scheme)
+    drivers = _ASYNC_DRIVERS[dialect]
+    if not driver:
+        return f"{dialect}+{drivers[0]}://{rest}"
+    if driver not in drivers:
+        # A sync driver (psycopg2, pysqlite) would block the event loop.
+        raise UnsupportedDatabaseUrl(scheme)
+    return f"{dialect}+{driver}://{rest}"
+
+
+def create_engine_for(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    echo: bool = False,
+) -> AsyncEngine:
+    """An async engine for `url`, tuned for several processes sharing one store.
+
+    `pool_size`/`max_overflow` apply to PostgreSQL (and file SQLite); SQLite
+    also gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE`
+    transactions (see `_prepare_sqlite`).
+    """
+    normalised = normalise_database_url(url)
+    if normalised.startswith("sqlite"):
+        in_memory = _is_memory_database(make_url(normalised))
+        # :memory: must keep SQLAlchemy's StaticPool (one connection, one database).
+        pool_args = {} if in_memory else {"pool_size": pool_size, "max_overflow": max_overflow}
+        engine = create_async_engine(normalised, echo=echo, **pool_args)
+        _prepare_sqlite(engine, wal=not in_memory)
+        return engine
+    return create_async_engine(
+        normalised,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        # Drop connections the server or a proxy closed while idle.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose loaded values survive commit (no lazy reload in async code)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _prepare_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
+    """Make a SQLite file safe to share between processes.
+
+    - WAL: readers do not block the writer and vice versa.
+    - busy_timeout: a writer waits for another process's lock instead of failing.
+    - foreign_keys: off by default in SQLite.
+    - The driver's own BEGIN handling is switched off and every transaction
+      starts with BEGIN IMMEDIATE. A deferred transaction that reads and then
+      writes can fail at once with SQLITE_BUSY when another connection wrote
+      in between, and busy_timeout cannot help it; taking the write lock up
+      front turns that into a wait. It also makes migrations transactional.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if wal:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                # synchronous stays FULL: a commit that vanished on power loss
+                # could let a redelivered sign message issue a second certificate.
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _is_memory_database(url: URL) -> bool:
+    database = url.database
+    return not database or database == ":memory:" or url.query.get("mode") == "memory"

@@ -1,0 +1,167 @@
+"""Immutable values the repository hands out and takes in.
+
+ORM objects and sessions never leave the repository: callers get these frozen
+snapshots, which stay valid after the transaction that produced them ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from scepline_shared.store.models import TERMINAL_STATES, NotifyState, RequestState
+
+__all__ = [
+    "CertificateView",
+    "CrlView",
+    "EventView",
+    "IssuedCertificateRecord",
+    "RecordResult",
+    "RequestView",
+    "serial_hex",
+    "spki_key_id",
+]
+
+_SERIAL = re.compile(r"[1-9a-f][0-9a-f]{0,63}")
+
+
+def serial_hex(serial: int | str) -> str:
+    """The store's spelling of a certificate serial: lowercase hex, no leading zeros.
+
+    Accepts an int (as from `x509.Certificate.serial_number`) or hex text in any
+    case, with or without leading zeros or a `0x` prefix, so operators can paste
+    what a tool printed.
+    """
+    if isinstance(serial, bool):  # bool is an int; a serial of True is a bug
+        raise TypeError("serial must be an int or hex string")
+    if isinstance(serial, int):
+        value = serial
+    elif isinstance(serial, str):
+        text = serial.strip().lower().removeprefix("0x").replace(":", "")
+        try:
+            value = int(text, 16)
+        except ValueError:
+            raise ValueError(f"serial {serial!r} is not hexadecimal") from None
+    else:
+        raise TypeError("serial must be an int or hex string")
+    if value <= 0:
+        raise ValueError("certificate serials are positive")
+    spelled = format(value, "x")
+    if len(spelled) > 64:
+        raise ValueError("serial longer than 32 bytes")
+    return spelled
+
+
+def spki_key_id(spki_der: bytes) -> str:
+    """The `signer_key_id` of a key: hex SHA-256 of its SubjectPublicKeyInfo DER."""
+    return hashlib.sha256(spki_der).hexdigest()
+
+
+def _require_aware(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A snapshot of one `scep_request` row."""
+
+    id: int
+    transaction_id: str
+    signer_key_id: str
+    message_type: int
+    csr_der: bytes = field(repr=False)
+    signer_cert_der: bytes = field(repr=False)
+    subject: str
+    renewal_of_serial: str | None
+    state: RequestState
+    notify_state: NotifyState
+    fail_info: int | None
+    fail_reason: str | None
+    provider_code: str | None
+    cert_serial: str | None
+    cert_der: bytes | None = field(repr=False)
+    attempts: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    queued_at: datetime | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """What `record_request` did: `created` is False for a transaction id seen before."""
+
+    request: RequestView
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """One history entry. `kind` is "state" or "notify"; `from_state` is None on creation."""
+
+    at: datetime
+    kind: str
+    from_state: str | None
+    to_state: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificateRecord:
+    """A freshly signed certificate, as the signer hands it to `issue_certificate`."""
+
+    serial: str
+    issuer: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    der: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # The serial is the primary key, so one spelling only; see `serial_hex`.
+        if not _SERIAL.fullmatch(self.serial):
+            raise ValueError(
+                f"serial {self.serial!r} is not lowercase hex without leading zeros; "
+                "use serial_hex()"
+            )
+        _require_aware("not_before", self.not_before)
+        _require_aware("not_after", self.not_after)
+        if not self.der:
+            raise ValueError("certificate DER is empty")
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateView:
+    """A snapshot of one `certificate` row."""
+
+    serial: str
+    transaction_id: str
+    issuer: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    der: bytes = field(repr=False)
+    revoked_at: datetime | None
+    revocation_reason: int | None
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CrlView:
+    """A snapshot of one `crl` row."""
+
+    number: int
+    issuer_key_id: str
+    this_update: datetime
+    next_update: datetime
+    der: bytes = field(repr=False)
