@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from .log import bind_transaction, get_logger
 from .pipeline import Permanent, Step, StepHandler, Transient, next_step
+from .store.models import RequestState
 from .store.repository import RequestRepository
 
 __all__ = ["InlinePipeline", "Sweeper", "backoff_delay"]
@@ -66,27 +67,20 @@ class InlinePipeline:
     async def _drive(self, transaction_id: str) -> None:
         with bind_transaction(transaction_id):
             try:
-                while True:
-                    view = await self._repository.get(transaction_id)
-                    step = next_step(view.state) if view is not None else None
-                    if view is None or step is None:
-                        return
-                    if not await self._run_step(step, transaction_id):
-                        return
-                    after = await self._repository.get(transaction_id)
-                    if after is None or after.version == view.version:
-                        log.error("step did not move the request", step=step.value)
-                        return
+                view = await self._repository.get(transaction_id)
+                step = next_step(view.state) if view is not None else None
+                while step is not None:
+                    state = await self._run_step(step, transaction_id)
+                    step = next_step(state) if state is not None else None
             except Exception:
                 log.exception("pipeline step crashed; the sweep will retry")
             finally:
                 self._running.pop(transaction_id, None)
 
-    async def _run_step(self, step: Step, transaction_id: str) -> bool:
+    async def _run_step(self, step: Step, transaction_id: str) -> RequestState | None:
         for attempt in range(self._max_attempts):
             try:
-                await self._handlers[step](transaction_id)
-                return True
+                return await self._handlers[step](transaction_id)
             except Transient as transient:
                 delay = transient.defer or backoff_delay(
                     attempt, base=self._base_delay, cap=self._max_delay
@@ -101,9 +95,9 @@ class InlinePipeline:
                 await asyncio.sleep(delay)
             except Permanent as permanent:
                 log.error("step failed permanently", step=step.value, reason=str(permanent))
-                return False
+                return None
         log.error("step gave up after retries; the sweep will retry", step=step.value)
-        return False
+        return None
 
 
 class Sweeper:

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from .store.models import RequestState
+from .store.repository import RequestRepository
+from .store.views import RequestView
 
 __all__ = [
     "Permanent",
@@ -24,7 +26,9 @@ __all__ = [
     "Step",
     "StepHandler",
     "Transient",
+    "UnknownTransaction",
     "next_step",
+    "state_after",
 ]
 
 
@@ -59,7 +63,27 @@ class Permanent(Exception):
     """This step can never succeed for this message (e.g. unknown transaction)."""
 
 
-StepHandler = Callable[[str], Awaitable[None]]
+# A step handler moves one request on and returns the state it is in afterwards
+# (whoever moved it), so the caller can route it to the next step. It raises
+# Permanent for a transaction the store does not know.
+StepHandler = Callable[[str], Awaitable[RequestState]]
+
+
+class UnknownTransaction(Permanent):
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__(f"no request with transaction id {transaction_id!r}")
+
+
+async def state_after(
+    repository: RequestRepository, transaction_id: str, moved: RequestView | None
+) -> RequestState:
+    """The request's state after a compare-and-set: ours if it moved, else whoever's."""
+    if moved is not None:
+        return moved.state
+    current = await repository.get(transaction_id)
+    if current is None:
+        raise UnknownTransaction(transaction_id)
+    return current.state
 
 
 class Pipeline(Protocol):

@@ -2,7 +2,7 @@
 
 With the static provider there is no one to tell, so the certificate is
 released at once (notify_state NOT_REQUIRED). The Intune notifier fills in the
-``Notifier`` hook.
+provider call before the release.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scepline_shared.log import get_logger
+from scepline_shared.pipeline import UnknownTransaction, state_after
 from scepline_shared.store.models import NotifyState, RequestState
 from scepline_shared.store.repository import RequestRepository
 
@@ -23,10 +24,12 @@ class NotifierDeps:
     repository: RequestRepository
 
 
-async def handle_notify(transaction_id: str, deps: NotifierDeps) -> None:
+async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestState:
     request = await deps.repository.get(transaction_id)
-    if request is None or request.state != RequestState.SIGNED:
-        return
+    if request is None:
+        raise UnknownTransaction(transaction_id)
+    if request.state != RequestState.SIGNED:
+        return request.state
     moved = await deps.repository.transition(
         transaction_id=transaction_id,
         from_state=RequestState.SIGNED,
@@ -36,3 +39,4 @@ async def handle_notify(transaction_id: str, deps: NotifierDeps) -> None:
     )
     if moved is not None:
         log.info("certificate released", serial=moved.cert_serial)
+    return await state_after(deps.repository, transaction_id, moved)

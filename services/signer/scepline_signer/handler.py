@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepline_shared.ca import CertificateProfile, PolicyViolation, issue_certificate
+from scepline_shared.ca import CaError, CertificateProfile, PolicyViolation, issue_certificate
 from scepline_shared.ca.issue import new_serial, serial_hex
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import SIGNING_SECONDS
-from scepline_shared.pipeline import Permanent
+from scepline_shared.pipeline import Permanent, UnknownTransaction, state_after
 from scepline_shared.scep import FailInfo, ScepError, load_certification_request
 from scepline_shared.store.errors import SerialCollision
 from scepline_shared.store.models import RequestState
@@ -33,36 +34,32 @@ class SignerDeps:
     profile: CertificateProfile
 
 
-async def handle_sign(transaction_id: str, deps: SignerDeps) -> None:
+async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestState:
     request = await deps.repository.get(transaction_id)
-    if request is None or request.state != RequestState.VALIDATED:
-        return  # already signed (redelivery) or not ours to sign
+    if request is None:
+        raise UnknownTransaction(transaction_id)
+    if request.state != RequestState.VALIDATED:
+        return request.state  # already signed (redelivery) or not ours to sign
     try:
         csr = load_certification_request(request.csr_der).csr
     except ScepError as unreadable:  # ingress checked it; only a corrupted row gets here
         raise Permanent(f"stored CSR is unusable: {unreadable.failure_message}") from unreadable
     for _ in range(_SERIAL_ATTEMPTS):
-        started = time.perf_counter()
         try:
-            certificate = issue_certificate(
-                csr=csr,
-                ca=deps.ca,
-                profile=deps.profile,
-                serial=new_serial(),
-                signature_verified=True,  # checked over the client's own bytes above
-            )
-        except PolicyViolation as violation:
-            await deps.repository.transition(
+            certificate = _sign(csr, deps)
+        except (PolicyViolation, CaError) as refusal:
+            # PolicyViolation: the request breaks the profile. CaError: the CA
+            # cannot issue (e.g. expired); the device gets a clear failure.
+            moved = await deps.repository.transition(
                 transaction_id=transaction_id,
                 from_state=RequestState.VALIDATED,
                 to_state=RequestState.FAILED,
-                detail=f"profile refused the request: {violation}",
+                detail=f"not issued: {refusal}",
                 fail_info=int(FailInfo.BAD_REQUEST),
-                fail_reason=str(violation),
+                fail_reason=str(refusal),
             )
-            log.info("request refused by the certificate profile", reason=str(violation))
-            return
-        SIGNING_SECONDS.observe(time.perf_counter() - started)
+            log.info("request refused by the signer", reason=str(refusal))
+            return await state_after(deps.repository, transaction_id, moved)
         record = IssuedCertificateRecord(
             serial=serial_hex(certificate.serial_number),
             issuer=certificate.issuer.rfc4514_string(),
@@ -76,8 +73,21 @@ async def handle_sign(transaction_id: str, deps: SignerDeps) -> None:
                 transaction_id=transaction_id, certificate=record
             )
         except SerialCollision:
-            continue  # astronomically unlikely with 127 random bits; draw again
+            continue  # astronomically unlikely with 126 random bits; draw again
         if moved is not None:
             log.info("certificate signed", serial=record.serial, subject=record.subject)
-        return
+        return await state_after(deps.repository, transaction_id, moved)
     raise RuntimeError("could not draw a unique serial number")
+
+
+def _sign(csr: x509.CertificateSigningRequest, deps: SignerDeps) -> x509.Certificate:
+    started = time.perf_counter()
+    certificate = issue_certificate(
+        csr=csr,
+        ca=deps.ca,
+        profile=deps.profile,
+        serial=new_serial(),
+        signature_verified=True,  # ingress checked it over the client's own bytes
+    )
+    SIGNING_SECONDS.observe(time.perf_counter() - started)
+    return certificate

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from scepline_shared.challenge import ChallengeValidator, ValidationRequest
 from scepline_shared.log import get_logger
+from scepline_shared.pipeline import UnknownTransaction, state_after
 from scepline_shared.scep import FailInfo, MessageType, load_certification_request
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
@@ -22,18 +23,16 @@ class ValidatorDeps:
     challenge: ChallengeValidator
 
 
-async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> None:
+async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> RequestState:
     request = await deps.repository.get(transaction_id)
-    if request is None or request.state != RequestState.RECEIVED:
-        return  # already handled: a redelivery or a duplicate message
+    if request is None:
+        raise UnknownTransaction(transaction_id)
+    if request.state != RequestState.RECEIVED:
+        return request.state  # already handled: a redelivery or a duplicate message
     renewal_of = await _valid_renewal_serial(deps.repository, request.renewal_of_serial)
     if request.message_type == MessageType.RENEWAL_REQ and renewal_of is None:
-        await _reject(
-            deps,
-            transaction_id,
-            "RenewalReq must be signed by a valid certificate this CA issued",
-        )
-        return
+        reason = "RenewalReq must be signed by a valid certificate this CA issued"
+        return await _reject(deps, transaction_id, reason)
     outcome = await deps.challenge.validate(
         ValidationRequest(
             transaction_id=transaction_id,
@@ -41,23 +40,25 @@ async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> None:
             renewal_of_serial=renewal_of,
         )
     )
-    if outcome.approved:
-        moved = await deps.repository.transition(
-            transaction_id=transaction_id,
-            from_state=RequestState.RECEIVED,
-            to_state=RequestState.VALIDATED,
-            detail=outcome.reason or "approved",
-            provider_code=outcome.provider_code,
+    if not outcome.approved:
+        return await _reject(
+            deps, transaction_id, outcome.reason, provider_code=outcome.provider_code
         )
-        if moved is not None:
-            log.info("request validated", reason=outcome.reason)
-        return
-    await _reject(deps, transaction_id, outcome.reason, provider_code=outcome.provider_code)
+    moved = await deps.repository.transition(
+        transaction_id=transaction_id,
+        from_state=RequestState.RECEIVED,
+        to_state=RequestState.VALIDATED,
+        detail=outcome.reason or "approved",
+        provider_code=outcome.provider_code,
+    )
+    if moved is not None:
+        log.info("request validated", reason=outcome.reason)
+    return await state_after(deps.repository, transaction_id, moved)
 
 
 async def _reject(
     deps: ValidatorDeps, transaction_id: str, reason: str, provider_code: str | None = None
-) -> None:
+) -> RequestState:
     moved = await deps.repository.transition(
         transaction_id=transaction_id,
         from_state=RequestState.RECEIVED,
@@ -69,6 +70,7 @@ async def _reject(
     )
     if moved is not None:
         log.info("request rejected", reason=reason, provider_code=provider_code)
+    return await state_after(deps.repository, transaction_id, moved)
 
 
 async def _valid_renewal_serial(repository: RequestRepository, serial: str | None) -> str | None:
