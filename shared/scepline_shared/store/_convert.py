@@ -30,6 +30,7 @@ def request_view(row: ScepRequest) -> RequestView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         queued_at=row.queued_at,
+        parked_at=row.parked_at,
     )
 
 

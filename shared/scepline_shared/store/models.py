@@ -204,6 +204,8 @@ class ScepRequest(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     queued_at: Mapped[datetime | None]
+    # Set while the request's pipeline message sits in a dead-letter queue.
+    parked_at: Mapped[datetime | None]
 
 
 class RequestEvent(Base):

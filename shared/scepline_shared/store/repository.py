@@ -9,7 +9,7 @@ already done. Results are frozen views; ORM objects never leave this module.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -269,11 +269,46 @@ class RequestRepository(CertificateRepository):
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(ScepRequest)
-                .where(ScepRequest.state.in_(NON_TERMINAL_STATES), last_seen < cutoff)
+                .where(
+                    ScepRequest.state.in_(NON_TERMINAL_STATES),
+                    ScepRequest.parked_at.is_(None),
+                    last_seen < cutoff,
+                )
                 .order_by(last_seen, ScepRequest.id)
                 .limit(limit)
             )
             return [request_view(row) for row in rows]
+
+    async def park(self, *, transaction_id: str, reason: str) -> bool:
+        """Mark a request as waiting in a dead-letter queue; the sweep skips it."""
+        return await self._set_parked(transaction_id, self._clock(), f"parked: {reason}")
+
+    async def unpark(self, *, transaction_id: str, detail: str = "replayed") -> bool:
+        """The operator replayed it: it is the pipeline's again."""
+        return await self._set_parked(transaction_id, None, detail)
+
+    async def _set_parked(self, transaction_id: str, at: datetime | None, detail: str) -> bool:
+        async with self._sessions.begin() as session:
+            row = await session.scalar(
+                update(ScepRequest)
+                .where(ScepRequest.transaction_id == transaction_id)
+                .values(parked_at=at, updated_at=self._clock())
+                .returning(ScepRequest)
+                .execution_options(synchronize_session=False)
+            )
+            if row is None:
+                return False
+            session.add(
+                RequestEvent(
+                    request_id=row.id,
+                    at=self._clock(),
+                    kind="park" if at is not None else "unpark",
+                    from_state=row.state.value,
+                    to_state=row.state.value,
+                    detail=detail,
+                )
+            )
+            return True
 
     async def history(self, transaction_id: str) -> list[EventView]:
         """The request's events, oldest first; empty for an unknown id."""

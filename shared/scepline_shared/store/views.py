@@ -88,6 +88,7 @@ class RequestView:
     created_at: datetime
     updated_at: datetime
     queued_at: datetime | None
+    parked_at: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:

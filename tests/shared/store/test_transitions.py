@@ -205,3 +205,23 @@ async def test_find_stale_returns_forgotten_work_oldest_first(
     await repo.mark_queued("never-queued")
     stale = await repo.find_stale(older_than=timedelta(minutes=5), limit=10)
     assert [view.transaction_id for view in stale] == ["queued-long-ago"]
+
+
+async def test_parked_requests_are_left_to_the_operator_until_unparked(
+    clocked_repository: RequestRepository, clock: FakeClock
+) -> None:
+    repo = clocked_repository
+    await record(repo, "dead-lettered")
+    clock.advance(timedelta(minutes=10))
+    assert await repo.park(transaction_id="dead-lettered", reason="notify gave up")
+
+    assert await repo.find_stale(older_than=timedelta(minutes=5), limit=10) == []
+    parked = await repo.get("dead-lettered")
+    assert parked is not None and parked.parked_at is not None
+
+    assert await repo.unpark(transaction_id="dead-lettered")
+    stale = await repo.find_stale(older_than=timedelta(minutes=5), limit=10)
+    assert [view.transaction_id for view in stale] == ["dead-lettered"]
+    kinds = [event.kind for event in await repo.history("dead-lettered")]
+    assert kinds[-2:] == ["park", "unpark"]
+    assert not await repo.park(transaction_id="unknown", reason="x")
