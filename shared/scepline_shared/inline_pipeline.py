@@ -45,7 +45,9 @@ class InlinePipeline:
         self._max_delay = max_delay
         self._running: dict[str, asyncio.Task[None]] = {}
 
-    async def submit(self, transaction_id: str) -> None:
+    async def submit(self, transaction_id: str, step: Step = Step.VALIDATE) -> None:
+        # The inline pipeline drives every step from the stored state itself.
+        del step
         if transaction_id in self._running:
             return
         await self._repository.mark_queued(transaction_id)

@@ -13,6 +13,7 @@ what a retry means (a delay, a delay queue, a dead-letter queue).
 from __future__ import annotations
 
 import enum
+import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -27,6 +28,7 @@ __all__ = [
     "StepHandler",
     "Transient",
     "UnknownTransaction",
+    "backoff_delay",
     "next_step",
     "state_after",
 ]
@@ -43,6 +45,11 @@ _NEXT_STEP: dict[RequestState, Step] = {
     RequestState.VALIDATED: Step.SIGN,
     RequestState.SIGNED: Step.NOTIFY,
 }
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter (attempt counts from 0)."""
+    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 def next_step(state: RequestState) -> Step | None:
@@ -89,8 +96,8 @@ async def state_after(
 class Pipeline(Protocol):
     """What ingress needs from the pipeline."""
 
-    async def submit(self, transaction_id: str) -> None:
-        """Hand a recorded request to the pipeline (at-least-once)."""
+    async def submit(self, transaction_id: str, step: Step = Step.VALIDATE) -> None:
+        """Hand a recorded request to the pipeline at ``step`` (at-least-once)."""
         ...
 
     async def wait_for_outcome(self, transaction_id: str, timeout: float) -> None:

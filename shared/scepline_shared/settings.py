@@ -45,6 +45,21 @@ class Settings(BaseSettings):
     # (Cisco wants it, Juniper refuses it).
     scep_certrep_include_chain: bool = False
 
+    # Message broker: "memory://" (in-process, one machine) or "amqp://user:pass@host/vhost".
+    broker_url: str = "memory://"
+    # Prefix of every exchange and queue, so several deployments can share a vhost.
+    broker_namespace: str = "scepline"
+    # Unacknowledged messages a worker holds at once.
+    worker_prefetch: int = Field(default=32, ge=1, le=1000)
+    # Deliveries of one step before its message goes to the dead-letter queue.
+    retry_max_attempts: int = Field(default=6, ge=1)
+    retry_base_delay_seconds: float = Field(default=1.0, gt=0)
+    # Worker processes serve /healthz, /readyz and /metrics here (unset: none).
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    # Requests untouched this long (and not dead-lettered) are re-queued.
+    sweep_stale_after_seconds: float = Field(default=60.0, gt=0)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+
     # How long ingress holds a PKIOperation open waiting for the pipeline's
     # outcome before it answers PENDING.
     sync_wait_seconds: float = Field(default=20.0, ge=0)

@@ -67,6 +67,18 @@ class ScepReply:
     fail_info: FailInfo | None = None
 
 
+def request_key(transaction_id: str, renewal_of: str | None) -> str:
+    """How the store names a request.
+
+    RFC 8894 clients derive the transactionID from the public key, so renewing
+    with the same key repeats the transactionID of the first enrolment. A
+    message signed with one of our certificates is therefore its own request,
+    named after that certificate; a retransmission of either maps to the same
+    name again, and a poll is signed like the request it polls for.
+    """
+    return transaction_id if renewal_of is None else f"{transaction_id}|renew:{renewal_of}"
+
+
 def requester_key_id(certificate: x509.Certificate) -> str:
     """Who made a request: the signer's public key, not its (transient) certificate."""
     return spki_sha256_hex(certificate.public_key())
@@ -174,15 +186,13 @@ class ScepService:
     ) -> ScepReply:
         key_id = requester_key_id(message.signer_certificate)
         signer = message.signer_certificate
-        renewal_of = (
-            serial_hex(signer.serial_number) if self._identity.issued_by_us(signer) else None
-        )
+        renewal_of = self._renewal_of(signer)
         if message.message_type is MessageType.RENEWAL_REQ and renewal_of is None:
             raise BadRequest(
                 "RenewalReq must be signed with a certificate this CA issued"
             ).with_header(message.header)
         recorded = await self._repository.record_request(
-            transaction_id=message.transaction_id,
+            transaction_id=request_key(message.transaction_id, renewal_of),
             signer_key_id=key_id,
             message_type=int(message.message_type),
             csr_der=request.der,
@@ -199,14 +209,15 @@ class ScepService:
             log.info(
                 "enrolment recorded", message_type=message.message_type.name, renewal_of=renewal_of
             )
-            await self._pipeline.submit(message.transaction_id)
+            await self._pipeline.submit(stored.transaction_id)
         else:
             log.info("retransmitted request", state=stored.state)
         stored = await self._await_outcome(stored)
         return self._answer(message, stored, encryption)
 
     async def _poll(self, message: PkiMessage, encryption: ContentEncryption) -> ScepReply:
-        request = await self._repository.get(message.transaction_id)
+        renewal_of = self._renewal_of(message.signer_certificate)
+        request = await self._repository.get(request_key(message.transaction_id, renewal_of))
         if request is None:
             raise BadCertId("no request with this transactionID").with_header(message.header)
         if request.signer_key_id != requester_key_id(message.signer_certificate):
@@ -305,6 +316,10 @@ class ScepService:
             raise BadTime(
                 f"signingTime is {int(skew.total_seconds())} s away from the CA's clock"
             ).with_header(message.header)
+
+    def _renewal_of(self, signer: x509.Certificate) -> str | None:
+        """The serial of our certificate that signed the message, if it is one."""
+        return serial_hex(signer.serial_number) if self._identity.issued_by_us(signer) else None
 
     def _is_our_issuer(self, issuer: x509.Name) -> bool:
         return any(issuer == ca.subject for ca in self._identity.ca_certificates)

@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 NONCE_SIZE = 16
-MAX_TRANSACTION_ID_LENGTH = 255
+# Real clients use 28 to ~80 characters; the store appends a renewal suffix.
+MAX_TRANSACTION_ID_LENGTH = 200
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,15 @@ class RequestView:
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def scep_transaction_id(self) -> str:
+        """The client's transactionID (``transaction_id`` is the store's request
+        key, which carries a suffix for a renewal; see ingress ``request_key``)."""
+        suffix = f"|renew:{self.renewal_of_serial}"
+        if self.renewal_of_serial and self.transaction_id.endswith(suffix):
+            return self.transaction_id[: -len(suffix)]
+        return self.transaction_id
+
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:

@@ -347,3 +347,27 @@ async def test_get_crl_returns_the_latest_published_crl(scep: Exchange):
     after = await scep.send(requester("x"), MessageType.GET_CRL, data, transaction_id="c2")
     assert after.status is PkiStatus.SUCCESS
     assert after.crls == (crl,)
+
+
+async def test_renewal_with_the_same_key_and_transaction_id_gets_a_new_certificate(
+    scep: Exchange,
+):
+    """scepclient and certmonger renew with the same key, so the same transactionID
+    (RFC 8894 derives it from the key); that is a new request, not a retransmission."""
+    old = await scep.enrol(requester("y"), cn="same-key", transaction_id="tx-same-key")
+    signer = Requester(key=requester("y").key, certificate=old.certificates[0])
+    renewed = await scep.enrol(
+        signer,
+        cn="same-key",
+        challenge=None,
+        transaction_id="tx-same-key",
+        message_type=MessageType.RENEWAL_REQ,
+    )
+    assert renewed.status is PkiStatus.SUCCESS
+    assert renewed.certificates[0].serial_number != old.certificates[0].serial_number
+    # Retransmitting either request still gets its own answer.
+    again = await scep.enrol(requester("y"), cn="same-key", transaction_id="tx-same-key")
+    assert again.certificates == old.certificates
+    poll = issuer_and_subject(ca_certificate(scep).subject, name("same-key"))
+    polled = await scep.send(signer, MessageType.CERT_POLL, poll, transaction_id="tx-same-key")
+    assert polled.certificates == renewed.certificates

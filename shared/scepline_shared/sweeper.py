@@ -1,0 +1,65 @@
+"""The safety net: re-queue requests that were recorded but never finished.
+
+A request can be left behind when the broker was down as ingress published it,
+or when a process died between committing and publishing. The sweep finds
+non-terminal requests untouched for a while (and not parked in a dead-letter
+queue) and hands each back to the pipeline at the step its state calls for.
+Handlers are idempotent, so a sweep that races a live worker is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from .log import get_logger
+from .pipeline import Pipeline, next_step
+from .store.repository import RequestRepository
+
+__all__ = ["Sweeper"]
+
+log = get_logger(__name__)
+
+
+class Sweeper:
+    def __init__(
+        self,
+        *,
+        repository: RequestRepository,
+        pipeline: Pipeline,
+        stale_after: timedelta = timedelta(seconds=60),
+        interval: float = 30.0,
+        batch: int = 500,
+    ) -> None:
+        self._repository = repository
+        self._pipeline = pipeline
+        self._stale_after = stale_after
+        self._interval = interval
+        self._batch = batch
+        self._stopped = asyncio.Event()
+
+    async def sweep_once(self) -> int:
+        stale = await self._repository.find_stale(older_than=self._stale_after, limit=self._batch)
+        requeued = 0
+        for view in stale:
+            step = next_step(view.state)
+            if step is not None:
+                await self._pipeline.submit(view.transaction_id, step)
+                requeued += 1
+        if requeued:
+            log.info("re-queued stale requests", count=requeued)
+        return requeued
+
+    async def run(self) -> None:
+        """Sweep every ``interval`` until ``stop()``; a sweep in progress finishes."""
+        while not self._stopped.is_set():
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._interval)
+
+    def stop(self) -> None:
+        self._stopped.set()

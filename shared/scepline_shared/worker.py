@@ -1,0 +1,129 @@
+"""Run one pipeline step over a broker: the only place that maps a handler's
+outcome to ack, retry (delay queue) or dead letter.
+
+A handler commits to the state store first; only then does the worker publish
+the next step (or the outcome) and ack. A crash in between means redelivery,
+and handlers are idempotent, so nothing is lost or done twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+
+from .broker.base import Broker, Delivery
+from .inline_pipeline import backoff_delay
+from .log import bind_transaction, get_logger
+from .messages import StepMessage
+from .metrics import PIPELINE_STEP_SECONDS, QUEUE_LAG
+from .pipeline import Permanent, Step, StepHandler, Transient, next_step
+from .store.models import TERMINAL_STATES
+
+__all__ = ["DeadLetterHook", "RetryPolicy", "StepWorker"]
+
+log = get_logger(__name__)
+
+# Called with (transaction_id, reason) after a message of this step was parked.
+DeadLetterHook = Callable[[str, str], Awaitable[None]]
+
+
+class RetryPolicy:
+    def __init__(self, *, max_attempts: int = 6, base_delay: float = 1.0, max_delay: float = 600.0):
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before delivery ``attempt + 1`` (attempts count from 1)."""
+        return backoff_delay(attempt - 1, base=self.base_delay, cap=self.max_delay)
+
+
+class StepWorker:
+    def __init__(
+        self,
+        *,
+        step: Step,
+        handler: StepHandler,
+        broker: Broker,
+        retry: RetryPolicy | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
+    ) -> None:
+        self.step = step
+        self._handler = handler
+        self._broker = broker
+        self._retry = retry or RetryPolicy()
+        self._on_dead_letter = on_dead_letter
+
+    async def start(self, *, prefetch: int) -> None:
+        await self._broker.consume(self.step, self.handle_delivery, prefetch=prefetch)
+
+    async def handle_delivery(self, delivery: Delivery) -> None:
+        message = delivery.message
+        if message is None:
+            log.error("unreadable message dead-lettered", step=self.step.value)
+            await delivery.dead_letter(reason="unreadable message body")
+            return
+        lag = (dt.datetime.now(dt.UTC) - message.enqueued_at).total_seconds()
+        QUEUE_LAG.labels(self.step.value).observe(max(lag, 0.0))
+        with bind_transaction(message.transaction_id):
+            await self._process(delivery, message)
+
+    async def _process(self, delivery: Delivery, message: StepMessage) -> None:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            state = await self._handler(message.transaction_id)
+        except Transient as transient:
+            outcome = "transient"
+            await self._retry_or_park(delivery, message, transient.reason, transient.defer)
+            return
+        except Permanent as permanent:
+            outcome = "permanent"
+            await self._park(delivery, message, str(permanent))
+            return
+        except Exception as error:
+            outcome = "error"
+            log.exception("step handler failed", step=self.step.value)
+            await self._retry_or_park(delivery, message, f"{type(error).__name__}: {error}", None)
+            return
+        finally:
+            PIPELINE_STEP_SECONDS.labels(self.step.value, outcome).observe(
+                time.perf_counter() - started
+            )
+        following = next_step(state)
+        if following is not None:
+            await self._broker.publish(
+                StepMessage(
+                    transaction_id=message.transaction_id,
+                    step=following,
+                    enqueued_at=dt.datetime.now(dt.UTC),
+                )
+            )
+        elif state in TERMINAL_STATES:
+            await self._broker.publish_outcome(message.transaction_id)
+        await delivery.ack()
+
+    async def _retry_or_park(
+        self, delivery: Delivery, message: StepMessage, reason: str, defer: float | None
+    ) -> None:
+        if message.attempt >= self._retry.max_attempts:
+            await self._park(
+                delivery, message, f"gave up after {message.attempt} attempts: {reason}"
+            )
+            return
+        delay = defer if defer is not None else self._retry.delay(message.attempt)
+        log.warning(
+            "step will be retried",
+            step=self.step.value,
+            attempt=message.attempt,
+            retry_in=round(delay, 3),
+            reason=reason,
+        )
+        await delivery.retry(delay=delay, error=reason)
+
+    async def _park(self, delivery: Delivery, message: StepMessage, reason: str) -> None:
+        log.error("message dead-lettered", step=self.step.value, reason=reason)
+        await delivery.dead_letter(reason=reason)
+        if self._on_dead_letter is not None:
+            await self._on_dead_letter(message.transaction_id, reason)
