@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from scepline_shared.log import configure_logging
+from scepline_shared.pipeline import Step
 from scepline_shared.settings import Settings
 
 __all__ = ["main"]
@@ -31,47 +32,71 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands")
 
-    up = commands.add_parser("up", help="run every service in one process")
-    up.set_defaults(run=_up)
+    commands.add_parser("up", help="run every service in one process").set_defaults(run=_up)
+    commands.add_parser("ingress", help="run the SCEP HTTP service").set_defaults(run=_ingress)
+    for step, name in (
+        (Step.VALIDATE, "validator"),
+        (Step.SIGN, "signer"),
+        (Step.NOTIFY, "notifier"),
+    ):
+        worker = commands.add_parser(name, help=f"run a {name} worker")
+        worker.set_defaults(run=_worker, step=step)
 
     ca = commands.add_parser("ca", help="the certificate authority").add_subparsers()
-    ca_init = ca.add_parser("init", help="create the CA and RA under SCEPLINE_DATA_DIR")
-    ca_init.set_defaults(run=_ca_init)
-    ca_show = ca.add_parser("show", help="print the CA and RA certificates")
-    ca_show.set_defaults(run=_ca_show)
+    ca.add_parser("init", help="create the CA and RA under SCEPLINE_DATA_DIR").set_defaults(
+        run=_ca_init
+    )
+    ca.add_parser("show", help="print the CA and RA certificates").set_defaults(run=_ca_show)
 
     db = commands.add_parser("db", help="the state store").add_subparsers()
-    db_upgrade = db.add_parser("upgrade", help="apply the schema migrations")
-    db_upgrade.set_defaults(run=_db_upgrade)
+    db.add_parser("upgrade", help="apply the schema migrations").set_defaults(run=_db_upgrade)
 
     request = commands.add_parser("request", help="enrolment requests").add_subparsers()
     request_show = request.add_parser("show", help="a request's state and history")
     request_show.add_argument("transaction_id")
     request_show.set_defaults(run=_request_show)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter queues").add_subparsers()
+    for name, helptext, takes_ids in (
+        ("list", "list dead letters of every step (or --step)", False),
+        ("show", "show dead letters in full", True),
+        ("replay", "send dead letters back to their step (all, or the given ids)", True),
+        ("purge", "delete dead letters (all, or the given ids)", True),
+    ):
+        command = dlq.add_parser(name, help=helptext)
+        command.add_argument("--step", choices=[s.value for s in Step], default=None)
+        if takes_ids:
+            command.add_argument("ids", nargs="*", help="dead-letter ids (from `dlq list`)")
+        command.set_defaults(run=_dlq, action=name)
     return parser
 
 
 def _up(settings: Settings, _args: argparse.Namespace) -> int:
-    import uvicorn
+    from .runtime import Embedded, serve_embedded
 
-    from .embedded import build_embedded_app
+    def announce(product: Embedded) -> None:
+        url = f"http://{settings.http_host}:{settings.http_port}/scep"
+        print(f"scepline serving SCEP at {url}", flush=True)
+        print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
+        if product.challenge is not None:
+            # Printed for the operator, never logged (logs must not carry challenges).
+            print(f"Generated static challenge: {product.challenge}", flush=True)
 
-    embedded = asyncio.run(build_embedded_app(settings))
-    url = f"http://{settings.http_host}:{settings.http_port}/scep"
-    print(f"scepline serving SCEP at {url}", flush=True)
-    print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
-    if embedded.challenge is not None:
-        # Printed for the operator, never logged (logs must not carry challenges).
-        print(f"Generated static challenge: {embedded.challenge}", flush=True)
-    config = uvicorn.Config(
-        embedded.app,
-        host=settings.http_host,
-        port=settings.http_port,
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-    )
-    uvicorn.Server(config).run()
+    asyncio.run(serve_embedded(settings, announce))
+    return 0
+
+
+def _ingress(settings: Settings, _args: argparse.Namespace) -> int:
+    from .runtime import serve_ingress
+
+    asyncio.run(serve_ingress(settings))
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from .runtime import serve_worker
+
+    asyncio.run(serve_worker(settings, args.step))
     return 0
 
 
@@ -79,8 +104,7 @@ def _ca_init(settings: Settings, _args: argparse.Namespace) -> int:
     from scepline_shared.ca import ensure_lab_ca
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    material = ensure_lab_ca(settings.data_dir)
-    _print_material(material)
+    _print_material(ensure_lab_ca(settings.data_dir))
     return 0
 
 
@@ -117,34 +141,17 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _request_show(settings: Settings, args: argparse.Namespace) -> int:
-    from scepline_shared.store.database import create_engine_for, session_factory
-    from scepline_shared.store.repository import RequestRepository
+    from .admin import show_request
 
-    async def show() -> int:
-        engine = create_engine_for(settings.effective_database_url)
-        try:
-            repository = RequestRepository(session_factory(engine))
-            request = await repository.get(args.transaction_id)
-            if request is None:
-                print(f"no request with transaction id {args.transaction_id!r}")
-                return 1
-            print(f"transaction  {request.transaction_id}")
-            print(f"state        {request.state}  (notify: {request.notify_state})")
-            print(f"subject      {request.subject}")
-            if request.cert_serial:
-                print(f"certificate  serial {request.cert_serial}")
-            if request.fail_reason:
-                print(f"failure      {request.fail_reason} (failInfo {request.fail_info})")
-            for event in await repository.history(args.transaction_id):
-                print(
-                    f"  {event.at.isoformat()}  {event.from_state} -> {event.to_state}"
-                    f"  {event.detail}"
-                )
-            return 0
-        finally:
-            await engine.dispose()
+    return asyncio.run(show_request(settings, args.transaction_id))
 
-    return asyncio.run(show())
+
+def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin import dead_letters
+
+    steps = [Step(args.step)] if args.step else list(Step)
+    ids = getattr(args, "ids", None) or None
+    return asyncio.run(dead_letters(settings, args.action, steps, ids))
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .broker.base import Broker, Delivery
-from .inline_pipeline import backoff_delay
 from .log import bind_transaction, get_logger
 from .messages import StepMessage
 from .metrics import PIPELINE_STEP_SECONDS, QUEUE_LAG
-from .pipeline import Permanent, Step, StepHandler, Transient, next_step
+from .pipeline import Permanent, Step, StepHandler, Transient, backoff_delay, next_step
 from .store.models import TERMINAL_STATES
 
 __all__ = ["DeadLetterHook", "RetryPolicy", "StepWorker"]

@@ -279,6 +279,17 @@ class RequestRepository(CertificateRepository):
             )
             return [request_view(row) for row in rows]
 
+    async def parked(self, *, limit: int = 1000) -> list[RequestView]:
+        """Requests waiting for an operator, oldest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(ScepRequest)
+                .where(ScepRequest.parked_at.is_not(None))
+                .order_by(ScepRequest.parked_at, ScepRequest.id)
+                .limit(limit)
+            )
+            return [request_view(row) for row in rows]
+
     async def park(self, *, transaction_id: str, reason: str) -> bool:
         """Mark a request as waiting in a dead-letter queue; the sweep skips it."""
         return await self._set_parked(transaction_id, self._clock(), f"parked: {reason}")

@@ -216,10 +216,12 @@ async def test_parked_requests_are_left_to_the_operator_until_unparked(
     assert await repo.park(transaction_id="dead-lettered", reason="notify gave up")
 
     assert await repo.find_stale(older_than=timedelta(minutes=5), limit=10) == []
+    assert [view.transaction_id for view in await repo.parked()] == ["dead-lettered"]
     parked = await repo.get("dead-lettered")
     assert parked is not None and parked.parked_at is not None
 
     assert await repo.unpark(transaction_id="dead-lettered")
+    assert await repo.parked() == []
     stale = await repo.find_stale(older_than=timedelta(minutes=5), limit=10)
     assert [view.transaction_id for view in stale] == ["dead-lettered"]
     kinds = [event.kind for event in await repo.history("dead-lettered")]

@@ -1,0 +1,144 @@
+"""Operator commands: inspect requests; list, show, replay and purge dead letters.
+
+With RabbitMQ the dead letters are the messages in each step's DLQ. The
+in-process broker of ``scepline up`` lives inside that process, so for it the
+commands work on what the store knows: requests parked because their message
+was dead-lettered. Replaying unparks them and the running process's sweep
+re-queues them. Purging gives up on a request: it ends FAILED, so the device
+gets a clear answer instead of PENDING forever.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from scepline_shared.messages import DeadLetter
+from scepline_shared.pipeline import Step, next_step
+from scepline_shared.scep import FailInfo
+from scepline_shared.settings import Settings
+from scepline_shared.store.models import RequestState
+from scepline_shared.store.views import RequestView
+
+from .runtime import Runtime, runtime
+
+__all__ = ["dead_letters", "show_request"]
+
+
+async def show_request(settings: Settings, transaction_id: str) -> int:
+    async with runtime(settings, with_broker=False) as rt:
+        request = await rt.repository.get(transaction_id)
+        if request is None:
+            print(f"no request with transaction id {transaction_id!r}")
+            return 1
+        print(f"transaction  {request.transaction_id}")
+        print(f"state        {request.state}  (notify: {request.notify_state})")
+        print(f"subject      {request.subject}")
+        if request.renewal_of_serial:
+            print(f"renews       serial {request.renewal_of_serial}")
+        if request.cert_serial:
+            print(f"certificate  serial {request.cert_serial}")
+        if request.fail_reason:
+            print(f"failure      {request.fail_reason} (failInfo {request.fail_info})")
+        if request.parked_at:
+            print(f"parked       since {request.parked_at.isoformat()} (see `scepline dlq list`)")
+        for event in await rt.repository.history(transaction_id):
+            print(
+                f"  {event.at.isoformat()}  {event.from_state or '-'} -> {event.to_state}"
+                f"  {event.detail}"
+            )
+        return 0
+
+
+async def dead_letters(
+    settings: Settings, action: str, steps: Sequence[Step], ids: Sequence[str] | None
+) -> int:
+    in_process = settings.broker_url.startswith("memory://")
+    async with runtime(settings, with_broker=not in_process) as rt:
+        if in_process:
+            return await _parked_requests(rt, action, steps, ids)
+        for step in steps:
+            letters = await rt.broker.dead_letters(step, limit=1000)
+            chosen = [d for d in letters if ids is None or d.id in ids]
+            if action == "list":
+                _print_list(step, letters)
+            elif action == "show":
+                for letter in chosen:
+                    print(json.dumps(_as_dict(letter), indent=2, default=str))
+            elif action == "replay":
+                # Unpark first: should the replay publish fail, the sweep still has it.
+                for letter in chosen:
+                    if letter.message is not None:
+                        await rt.repository.unpark(
+                            transaction_id=letter.message.transaction_id,
+                            detail=f"{step.value} dead letter replayed",
+                        )
+                print(f"{step.value}: replayed {await rt.broker.replay(step, ids=ids)}")
+            elif action == "purge":
+                for letter in chosen:
+                    if letter.message is not None:
+                        await _give_up(rt, letter.message.transaction_id)
+                print(f"{step.value}: purged {await rt.broker.purge(step, ids=ids)}")
+        return 0
+
+
+async def _parked_requests(
+    rt: Runtime, action: str, steps: Sequence[Step], ids: Sequence[str] | None
+) -> int:
+    parked = [
+        request
+        for request in await rt.repository.parked()
+        if next_step(request.state) in steps and (ids is None or request.transaction_id in ids)
+    ]
+    print(f"{len(parked)} parked request(s) (in-process broker: ids are transaction ids)")
+    for request in parked:
+        if action in ("list", "show"):
+            _print_parked(request, full=action == "show")
+        elif action == "replay":
+            await rt.repository.unpark(transaction_id=request.transaction_id)
+            print(f"  replayed {request.transaction_id}: the running scepline re-queues it")
+        elif action == "purge":
+            await _give_up(rt, request.transaction_id)
+            print(f"  purged {request.transaction_id}: now FAILED")
+    return 0
+
+
+async def _give_up(rt: Runtime, transaction_id: str) -> None:
+    request = await rt.repository.get(transaction_id)
+    if request is None or request.is_terminal:
+        return
+    await rt.repository.transition(
+        transaction_id=transaction_id,
+        from_state=request.state,
+        to_state=RequestState.FAILED,
+        detail="dead letter purged by an operator",
+        fail_info=int(FailInfo.BAD_REQUEST),
+        fail_reason="the request could not be completed",
+    )
+    await rt.repository.unpark(transaction_id=transaction_id, detail="purged")
+
+
+def _print_parked(request: RequestView, *, full: bool) -> None:
+    step = next_step(request.state)
+    parked_at = request.parked_at.isoformat() if request.parked_at else "-"
+    print(f"  {request.transaction_id}  {parked_at}  {step.value if step else '-'}")
+    if full:
+        print(f"    state {request.state}, notify {request.notify_state}, {request.subject}")
+
+
+def _print_list(step: Step, letters: Sequence[DeadLetter]) -> None:
+    print(f"{step.value}: {len(letters)} dead letter(s)")
+    for letter in letters:
+        transaction = letter.message.transaction_id if letter.message else "(unreadable)"
+        print(f"  {letter.id}  {letter.dead_at.isoformat()}  {transaction}  {letter.reason}")
+
+
+def _as_dict(letter: DeadLetter) -> dict[str, object]:
+    return {
+        "id": letter.id,
+        "step": letter.step.value,
+        "dead_at": letter.dead_at,
+        "reason": letter.reason,
+        "message": letter.message.model_dump() if letter.message else None,
+        "raw": letter.raw.decode(errors="replace") if letter.message is None else None,
+    }

@@ -1,0 +1,246 @@
+"""Composition root: builds each service's process from settings.
+
+``scepline up`` runs ingress and the three workers in one process over the
+configured broker (in-process by default); ``scepline ingress|validator|signer|
+notifier`` run one service each, normally over RabbitMQ. Every process opens its
+own store and broker connections after start-up, in the event loop it serves
+from (HSM sessions and pooled connections must not cross a fork or a loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import scepline_notifier.main as notifier
+import scepline_signer.main as signer
+import scepline_validator.main as validator
+from scepline_ingress.identity import ScepIdentity
+from scepline_ingress.main import build_ingress_app
+from scepline_shared.broker.base import Broker, create_broker
+from scepline_shared.broker_pipeline import BrokerPipeline
+from scepline_shared.ca import CaMaterial, ensure_lab_ca, load_ca_material
+from scepline_shared.log import get_logger
+from scepline_shared.pipeline import Step
+from scepline_shared.settings import Settings
+from scepline_shared.store.database import create_engine_for, session_factory
+from scepline_shared.store.migrate import upgrade_to_head
+from scepline_shared.store.repository import RequestRepository
+from scepline_shared.sweeper import Sweeper
+from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
+
+__all__ = ["Embedded", "Runtime", "embedded", "serve_embedded", "serve_ingress", "serve_worker"]
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The connections one process holds."""
+
+    settings: Settings
+    engine: AsyncEngine
+    repository: RequestRepository
+    broker: Broker
+
+    async def ready(self) -> bool:
+        if not self.broker.healthy:
+            return False
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+            return False
+        return True
+
+
+@contextlib.asynccontextmanager
+async def runtime(settings: Settings, *, with_broker: bool = True) -> AsyncIterator[Runtime]:
+    """The store (migrated to head) and, unless told otherwise, the broker."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.effective_database_url
+    await upgrade_to_head(url)
+    engine = create_engine_for(url)
+    broker = create_broker(settings.broker_url, namespace=settings.broker_namespace)
+    try:
+        if with_broker:
+            await broker.start()
+        yield Runtime(settings, engine, RequestRepository(session_factory(engine)), broker)
+    finally:
+        if with_broker:
+            await broker.close()
+        await engine.dispose()
+
+
+def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHook:
+    notify_dead = notifier.build_dead_letter_hook(repository) if step is Step.NOTIFY else None
+
+    async def park(transaction_id: str, reason: str) -> None:
+        await repository.park(transaction_id=transaction_id, reason=f"{step.value}: {reason}")
+        if notify_dead is not None:
+            await notify_dead(transaction_id, reason)
+
+    return park
+
+
+def build_worker(
+    step: Step,
+    rt: Runtime,
+    *,
+    material: CaMaterial | None = None,
+    challenge: validator.ChallengeValidator | None = None,
+) -> StepWorker:
+    settings = rt.settings
+    if step is Step.VALIDATE:
+        assert challenge is not None
+        handler = validator.build_handler(rt.repository, challenge)
+    elif step is Step.SIGN:
+        assert material is not None
+        handler = signer.build_handler(settings, rt.repository, material)
+    else:
+        handler = notifier.build_handler(rt.repository)
+    return StepWorker(
+        step=step,
+        handler=handler,
+        broker=rt.broker,
+        retry=RetryPolicy(
+            max_attempts=settings.retry_max_attempts,
+            base_delay=settings.retry_base_delay_seconds,
+        ),
+        on_dead_letter=_dead_letter_hook(step, rt.repository),
+    )
+
+
+def identity_from(material: CaMaterial) -> ScepIdentity:
+    return ScepIdentity(
+        ra_key=material.ra.key,  # type: ignore[arg-type]  # the RA is always RSA
+        ra_certificate=material.ra.certificate,
+        ca_certificate=material.ca.certificate,
+        previous_ca_certificates=tuple(material.chain),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _ingress(rt: Runtime, material: CaMaterial) -> AsyncIterator[FastAPI]:
+    settings = rt.settings
+    pipeline = BrokerPipeline(broker=rt.broker, repository=rt.repository)
+    await pipeline.start()
+    sweeper = Sweeper(
+        repository=rt.repository,
+        pipeline=pipeline,
+        stale_after=timedelta(seconds=settings.sweep_stale_after_seconds),
+        interval=settings.sweep_interval_seconds,
+    )
+    sweep = asyncio.create_task(sweeper.run())
+    try:
+        yield build_ingress_app(
+            settings,
+            identity=identity_from(material),
+            repository=rt.repository,
+            pipeline=pipeline,
+            readiness=rt.ready,
+        )
+    finally:
+        sweeper.stop()
+        await sweep
+
+
+@dataclass(frozen=True)
+class Embedded:
+    app: FastAPI
+    material: CaMaterial
+    challenge: str | None  # the generated static challenge, when none was configured
+    repository: RequestRepository
+    broker: Broker
+
+
+@contextlib.asynccontextmanager
+async def embedded(settings: Settings) -> AsyncIterator[Embedded]:
+    """Ingress and all three workers in this process (``scepline up``)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    material = ensure_lab_ca(settings.data_dir)
+    challenge, generated = validator.challenge_provider(settings)
+    async with runtime(settings) as rt:
+        for step in Step:
+            worker = build_worker(step, rt, material=material, challenge=challenge)
+            await worker.start(prefetch=settings.worker_prefetch)
+        async with _ingress(rt, material) as app:
+            yield Embedded(app, material, generated, rt.repository, rt.broker)
+
+
+async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None]) -> None:
+    async with embedded(settings) as product:
+        announce(product)
+        await _serve_http(product.app, settings.http_host, settings.http_port)
+
+
+async def serve_ingress(settings: Settings) -> None:
+    material = load_ca_material(settings.data_dir)
+    async with runtime(settings) as rt, _ingress(rt, material) as app:
+        await _serve_http(app, settings.http_host, settings.http_port)
+
+
+async def serve_worker(settings: Settings, step: Step) -> None:
+    material = load_ca_material(settings.data_dir) if step is Step.SIGN else None
+    challenge = validator.challenge_provider(settings)[0] if step is Step.VALIDATE else None
+    async with runtime(settings) as rt:
+        worker = build_worker(step, rt, material=material, challenge=challenge)
+        await worker.start(prefetch=settings.worker_prefetch)
+        log.info("worker started", step=step.value, broker=_redacted(settings.broker_url))
+        if settings.health_port is not None:
+            await _serve_http(_health_app(rt), settings.http_host, settings.health_port)
+        else:
+            await _until_signalled()
+
+
+def _health_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz")
+    async def readyz() -> PlainTextResponse:
+        ready = await rt.ready()
+        return PlainTextResponse("ready\n" if ready else "not ready\n", 200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _serve_http(app: FastAPI, host: str, port: int) -> None:
+    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning")
+    await uvicorn.Server(config).serve()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+def _redacted(url: str) -> str:
+    """The broker URL without its password, for logs."""
+    scheme, _, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
