@@ -13,16 +13,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from scepline_shared.broker.base import Broker
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, next_step
 from scepline_shared.scep import FailInfo
 from scepline_shared.settings import Settings
 from scepline_shared.store.models import RequestState
+from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import RequestView
 
 from .runtime import Runtime, runtime
 
-__all__ = ["dead_letters", "show_request"]
+__all__ = ["dead_letters", "purge", "replay", "show_request"]
 
 
 async def show_request(settings: Settings, transaction_id: str) -> int:
@@ -66,20 +68,41 @@ async def dead_letters(
                 for letter in chosen:
                     print(json.dumps(_as_dict(letter), indent=2, default=str))
             elif action == "replay":
-                # Unpark first: should the replay publish fail, the sweep still has it.
-                for letter in chosen:
-                    if letter.message is not None:
-                        await rt.repository.unpark(
-                            transaction_id=letter.message.transaction_id,
-                            detail=f"{step.value} dead letter replayed",
-                        )
-                print(f"{step.value}: replayed {await rt.broker.replay(step, ids=ids)}")
+                count = await replay(rt.broker, rt.repository, step, ids=ids)
+                print(f"{step.value}: replayed {count}")
             elif action == "purge":
-                for letter in chosen:
-                    if letter.message is not None:
-                        await _give_up(rt, letter.message.transaction_id)
-                print(f"{step.value}: purged {await rt.broker.purge(step, ids=ids)}")
+                count = await purge(rt.broker, rt.repository, step, ids=ids)
+                print(f"{step.value}: purged {count}")
         return 0
+
+
+async def replay(
+    broker: Broker, repository: RequestRepository, step: Step, *, ids: Sequence[str] | None
+) -> int:
+    """Send dead letters back to their step; their requests are the pipeline's again."""
+    # Unpark first: should the replay publish fail, the sweep still has them.
+    for letter in await _chosen(broker, step, ids):
+        if letter.message is not None:
+            await repository.unpark(
+                transaction_id=letter.message.transaction_id,
+                detail=f"{step.value} dead letter replayed",
+            )
+    return await broker.replay(step, ids=ids)
+
+
+async def purge(
+    broker: Broker, repository: RequestRepository, step: Step, *, ids: Sequence[str] | None
+) -> int:
+    """Drop dead letters and give up on their requests (FAILED, not PENDING forever)."""
+    for letter in await _chosen(broker, step, ids):
+        if letter.message is not None:
+            await _give_up(repository, letter.message.transaction_id)
+    return await broker.purge(step, ids=ids)
+
+
+async def _chosen(broker: Broker, step: Step, ids: Sequence[str] | None) -> list[DeadLetter]:
+    letters = await broker.dead_letters(step, limit=10_000)
+    return [letter for letter in letters if ids is None or letter.id in ids]
 
 
 async def _parked_requests(
@@ -98,16 +121,16 @@ async def _parked_requests(
             await rt.repository.unpark(transaction_id=request.transaction_id)
             print(f"  replayed {request.transaction_id}: the running scepline re-queues it")
         elif action == "purge":
-            await _give_up(rt, request.transaction_id)
+            await _give_up(rt.repository, request.transaction_id)
             print(f"  purged {request.transaction_id}: now FAILED")
     return 0
 
 
-async def _give_up(rt: Runtime, transaction_id: str) -> None:
-    request = await rt.repository.get(transaction_id)
+async def _give_up(repository: RequestRepository, transaction_id: str) -> None:
+    request = await repository.get(transaction_id)
     if request is None or request.is_terminal:
         return
-    await rt.repository.transition(
+    await repository.transition(
         transaction_id=transaction_id,
         from_state=request.state,
         to_state=RequestState.FAILED,
@@ -115,7 +138,7 @@ async def _give_up(rt: Runtime, transaction_id: str) -> None:
         fail_info=int(FailInfo.BAD_REQUEST),
         fail_reason="the request could not be completed",
     )
-    await rt.repository.unpark(transaction_id=transaction_id, detail="purged")
+    await repository.unpark(transaction_id=transaction_id, detail="purged")
 
 
 def _print_parked(request: RequestView, *, full: bool) -> None:

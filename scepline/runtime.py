@@ -166,11 +166,19 @@ class Embedded:
 
 
 @contextlib.asynccontextmanager
-async def embedded(settings: Settings) -> AsyncIterator[Embedded]:
-    """Ingress and all three workers in this process (``scepline up``)."""
+async def embedded(
+    settings: Settings, *, challenge: validator.ChallengeValidator | None = None
+) -> AsyncIterator[Embedded]:
+    """Ingress and all three workers in this process (``scepline up``).
+
+    ``challenge`` replaces the provider chosen by settings (a simulator, a test
+    double of an external service).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     material = ensure_lab_ca(settings.data_dir)
-    challenge, generated = validator.challenge_provider(settings)
+    generated: str | None = None
+    if challenge is None:
+        challenge, generated = validator.challenge_provider(settings)
     async with runtime(settings) as rt:
         for step in Step:
             worker = build_worker(step, rt, material=material, challenge=challenge)
