@@ -124,5 +124,10 @@ class StepWorker:
     async def _park(self, delivery: Delivery, message: StepMessage, reason: str) -> None:
         log.error("message dead-lettered", step=self.step.value, reason=reason)
         await delivery.dead_letter(reason=reason)
-        if self._on_dead_letter is not None:
+        if self._on_dead_letter is None:
+            return
+        try:
             await self._on_dead_letter(message.transaction_id, reason)
+        except Exception:  # the message is parked; the store may not know it
+            # Left unparked, the sweep re-queues the request later: nothing is lost.
+            log.exception("could not record the dead letter in the store", step=self.step.value)
