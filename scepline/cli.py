@@ -104,7 +104,11 @@ def _ca_init(settings: Settings, _args: argparse.Namespace) -> int:
     from scepline_shared.ca import ensure_lab_ca
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _print_material(ensure_lab_ca(settings.data_dir))
+    _print_material(
+        ensure_lab_ca(
+            settings.data_dir, ca_key_type=settings.ca_key_type, ca_key_size=settings.ca_key_size
+        )
+    )
     return 0
 
 

@@ -175,7 +175,9 @@ async def embedded(
     double of an external service).
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    material = ensure_lab_ca(settings.data_dir)
+    material = ensure_lab_ca(
+        settings.data_dir, ca_key_type=settings.ca_key_type, ca_key_size=settings.ca_key_size
+    )
     generated: str | None = None
     if challenge is None:
         challenge, generated = validator.challenge_provider(settings)

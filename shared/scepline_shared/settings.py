@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     # outcome before it answers PENDING.
     sync_wait_seconds: float = Field(default=20.0, ge=0)
 
+    # The lab CA created by `scepline ca init` / `scepline up` on first run.
+    ca_key_type: Literal["rsa", "ec"] = "rsa"
+    # RSA modulus bits, or the EC curve size (256 or 384); unset: 3072 / 256.
+    ca_key_size: int | None = None
+
     # Issued certificate profile.
     cert_validity_days: int = Field(default=365, ge=1)
 

@@ -1,0 +1,215 @@
+"""SCEP enrolment load generator: N concurrent clients, real HTTP, real crypto.
+
+Requests are built before the clock starts (keys, CSRs, envelopes and
+signatures are the client's cost, not the server's), then sent with
+``--concurrency`` in flight. Each response is checked to be a SUCCESS CertRep
+for its own transaction. Prints issued/s and latency percentiles.
+
+    uv run python bench/load.py --url http://127.0.0.1:8080/scep --challenge secret \
+        --requests 2000 --concurrency 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from scepline_shared.scep import (
+    ContentEncryption,
+    Digest,
+    MessageType,
+    PkiStatus,
+    build_request,
+    parse_degenerate,
+    read_pki_message,
+)
+from scepline_shared.scep_client import Requester, build_csr, self_signed_requester
+
+
+@dataclass
+class Prepared:
+    transaction_id: str
+    der: bytes
+
+
+@dataclass
+class Result:
+    transaction_id: str
+    seconds: float
+    status: str
+
+
+async def fetch_ra(http: httpx.AsyncClient, url: str) -> x509.Certificate:
+    for _ in range(120):  # the server may still be starting
+        try:
+            response = await http.get(url, params={"operation": "GetCACert"})
+            break
+        except httpx.TransportError:
+            await asyncio.sleep(0.5)
+    response.raise_for_status()
+    if response.headers.get("content-type", "").startswith("application/x-x509-ca-cert"):
+        return x509.load_der_x509_certificate(response.content)  # one CA, no RA (micromdm)
+    certificates, _ = parse_degenerate(response.content)
+    for certificate in certificates:
+        try:
+            basic = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+            if not basic.ca:
+                return certificate
+        except x509.ExtensionNotFound:
+            return certificate
+    return certificates[0]
+
+
+def prepare(
+    count: int, keys: int, ra: x509.Certificate, challenge: str, encryption: ContentEncryption
+) -> list[Prepared]:
+    """Distinct transactions; keys are reused (RSA key generation is slow)."""
+    requesters: list[Requester] = [
+        self_signed_requester(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        for _ in range(keys)
+    ]
+    run = os.urandom(4).hex()
+    prepared = []
+    for index in range(count):
+        requester = requesters[index % keys]
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench-{run}-{index}")])
+        csr = build_csr(requester.key, subject, challenge=challenge)
+        transaction_id = f"bench-{run}-{index}"
+        der = build_request(
+            message_type=MessageType.PKCS_REQ,
+            transaction_id=transaction_id,
+            message_data=csr.public_bytes(Encoding.DER),
+            signer_key=requester.key,
+            signer_certificate=requester.certificate,
+            recipient=ra,
+            encryption=encryption,
+            digest=Digest.SHA256,
+        )
+        prepared.append(Prepared(transaction_id, der))
+    return prepared
+
+
+async def send_all(
+    http: httpx.AsyncClient, url: str, prepared: list[Prepared], concurrency: int
+) -> tuple[list[Result], float]:
+    queue: asyncio.Queue[Prepared] = asyncio.Queue()
+    for item in prepared:
+        queue.put_nowait(item)
+    results: list[Result] = []
+
+    async def client() -> None:
+        while not queue.empty():
+            item = queue.get_nowait()
+            started = time.perf_counter()
+            try:
+                response = await http.post(
+                    f"{url}?operation=PKIOperation",
+                    content=item.der,
+                    headers={"Content-Type": "application/x-pki-message"},
+                )
+                status = _status(response, item.transaction_id)
+            except httpx.HTTPError as error:
+                status = f"http-error:{type(error).__name__}"
+            results.append(Result(item.transaction_id, time.perf_counter() - started, status))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return results, time.perf_counter() - started
+
+
+def _status(response: httpx.Response, transaction_id: str) -> str:
+    if response.status_code != 200:
+        return f"http-{response.status_code}"
+    message = read_pki_message(response.content)  # verifies the RA's signature
+    if message.transaction_id != transaction_id:
+        return "wrong-transaction"
+    return message.pki_status.name if message.pki_status is not None else "no-status"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def report(label: str, results: list[Result], elapsed: float) -> dict[str, float]:
+    issued = [r for r in results if r.status == PkiStatus.SUCCESS.name]
+    latencies = [r.seconds for r in issued] or [0.0]
+    figures = {
+        "requests": float(len(results)),
+        "issued": float(len(issued)),
+        "issued_per_s": len(issued) / elapsed if elapsed else 0.0,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p95_ms": percentile(latencies, 0.95) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+    }
+    others: dict[str, int] = {}
+    for r in results:
+        if r.status != PkiStatus.SUCCESS.name:
+            others[r.status] = others.get(r.status, 0) + 1
+    print(
+        f"{label}: {int(figures['issued'])}/{len(results)} issued in {elapsed:.2f} s = "
+        f"{figures['issued_per_s']:.1f} issued/s; latency p50 {figures['p50_ms']:.0f} ms, "
+        f"p95 {figures['p95_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms"
+        + (f"; not issued: {others}" if others else ""),
+        flush=True,
+    )
+    return figures
+
+
+async def run(
+    url: str,
+    *,
+    challenge: str,
+    requests: int,
+    concurrency: int,
+    keys: int = 32,
+    encryption: ContentEncryption = ContentEncryption.AES128_CBC,
+    label: str = "scepline",
+    warmup: int = 20,
+) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        ra = await fetch_ra(http, url)
+        prepared = await asyncio.to_thread(
+            prepare, requests + warmup, keys, ra, challenge, encryption
+        )
+        if warmup:
+            await send_all(http, url, prepared[:warmup], min(concurrency, warmup))
+        results, elapsed = await send_all(http, url, prepared[warmup:], concurrency)
+    return report(label, results, elapsed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--challenge", required=True)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--des", action="store_true", help="single DES (micromdm's default)")
+    args = parser.parse_args()
+    encryption = ContentEncryption.DES_CBC if args.des else ContentEncryption.AES128_CBC
+    asyncio.run(
+        run(
+            args.url,
+            challenge=args.challenge,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            encryption=encryption,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
