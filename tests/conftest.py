@@ -1,1 +1,5 @@
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.scepline"]
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.scepline",
+    "tests.fixtures.rabbitmq",
+]
