@@ -4,9 +4,22 @@ This is the only module that touches asn1crypto's OID tables. It registers the
 SCEP authenticated attributes (RFC 8894 §3.2.1) and failInfoText (RFC 8894
 §3.2.1.4.6) once at import, so ``cms.CMSAttribute`` parses their values into
 typed objects instead of raw ``Any``.
+
+It also holds the helpers that keep asn1crypto 1.5.1 fast (see
+``hsm-and-cms.md`` pitfall 15). A value built from Python data stays "mutated"
+for ever in 1.5.1, so every parent that checks or encodes it encodes the whole
+subtree again, and a parent that needs it with other tagging deep-copies it.
+A value *loaded* from bytes holds its encoding: a parent only concatenates it,
+and re-tagging it copies one byte string. So the codec builds each level once
+from loaded children and hands the parent ``frozen(level)``; values that never
+change for a given certificate or algorithm are cached as DER. The output is
+byte for byte what nested dicts give (``tests/shared/scep/test_build_equivalence``).
 """
 
 from __future__ import annotations
+
+import functools
+from typing import TypeVar
 
 from asn1crypto import cms, core, x509
 
@@ -19,6 +32,13 @@ __all__ = [
     "SENDER_NONCE",
     "TRANSACTION_ID",
     "IssuerAndSubject",
+    "attribute",
+    "constant",
+    "constant_attribute",
+    "content_info",
+    "frozen",
+    "issuer_and_serial",
+    "names_equal",
 ]
 
 # (dotted OID, asn1crypto attribute name, value type)
@@ -46,11 +66,14 @@ def _set_of(value_type: type[core.Asn1Value]) -> type[core.SetOf]:
 
 
 def _register() -> None:
+    reverse_map = cms.CMSAttributeType._reverse_map
     for oid, name, value_type in _SCEP_ATTRIBUTES:
         cms.CMSAttributeType._map[oid] = name
         cms.CMSAttribute._oid_specs[name] = _set_of(value_type)
-    # asn1crypto caches the reverse map lazily; reset it so the new names resolve.
-    cms.CMSAttributeType._reverse_map = None
+        # asn1crypto builds the reverse map lazily, once per class: extend it
+        # if a CMSAttributeType was already made before this module's import.
+        if reverse_map is not None:
+            reverse_map[name] = oid
 
 
 class IssuerAndSubject(core.Sequence):
@@ -60,3 +83,114 @@ class IssuerAndSubject(core.Sequence):
 
 
 _register()
+
+_Value = TypeVar("_Value", bound=core.Asn1Value)
+
+
+def frozen(value: _Value) -> _Value:
+    """``value`` re-loaded from its encoding, so parents never encode it again.
+
+    Only for untagged values (a loaded value carries its class's own tag); a
+    parent re-tags it by copying its encoding.
+    """
+    return value.load(value.dump())
+
+
+def constant(value_type: type[_Value], **fields: str | int | bytes) -> _Value:
+    """A structure that never changes (an AlgorithmIdentifier, ...), built once.
+
+    ``constant(algos.DigestAlgorithm, algorithm="sha256")`` equals
+    ``algos.DigestAlgorithm({"algorithm": "sha256"})``; its DER is cached.
+    """
+    return value_type.load(_constant_der(value_type, tuple(sorted(fields.items()))))
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_der(
+    value_type: type[core.Asn1Value], fields: tuple[tuple[str, str | int | bytes], ...]
+) -> bytes:
+    return value_type(dict(fields)).dump()
+
+
+def attribute(name: str, value: core.Asn1Value) -> cms.CMSAttribute:
+    """A frozen single-valued CMS attribute."""
+    # The SET OF type asn1crypto picks for this attribute type (CMSAttribute._values_spec).
+    values_type = cms.CMSAttribute._oid_specs.get(name, cms.SetOfAny)
+    values = frozen(values_type([value]))
+    return frozen(cms.CMSAttribute({"type": name, "values": values}))
+
+
+def constant_attribute(name: str, value: core.Asn1Value) -> cms.CMSAttribute:
+    """``attribute`` for a value that repeats (contentType, messageType, pkiStatus)."""
+    return cms.CMSAttribute.load(_attribute_der(name, type(value), value.dump()))
+
+
+@functools.lru_cache(maxsize=64)
+def _attribute_der(name: str, value_type: type[core.Asn1Value], value: bytes) -> bytes:
+    return attribute(name, value_type.load(value)).dump()
+
+
+def content_info(content_type: str, content: core.Sequence) -> bytes:
+    """ContentInfo DER around a SignedData or EnvelopedData built from frozen parts.
+
+    asn1crypto copies ``content`` to tag it [0] EXPLICIT; its children already
+    hold their encoding, so the copy re-encodes nothing below the first level.
+    """
+    return cms.ContentInfo({"content_type": content_type, "content": content}).dump()
+
+
+def issuer_and_serial(issuer: bytes, serial_number: int) -> cms.IssuerAndSerialNumber:
+    """IssuerAndSerialNumber from the issuer Name's DER and a serial number.
+
+    Its DER is cached: the RA certificate signs every CertRep, and a client
+    certificate is addressed again on every poll.
+    """
+    return cms.IssuerAndSerialNumber.load(_issuer_and_serial_der(issuer, serial_number))
+
+
+@functools.lru_cache(maxsize=256)
+def _issuer_and_serial_der(issuer: bytes, serial_number: int) -> bytes:
+    return cms.IssuerAndSerialNumber(
+        {"issuer": x509.Name.load(issuer), "serial_number": serial_number}
+    ).dump()
+
+
+def names_equal(encoded: bytes, name: x509.Name) -> bool:
+    """``x509.Name.load(encoded) == name``: RFC 5280 §7.1 matching, fast when equal.
+
+    The full comparison string-preps every attribute value (RFC 4518) of both
+    names, each time, which is slow. When ``name`` has exactly the bytes
+    ``encoded``, the answer is that of comparing the name with itself: True, or
+    the error that reading or preparing a value raises (the preparation refuses
+    some code points). ``_equal_to_itself`` answers that without preparing
+    plain ASCII values, which cannot fail, and caches it; an error is not
+    cached, so it is raised again every time, like the full comparison's.
+    """
+    if name.dump() == encoded:
+        return _equal_to_itself(encoded)
+    return bool(x509.Name.load(encoded) == name)
+
+
+@functools.lru_cache(maxsize=256)
+def _equal_to_itself(encoded: bytes) -> bool:
+    name = x509.Name.load(encoded)
+    if _is_ascii_text(name):
+        # RFC 4518 preparation of ASCII only maps and folds, never prohibits.
+        return True
+    # One parsed name compared with itself: asn1crypto keeps each value's
+    # preparation, so every value is prepared once.
+    return bool(name == name)
+
+
+def _is_ascii_text(name: x509.Name) -> bool:
+    """Every attribute value reads as ASCII text (False if one cannot be read)."""
+    try:
+        for rdn in name.chosen:
+            for type_and_value in rdn:
+                _ = type_and_value["type"].native  # the comparison reads it too
+                value = type_and_value["value"].native
+                if not (isinstance(value, str) and value.isascii()):
+                    return False
+    except Exception:  # noqa: BLE001 - the full comparison then raises it as before
+        return False
+    return True

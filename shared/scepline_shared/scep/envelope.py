@@ -17,7 +17,6 @@ import os
 from collections.abc import Collection
 
 from asn1crypto import algos, cms, core, parser
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP, PKCS1v15
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
+from . import asn1
 from .errors import BadAlg, BadMessageCheck, BadRequest, DisallowedAlgorithm
 from .types import ContentEncryption
 
@@ -45,41 +45,42 @@ def encrypt_enveloped_data(
     encryptor = Cipher(_cipher(encryption, key), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padded) + encryptor.finalize()
 
-    recipient_id = cms.RecipientIdentifier(
-        name="issuer_and_serial_number",
-        value=cms.IssuerAndSerialNumber(
-            {
-                "issuer": asn1_x509.Name.load(recipient.issuer.public_bytes()),
-                "serial_number": recipient.serial_number,
-            }
-        ),
+    # Each level is built once, from children that already hold their encoding
+    # (see asn1): asn1crypto 1.5.1 re-encodes nested built values again and again.
+    key_transport = cms.KeyTransRecipientInfo(
+        {
+            "version": "v0",
+            "rid": cms.RecipientIdentifier(
+                name="issuer_and_serial_number",
+                value=asn1.issuer_and_serial(
+                    recipient.issuer.public_bytes(), recipient.serial_number
+                ),
+            ),
+            "key_encryption_algorithm": asn1.constant(
+                cms.KeyEncryptionAlgorithm, algorithm="rsaes_pkcs1v15"
+            ),
+            "encrypted_key": public_key.encrypt(key, PKCS1v15()),
+        }
     )
-    recipient_info = cms.RecipientInfo(
-        name="ktri",
-        value=cms.KeyTransRecipientInfo(
-            {
-                "version": "v0",
-                "rid": recipient_id,
-                "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-                "encrypted_key": public_key.encrypt(key, PKCS1v15()),
-            }
-        ),
+    recipient_info = cms.RecipientInfo(name="ktri", value=asn1.frozen(key_transport))
+    content_encryption = cms.EncryptionAlgorithm(
+        {"algorithm": encryption.asn1_name, "parameters": core.OctetString(iv)}
+    )
+    encrypted_content_info = cms.EncryptedContentInfo(
+        {
+            "content_type": "data",
+            "content_encryption_algorithm": asn1.frozen(content_encryption),
+            "encrypted_content": ciphertext,
+        }
     )
     enveloped = cms.EnvelopedData(
         {
             "version": "v0",
-            "recipient_infos": [recipient_info],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {
-                    "algorithm": encryption.asn1_name,
-                    "parameters": core.OctetString(iv),
-                },
-                "encrypted_content": ciphertext,
-            },
+            "recipient_infos": asn1.frozen(cms.RecipientInfos([recipient_info])),
+            "encrypted_content_info": asn1.frozen(encrypted_content_info),
         }
     )
-    return cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+    return asn1.content_info("enveloped_data", enveloped)
 
 
 def decrypt_enveloped_data(
@@ -120,7 +121,10 @@ def decrypt_enveloped_data(
     if not isinstance(iv, bytes) or len(iv) != encryption.block_size:
         raise BadRequest("content encryption IV has the wrong length")
 
-    ktri = _find_recipient(recipient_infos, recipient)
+    try:
+        ktri = _find_recipient(recipient_infos, recipient)
+    except (ValueError, TypeError) as exc:  # a name RFC 4518 cannot prepare
+        raise BadRequest("the envelope's recipient identifier is malformed") from exc
     key = _unwrap_content_key(ktri, recipient_key, encryption.key_size)
     ciphertext = _encrypted_content(content_info)
     if not ciphertext or len(ciphertext) % encryption.block_size:
@@ -147,7 +151,7 @@ def _cipher(encryption: ContentEncryption, key: bytes) -> CipherAlgorithm:
 def _find_recipient(
     recipient_infos: list[cms.RecipientInfo], recipient: x509.Certificate
 ) -> cms.KeyTransRecipientInfo:
-    issuer = asn1_x509.Name.load(recipient.issuer.public_bytes())
+    issuer = recipient.issuer.public_bytes()
     ski = _subject_key_identifier(recipient)
     for info in recipient_infos:
         if info.name != "ktri":
@@ -156,7 +160,7 @@ def _find_recipient(
         if rid.name == "issuer_and_serial_number":
             value = rid.chosen
             if value["serial_number"].native == recipient.serial_number and (
-                value["issuer"] == issuer
+                asn1.names_equal(issuer, value["issuer"])
             ):
                 return info.chosen
         elif (

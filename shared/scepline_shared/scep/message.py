@@ -207,14 +207,14 @@ def build_cert_rep(
     elif status is PkiStatus.FAILURE and fail_info is None:
         raise TypeError("a FAILURE CertRep needs a failInfo")
     attributes = [
-        _attribute(asn1.MESSAGE_TYPE, core.PrintableString(str(int(MessageType.CERT_REP)))),
-        _attribute(asn1.PKI_STATUS, core.PrintableString(str(int(status)))),
+        _constant_attribute(asn1.MESSAGE_TYPE, str(int(MessageType.CERT_REP))),
+        _constant_attribute(asn1.PKI_STATUS, str(int(status))),
         _attribute(asn1.TRANSACTION_ID, core.PrintableString(request.transaction_id)),
         _attribute(asn1.SENDER_NONCE, core.OctetString(os.urandom(NONCE_SIZE))),
         _attribute(asn1.RECIPIENT_NONCE, core.OctetString(request.sender_nonce)),
     ]
     if status is PkiStatus.FAILURE and fail_info is not None:
-        attributes.append(_attribute(asn1.FAIL_INFO, core.PrintableString(str(int(fail_info)))))
+        attributes.append(_constant_attribute(asn1.FAIL_INFO, str(int(fail_info))))
         if fail_info_text:
             attributes.append(_attribute(asn1.FAIL_INFO_TEXT, core.UTF8String(fail_info_text)))
     return sign_data(
@@ -382,7 +382,12 @@ def _check_content_type(signed: SignedMessage) -> None:
 
 
 def _attribute(name: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    return cms.CMSAttribute({"type": name, "values": [value]})
+    return asn1.attribute(name, value)
+
+
+def _constant_attribute(name: str, value: str) -> cms.CMSAttribute:
+    # messageType, pkiStatus and failInfo take a few values: their DER is cached.
+    return asn1.constant_attribute(name, core.PrintableString(value))
 
 
 def _name(name: asn1_x509.Name) -> x509.Name:

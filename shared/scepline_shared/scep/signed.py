@@ -8,11 +8,12 @@ every cryptographic operation is cryptography (RFC 5652 §5).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from asn1crypto import cms, core
+from asn1crypto import algos, cms, core
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from . import asn1
 from .errors import BadAlg, BadMessageCheck, MalformedMessage
 from .types import Digest
 
@@ -133,54 +135,53 @@ def sign_data(
     certificates: Iterable[x509.Certificate] = (),
     signing_time: dt.datetime | None = None,
 ) -> bytes:
-    """Sign ``content`` (None: no eContent) with the SCEP ``attributes`` added."""
+    """Sign ``content`` (None: no eContent) with the SCEP ``attributes`` added.
+
+    Each level is built once, from children that already hold their encoding
+    (see ``asn1``): asn1crypto 1.5.1 re-encodes nested built values again and again.
+    """
     hash_algorithm = digest.hash_algorithm()
     now = signing_time or dt.datetime.now(dt.UTC)
-    signed_attrs = cms.CMSAttributes(
+    to_sign = cms.CMSAttributes(
         [
-            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-            cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": now})]}),
-            cms.CMSAttribute({"type": "message_digest", "values": [_hash(digest, content or b"")]}),
+            asn1.constant_attribute("content_type", cms.ContentType("data")),
+            asn1.attribute("signing_time", cms.Time({"utc_time": now})),
+            asn1.attribute("message_digest", core.OctetString(_hash(digest, content or b""))),
             *attributes,
         ]
-    )
-    to_sign = signed_attrs.dump()
+    ).dump()
     if isinstance(signer_key, rsa.RSAPrivateKey):
         signature = signer_key.sign(to_sign, PKCS1v15(), hash_algorithm)
         # strongSwan accepts only rsaEncryption here, not sha*WithRSAEncryption.
-        signature_algorithm = {"algorithm": "rsassa_pkcs1v15"}
+        signature_algorithm = "rsassa_pkcs1v15"
     else:
         signature = signer_key.sign(to_sign, ec.ECDSA(hash_algorithm))
-        signature_algorithm = {"algorithm": f"{digest.asn1_name}_ecdsa"}
+        signature_algorithm = f"{digest.asn1_name}_ecdsa"
     signer_info = cms.SignerInfo(
         {
             "version": "v1",
             "sid": cms.SignerIdentifier(
-                name="issuer_and_serial_number",
-                value={
-                    "issuer": asn1_x509.Name.load(signer_certificate.issuer.public_bytes()),
-                    "serial_number": signer_certificate.serial_number,
-                },
+                name="issuer_and_serial_number", value=_issuer_and_serial(signer_certificate)
             ),
-            "digest_algorithm": {"algorithm": digest.asn1_name},
-            "signed_attrs": signed_attrs,
-            "signature_algorithm": signature_algorithm,
+            "digest_algorithm": _digest_algorithm(digest),
+            # Loaded from the signed bytes: tagging it [0] copies no children.
+            "signed_attrs": cms.CMSAttributes.load(to_sign),
+            "signature_algorithm": asn1.constant(
+                algos.SignedDigestAlgorithm, algorithm=signature_algorithm
+            ),
             "signature": signature,
         }
     )
-    encap: dict[str, object] = {"content_type": "data"}
-    if content is not None:
-        encap["content"] = content
     signed_data = cms.SignedData(
         {
             "version": "v1",
-            "digest_algorithms": [{"algorithm": digest.asn1_name}],
-            "encap_content_info": encap,
-            "certificates": [_asn1_certificate(c) for c in (signer_certificate, *certificates)],
-            "signer_infos": [signer_info],
+            "digest_algorithms": asn1.frozen(cms.DigestAlgorithms([_digest_algorithm(digest)])),
+            "encap_content_info": _data_content(content),
+            "certificates": _certificate_set((signer_certificate, *certificates)),
+            "signer_infos": asn1.frozen(cms.SignerInfos([asn1.frozen(signer_info)])),
         }
     )
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    return asn1.content_info("signed_data", signed_data)
 
 
 def build_degenerate(
@@ -188,24 +189,30 @@ def build_degenerate(
     crls: Iterable[x509.CertificateRevocationList] = (),
 ) -> bytes:
     """A certs-only SignedData: no signers, no content (RFC 8894 §3.4)."""
-    signed_data = cms.SignedData(
+    signed_data = cms.SignedData.load(_certs_only_skeleton())
+    signed_data["certificates"] = _certificate_set(certificates)
+    revocation_info = [
+        cms.RevocationInfoChoice(
+            name="crl", value=asn1_crl.CertificateList.load(c.public_bytes(Encoding.DER))
+        )
+        for c in crls
+    ]
+    if revocation_info:
+        signed_data["crls"] = asn1.frozen(cms.RevocationInfoChoices(revocation_info))
+    return asn1.content_info("signed_data", signed_data)
+
+
+@functools.lru_cache(maxsize=1)
+def _certs_only_skeleton() -> bytes:
+    """A certs-only SignedData with the fixed fields; each call adds its SETs."""
+    return cms.SignedData(
         {
             "version": "v1",
             "digest_algorithms": [],
             "encap_content_info": {"content_type": "data"},
-            "certificates": [_asn1_certificate(c) for c in certificates],
-            "crls": [
-                cms.RevocationInfoChoice(
-                    name="crl",
-                    value=asn1_crl.CertificateList.load(c.public_bytes(Encoding.DER)),
-                )
-                for c in crls
-            ]
-            or None,
             "signer_infos": [],
         }
-    )
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    ).dump()
 
 
 def parse_degenerate(
@@ -233,11 +240,40 @@ def parse_degenerate(
     return certificates, crls
 
 
-def _asn1_certificate(certificate: x509.Certificate) -> cms.CertificateChoices:
-    return cms.CertificateChoices(
-        name="certificate",
-        value=asn1_x509.Certificate.load(certificate.public_bytes(Encoding.DER)),
+def _certificate_set(certificates: Iterable[x509.Certificate]) -> cms.CertificateSet:
+    """The SignedData ``certificates`` SET, frozen, with each certificate as loaded.
+
+    A loaded asn1crypto certificate is placed as-is (no copy, no re-encoding).
+    """
+    return asn1.frozen(
+        cms.CertificateSet(
+            [
+                cms.CertificateChoices(
+                    name="certificate",
+                    value=asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)),
+                )
+                for c in certificates
+            ]
+        )
     )
+
+
+def _data_content(content: bytes | None) -> cms.ContentInfo:
+    """encapContentInfo: id-data with ``content``, or none.
+
+    A v1 SignedData takes asn1crypto's PKCS#7-compatible ContentInfo form here.
+    """
+    if content is None:
+        return asn1.constant(cms.ContentInfo, content_type="data")
+    return asn1.frozen(cms.ContentInfo({"content_type": "data", "content": content}))
+
+
+def _issuer_and_serial(certificate: x509.Certificate) -> cms.IssuerAndSerialNumber:
+    return asn1.issuer_and_serial(certificate.issuer.public_bytes(), certificate.serial_number)
+
+
+def _digest_algorithm(digest: Digest) -> algos.DigestAlgorithm:
+    return asn1.constant(algos.DigestAlgorithm, algorithm=digest.asn1_name)
 
 
 def _hash(digest: Digest, data: bytes) -> bytes:
@@ -275,7 +311,7 @@ def _find_signer(
         wanted_issuer = sid.chosen["issuer"]
         for certificate in certificates:
             if certificate.serial_number == wanted_serial and (
-                asn1_x509.Name.load(certificate.issuer.public_bytes()) == wanted_issuer
+                asn1.names_equal(certificate.issuer.public_bytes(), wanted_issuer)
             ):
                 return certificate
     else:
