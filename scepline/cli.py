@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from scepline_shared.log import configure_logging
 from scepline_shared.pipeline import Step
@@ -47,6 +48,20 @@ def _parser() -> argparse.ArgumentParser:
         run=_ca_init
     )
     ca.add_parser("show", help="print the CA and RA certificates").set_defaults(run=_ca_show)
+
+    sim = commands.add_parser(
+        "intune-sim", help="run the Intune simulator (fake Entra ID, Graph and Intune) on loopback"
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="a loopback address")
+    sim.add_argument("--port", type=int, default=8443, help="0 picks a free port")
+    sim.add_argument("--no-tls", action="store_true", help="plain HTTP (MSAL insists on HTTPS)")
+    sim.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where sim-ca.pem and sim.json go (default: SCEPLINE_DATA_DIR/intune-sim)",
+    )
+    sim.set_defaults(run=_intune_sim)
 
     db = commands.add_parser("db", help="the state store").add_subparsers()
     db.add_parser("upgrade", help="apply the schema migrations").set_defaults(run=_db_upgrade)
@@ -97,6 +112,14 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from .runtime import serve_worker
 
     asyncio.run(serve_worker(settings, args.step))
+    return 0
+
+
+def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
+    from .intune_sim import serve
+
+    data_dir = args.data_dir or settings.data_dir / "intune-sim"
+    serve(args.host, args.port, tls=not args.no_tls, data_dir=data_dir)
     return 0
 
 
