@@ -4,6 +4,7 @@ Everything here takes :class:`~scepline_shared.keys.KeyPair` (cryptography key
 ABCs), so file-backed and HSM-backed CA keys are interchangeable.
 """
 
+from scepline_shared.ca._common import key_usage
 from scepline_shared.ca.crl import REASON_CODES, build_crl
 from scepline_shared.ca.errors import (
     CaError,
@@ -50,6 +51,7 @@ __all__ = [
     "ensure_lab_ca",
     "issue_certificate",
     "key_type_name",
+    "key_usage",
     "load_ca_material",
     "load_certificate",
     "new_serial",

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from scepline_shared.ca._common import SIGNATURE_HASH, authority_key_identifier
+from scepline_shared.ca._common import SIGNATURE_HASH, authority_key_identifier, key_usage
 from scepline_shared.ca.errors import CaMaterialError
 from scepline_shared.ca.issue import new_serial
 from scepline_shared.ca.material import (
@@ -51,29 +51,9 @@ _BACKDATE = timedelta(hours=1)
 # and clients that verify CertReps against the CA want it (micromdm/scep#197).
 # No keyEncipherment: clients choose the encryption cert by that bit (certmonger,
 # macOS, openxpki-config#14), and it must be the RA, whose key is RSA.
-_CA_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
+_CA_KEY_USAGE = key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True)
 # RA: signs CertReps and decrypts pkcsPKIEnvelopes.
-_RA_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+_RA_KEY_USAGE = key_usage(digital_signature=True, key_encipherment=True)
 # RA EKU: Certificate Request Agent only. Windows' SCEP client needs *an* EKU on the
 # RA (serverAuth or CRA both work, NeySlim/ultimate-ca-manager#228); CRA states
 # what the RA is and matches NDES's own RA certs. serverAuth would also make the RA

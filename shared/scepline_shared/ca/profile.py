@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
+from scepline_shared.ca._common import key_usage
 from scepline_shared.ca.errors import PolicyViolation
 
 __all__ = [
@@ -39,17 +40,7 @@ _CURVE_NAMES: dict[str, KeyTypeName] = {
     "secp521r1": "P-521",
 }
 
-DEFAULT_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+DEFAULT_KEY_USAGE = key_usage(digital_signature=True, key_encipherment=True)
 # URIs are on by default because Intune's strong-mapping SAN is a URI
 # (tag:microsoft.com,2022-09-14:sid:<SID>), needed for KB5014754 enforcement.
 _DEFAULT_SANS: frozenset[SanType] = frozenset({"dns", "email", "uri", "ip", "upn"})
