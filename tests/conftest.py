@@ -2,4 +2,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.scepline",
     "tests.fixtures.rabbitmq",
+    "tests.fixtures.softhsm",
 ]

@@ -202,7 +202,10 @@ def _unwrap_content_key(
             raise BadAlg(f"unsupported key transport {name}")
     except BadAlg:
         raise
-    except Exception:  # noqa: BLE001 - RFC 3218: any unwrap failure looks the same
+    except (ValueError, TypeError, KeyError):
+        # RFC 3218: every failure that depends on the ciphertext looks the same.
+        # Anything else (an HSM that is down) propagates: the request is retried
+        # later instead of being answered badMessageCheck for good.
         return random_key
     # A key of the wrong length is another unwrap failure, handled the same way.
     return key if len(key) == key_size else random_key
