@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,17 +70,40 @@ async def runtime(settings: Settings, *, with_broker: bool = True) -> AsyncItera
     """The store (migrated to head) and, unless told otherwise, the broker."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.effective_database_url
-    await upgrade_to_head(url)
-    engine = create_engine_for(url)
+    await _patiently("migrate the store", lambda: upgrade_to_head(url))
+    engine = create_engine_for(
+        url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
+    )
     broker = create_broker(settings.broker_url, namespace=settings.broker_namespace)
     try:
         if with_broker:
-            await broker.start()
+            await _patiently("connect to the broker", broker.start)
         yield Runtime(settings, engine, RequestRepository(session_factory(engine)), broker)
     finally:
         if with_broker:
             await broker.close()
         await engine.dispose()
+
+
+async def _patiently(
+    what: str, attempt: Callable[[], Awaitable[None]], *, give_up_after: float = 120.0
+) -> None:
+    """Start-up waits for the store and the broker instead of crashing: in a
+    fleet they restart too, and a replica that exits only adds to the churn."""
+    deadline = asyncio.get_running_loop().time() + give_up_after
+    delay = 0.5
+    while True:
+        try:
+            await attempt()
+            return
+        except Exception as error:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning(
+                "start-up step failed; retrying", step=what, error=str(error)[:200], retry_in=delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHook:

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
 
     # State store: SQLite file under data_dir unless set (postgresql://… works too).
     database_url: str | None = None
+    # Connections each process keeps (and may add under load): keep the sum over
+    # all processes below PostgreSQL's max_connections (100 by default).
+    database_pool_size: int = Field(default=8, ge=1)
+    database_max_overflow: int = Field(default=4, ge=0)
 
     # Challenge provider for enrolment: a static shared secret (labs) or Intune.
     challenge_provider: Literal["static", "intune"] = "static"
