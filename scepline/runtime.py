@@ -157,7 +157,7 @@ def identity_from(material: CaMaterial) -> ScepIdentity:
 @contextlib.asynccontextmanager
 async def _ingress(rt: Runtime, material: CaMaterial) -> AsyncIterator[FastAPI]:
     settings = rt.settings
-    pipeline = BrokerPipeline(broker=rt.broker, repository=rt.repository)
+    pipeline = BrokerPipeline(broker=rt.broker)
     await pipeline.start()
     sweeper = Sweeper(
         repository=rt.repository,

@@ -18,7 +18,6 @@ from .broker.base import Broker, BrokerUnavailable
 from .log import get_logger
 from .messages import StepMessage
 from .pipeline import Step
-from .store.repository import RequestRepository
 
 __all__ = ["BrokerPipeline"]
 
@@ -29,9 +28,8 @@ _REMEMBER_AT_MOST = 100_000
 
 
 class BrokerPipeline:
-    def __init__(self, *, broker: Broker, repository: RequestRepository) -> None:
+    def __init__(self, *, broker: Broker) -> None:
         self._broker = broker
-        self._repository = repository
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._recent: OrderedDict[str, float] = OrderedDict()
 
@@ -40,8 +38,8 @@ class BrokerPipeline:
 
     async def submit(self, transaction_id: str, step: Step = Step.VALIDATE) -> None:
         """Publish ``step`` for the request. If the broker is down the request
-        stays recorded and the sweep publishes it later; the device gets PENDING."""
-        await self._repository.mark_queued(transaction_id)
+        stays recorded and the sweep publishes it later; the device gets PENDING.
+        The caller records the hand-over (``queued_at``) in the store."""
         try:
             await self._broker.publish(
                 StepMessage(

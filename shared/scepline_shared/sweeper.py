@@ -45,6 +45,7 @@ class Sweeper:
         for view in stale:
             step = next_step(view.state)
             if step is not None:
+                await self._repository.mark_queued(view.transaction_id)
                 await self._pipeline.submit(view.transaction_id, step)
                 requeued += 1
         if requeued:

@@ -226,7 +226,7 @@ async def test_unreadable_and_unknown_messages_are_dead_lettered_not_crashing_wo
 def _pipeline(product: RunningScepline):  # type: ignore[no-untyped-def]
     from scepline_shared.broker_pipeline import BrokerPipeline
 
-    return BrokerPipeline(broker=product.embedded.broker, repository=product.embedded.repository)
+    return BrokerPipeline(broker=product.embedded.broker)
 
 
 async def _wait_for_dead_letters(broker, step: Step, count: int):  # type: ignore[no-untyped-def]

@@ -199,6 +199,7 @@ class ScepService:
             signer_cert_der=signer.public_bytes(Encoding.DER),
             subject=request.csr.subject.rfc4514_string(),
             renewal_of_serial=renewal_of,
+            queued=True,  # handed to the pipeline just below
         )
         stored = recorded.request
         if stored.signer_key_id != key_id:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scepline_shared.store._convert import certificate_view, crl_view
 from scepline_shared.store.errors import CrlNumberCollision
@@ -58,11 +58,20 @@ class CertificateRepository:
     ) -> None:
         self._sessions = sessions
         self._clock = clock
+        # Hot paths use Core on the engine: no unit of work, and reads run
+        # without a transaction (one round trip instead of BEGIN/SELECT/ROLLBACK).
+        engine = sessions.kw["bind"]
+        self._engine: AsyncEngine = engine
+        self._reader: AsyncEngine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def get_certificate(self, serial: str | int) -> CertificateView | None:
-        async with self._sessions() as session:
-            row = await session.get(IssuedCertificate, serial_hex(serial))
-            return None if row is None else certificate_view(row)
+        table = IssuedCertificate.__table__
+        async with self._reader.connect() as connection:
+            result = await connection.execute(
+                select(table).where(table.c.serial == serial_hex(serial))
+            )
+            row = result.first()
+        return None if row is None else certificate_view(row)  # type: ignore[arg-type]
 
     async def revoke(
         self, serial: str | int, *, reason: int, at: datetime | None = None

@@ -65,8 +65,8 @@ def normalise_database_url(url: str) -> str:
 def create_engine_for(
     url: str,
     *,
-    pool_size: int = 10,
-    max_overflow: int = 10,
+    pool_size: int = 8,
+    max_overflow: int = 4,
     echo: bool = False,
 ) -> AsyncEngine:
     """An async engine for `url`, tuned for several processes sharing one store.
@@ -88,8 +88,9 @@ def create_engine_for(
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        # Drop connections the server or a proxy closed while idle.
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip on every checkout. A connection the
+        # server dropped fails once, SQLAlchemy then invalidates the whole pool,
+        # and the caller's retry (worker redelivery, client resend) succeeds.
         pool_recycle=1800,
     )
 
@@ -128,6 +129,9 @@ def _prepare_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
+        # Autocommit connections (the repository's reads) take no lock at all.
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scepline_shared.store._convert import request_view
 from scepline_shared.store.certificates import CertificateRepository, check_key_id, utc_now
@@ -70,6 +70,7 @@ class RequestRepository(CertificateRepository):
         signer_cert_der: bytes,
         subject: str,
         renewal_of_serial: str | None = None,
+        queued: bool = False,
     ) -> RecordResult:
         """Store a new request in RECEIVED, or return the one already under this id.
 
@@ -89,28 +90,32 @@ class RequestRepository(CertificateRepository):
             return RecordResult(request=existing, created=False)
 
         now = self._clock()
+        requests = ScepRequest.__table__
         try:
-            async with self._sessions.begin() as session:
-                row = ScepRequest(
-                    transaction_id=transaction_id,
-                    signer_key_id=signer_key_id,
-                    message_type=message_type,
-                    csr_der=csr_der,
-                    signer_cert_der=signer_cert_der,
-                    subject=subject,
-                    renewal_of_serial=renewal,
-                    state=RequestState.RECEIVED,
-                    notify_state=NotifyState.NONE,
-                    attempts=0,
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                    queued_at=None,
+            async with self._engine.begin() as connection:
+                result = await connection.execute(
+                    insert(requests)
+                    .values(
+                        transaction_id=transaction_id,
+                        signer_key_id=signer_key_id,
+                        message_type=message_type,
+                        csr_der=csr_der,
+                        signer_cert_der=signer_cert_der,
+                        subject=subject,
+                        renewal_of_serial=renewal,
+                        state=RequestState.RECEIVED,
+                        notify_state=NotifyState.NONE,
+                        attempts=1 if queued else 0,
+                        version=1,
+                        created_at=now,
+                        updated_at=now,
+                        queued_at=now if queued else None,
+                    )
+                    .returning(*requests.c)
                 )
-                session.add(row)
-                await session.flush()
-                session.add(
-                    RequestEvent(
+                row = result.one()
+                await connection.execute(
+                    insert(RequestEvent.__table__).values(
                         request_id=row.id,
                         at=now,
                         kind="state",
@@ -119,22 +124,22 @@ class RequestRepository(CertificateRepository):
                         detail="recorded",
                     )
                 )
-                await session.flush()
-                view = request_view(row)
         except IntegrityError:
             # Lost the race to a concurrent insert of the same transaction id.
             existing = await self.get(transaction_id)
             if existing is None:
                 raise
             return RecordResult(request=existing, created=False)
-        return RecordResult(request=view, created=True)
+        return RecordResult(request=request_view(row), created=True)  # type: ignore[arg-type]
 
     async def get(self, transaction_id: str) -> RequestView | None:
-        async with self._sessions() as session:
-            row = await session.scalar(
-                select(ScepRequest).where(ScepRequest.transaction_id == transaction_id)
+        requests = ScepRequest.__table__
+        async with self._reader.connect() as connection:
+            result = await connection.execute(
+                select(requests).where(requests.c.transaction_id == transaction_id)
             )
-            return None if row is None else request_view(row)
+            row = result.first()
+        return None if row is None else request_view(row)  # type: ignore[arg-type]
 
     async def transition(
         self,
@@ -164,9 +169,9 @@ class RequestRepository(CertificateRepository):
             fields["notify_state"] = NotifyState(fields["notify_state"])
         if fields.get("fail_info") is not None and fields["fail_info"] not in _FAIL_INFOS:
             raise ValueError(f"fail_info {fields['fail_info']} is not a SCEP failInfo (0..4)")
-        async with self._sessions.begin() as session:
+        async with self._engine.begin() as connection:
             return await self._compare_and_set(
-                session,
+                connection,
                 transaction_id=transaction_id,
                 column="state",
                 source=source,
@@ -187,9 +192,9 @@ class RequestRepository(CertificateRepository):
         source, target = NotifyState(from_state), NotifyState(to_state)
         if target not in ALLOWED_NOTIFY_TRANSITIONS[source]:
             raise IllegalTransition(source, target, kind="notify")
-        async with self._sessions.begin() as session:
+        async with self._engine.begin() as connection:
             return await self._compare_and_set(
-                session,
+                connection,
                 transaction_id=transaction_id,
                 column="notify_state",
                 source=source,
@@ -212,9 +217,9 @@ class RequestRepository(CertificateRepository):
         taken; the request is left in VALIDATED for a retry with a new serial.
         """
         try:
-            async with self._sessions.begin() as session:
+            async with self._engine.begin() as connection:
                 view = await self._compare_and_set(
-                    session,
+                    connection,
                     transaction_id=transaction_id,
                     column="state",
                     source=RequestState.VALIDATED,
@@ -224,8 +229,8 @@ class RequestRepository(CertificateRepository):
                 )
                 if view is None:
                     return None
-                session.add(
-                    IssuedCertificate(
+                await connection.execute(
+                    insert(IssuedCertificate.__table__).values(
                         serial=certificate.serial,
                         transaction_id=transaction_id,
                         issuer=certificate.issuer,
@@ -235,7 +240,6 @@ class RequestRepository(CertificateRepository):
                         der=certificate.der,
                     )
                 )
-                await session.flush()
         except IntegrityError as exc:
             # Only a taken serial is the signer's to fix; anything else is a bug.
             if await self.get_certificate(certificate.serial) is not None:
@@ -249,14 +253,14 @@ class RequestRepository(CertificateRepository):
         Sets `queued_at` and counts the hand-over in `attempts`, so a sweep can
         give up on a request it keeps re-queueing. False if there is no such request.
         """
-        async with self._sessions.begin() as session:
-            result = await session.execute(
-                update(ScepRequest)
-                .where(ScepRequest.transaction_id == transaction_id)
-                .values(queued_at=self._clock(), attempts=ScepRequest.attempts + 1)
-                .execution_options(synchronize_session=False)
+        requests = ScepRequest.__table__
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(requests)
+                .where(requests.c.transaction_id == transaction_id)
+                .values(queued_at=self._clock(), attempts=requests.c.attempts + 1)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)
 
     async def find_stale(self, *, older_than: timedelta, limit: int) -> list[RequestView]:
         """Non-terminal requests not handed to the pipeline for `older_than`.
@@ -347,7 +351,7 @@ class RequestRepository(CertificateRepository):
 
     async def _compare_and_set(
         self,
-        session: AsyncSession,
+        connection: AsyncConnection,
         *,
         transaction_id: str,
         column: str,
@@ -357,27 +361,25 @@ class RequestRepository(CertificateRepository):
         values: dict[str, Any],
     ) -> RequestView | None:
         now = self._clock()
-        row = await session.scalar(
-            update(ScepRequest)
-            .where(
-                ScepRequest.transaction_id == transaction_id,
-                getattr(ScepRequest, column) == source,
-            )
+        requests = ScepRequest.__table__
+        result = await connection.execute(
+            update(requests)
+            .where(requests.c.transaction_id == transaction_id, requests.c[column] == source)
             .values(
                 {
                     **values,
                     column: target,
-                    "version": ScepRequest.version + 1,
+                    "version": requests.c.version + 1,
                     "updated_at": now,
                 }
             )
-            .returning(ScepRequest)
-            .execution_options(synchronize_session=False)
+            .returning(*requests.c)
         )
+        row = result.first()
         if row is None:
             return None
-        session.add(
-            RequestEvent(
+        await connection.execute(
+            insert(RequestEvent.__table__).values(
                 request_id=row.id,
                 at=now,
                 kind="state" if column == "state" else "notify",
@@ -386,8 +388,7 @@ class RequestRepository(CertificateRepository):
                 detail=detail,
             )
         )
-        await session.flush()
-        return request_view(row)
+        return request_view(row)  # type: ignore[arg-type]
 
 
 def _check_transaction_id(transaction_id: str) -> None:
