@@ -31,6 +31,7 @@ from scepline_ingress.main import build_ingress_app
 from scepline_shared.broker.base import Broker, create_broker
 from scepline_shared.broker_pipeline import BrokerPipeline
 from scepline_shared.ca import CaMaterial, ensure_lab_ca, load_ca_material
+from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step
 from scepline_shared.settings import Settings
@@ -40,7 +41,15 @@ from scepline_shared.store.repository import RequestRepository
 from scepline_shared.sweeper import Sweeper
 from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 
-__all__ = ["Embedded", "Runtime", "embedded", "serve_embedded", "serve_ingress", "serve_worker"]
+__all__ = [
+    "Embedded",
+    "Runtime",
+    "embedded",
+    "intune_client",
+    "serve_embedded",
+    "serve_ingress",
+    "serve_worker",
+]
 
 log = get_logger(__name__)
 
@@ -117,12 +126,29 @@ def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHo
     return park
 
 
+@contextlib.asynccontextmanager
+async def intune_client(settings: Settings) -> AsyncIterator[IntuneClient | None]:
+    """The process's one Intune client (its token and discovery caches), if configured."""
+    if settings.challenge_provider != "intune":
+        yield None
+        return
+    try:
+        client = IntuneClient.from_settings(settings)
+    except IntuneConfigurationError as error:
+        raise SystemExit(f"Intune provider: {error}") from None
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 def build_worker(
     step: Step,
     rt: Runtime,
     *,
     material: CaMaterial | None = None,
     challenge: validator.ChallengeValidator | None = None,
+    intune: IntuneClient | None = None,
 ) -> StepWorker:
     settings = rt.settings
     if step is Step.VALIDATE:
@@ -131,8 +157,12 @@ def build_worker(
     elif step is Step.SIGN:
         assert material is not None
         handler = signer.build_handler(settings, rt.repository, material)
+        if settings.challenge_provider == "intune":
+            # Intune wants a failureNotification when the signer refuses a request
+            # it validated; see docs/architecture.md "Intune".
+            handler = notifier.route_failures_to_notifier(handler, rt.repository, rt.broker)
     else:
-        handler = notifier.build_handler(rt.repository)
+        handler = notifier.build_handler(settings, rt.repository, intune)
     return StepWorker(
         step=step,
         handler=handler,
@@ -202,11 +232,11 @@ async def embedded(
         settings.data_dir, ca_key_type=settings.ca_key_type, ca_key_size=settings.ca_key_size
     )
     generated: str | None = None
-    if challenge is None:
-        challenge, generated = validator.challenge_provider(settings)
-    async with runtime(settings) as rt:
+    async with intune_client(settings) as intune, runtime(settings) as rt:
+        if challenge is None:
+            challenge, generated = validator.challenge_provider(settings, intune)
         for step in Step:
-            worker = build_worker(step, rt, material=material, challenge=challenge)
+            worker = build_worker(step, rt, material=material, challenge=challenge, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
         async with _ingress(rt, material) as app:
             yield Embedded(app, material, generated, rt.repository, rt.broker)
@@ -226,9 +256,13 @@ async def serve_ingress(settings: Settings) -> None:
 
 async def serve_worker(settings: Settings, step: Step) -> None:
     material = load_ca_material(settings.data_dir) if step is Step.SIGN else None
-    challenge = validator.challenge_provider(settings)[0] if step is Step.VALIDATE else None
-    async with runtime(settings) as rt:
-        worker = build_worker(step, rt, material=material, challenge=challenge)
+    # The signer never talks to Intune; its failures reach the notifier by message.
+    client = contextlib.nullcontext(None) if step is Step.SIGN else intune_client(settings)
+    async with client as intune, runtime(settings) as rt:
+        challenge = None
+        if step is Step.VALIDATE:
+            challenge = validator.challenge_provider(settings, intune)[0]
+        worker = build_worker(step, rt, material=material, challenge=challenge, intune=intune)
         await worker.start(prefetch=settings.worker_prefetch)
         log.info("worker started", step=step.value, broker=_redacted(settings.broker_url))
         if settings.health_port is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -40,6 +40,38 @@ class Settings(BaseSettings):
     # Challenge provider for enrolment: a static shared secret (labs) or Intune.
     challenge_provider: Literal["static", "intune"] = "static"
     static_challenge: SecretStr | None = None
+
+    # Intune (challenge_provider="intune"; docs/intune.md). The Entra app's tenant
+    # (domain or GUID), client id and ONE credential: a secret, a file holding it,
+    # or a certificate and its unencrypted PEM key.
+    intune_tenant: str | None = None
+    intune_client_id: str | None = None
+    intune_client_secret: SecretStr | None = None
+    intune_client_secret_file: Path | None = None
+    intune_client_certificate_file: Path | None = None
+    intune_client_key_file: Path | None = None
+    # Endpoints; change them for a sovereign cloud or the simulator. The authority
+    # gets "/<tenant>" appended. The Intune scope is the resource URL + "/.default",
+    # so the default's trailing slash gives Microsoft's documented double slash.
+    intune_authority_url: str = "https://login.microsoftonline.com"
+    intune_graph_url: str = "https://graph.microsoft.com"
+    # The Graph token's resource id, when it is not the URL Graph is called at.
+    intune_graph_resource_url: str | None = None
+    intune_resource_url: str = "https://api.manage.microsoft.com/"
+    # PEM bundle to trust for Entra, Graph and Intune instead of the system store.
+    intune_ca_bundle: Path | None = None
+    # One HTTP call, and all retries of one Intune call (the device is waiting).
+    intune_timeout_seconds: float = Field(default=10.0, gt=0)
+    intune_retry_budget_seconds: float = Field(default=10.0, ge=0)
+    intune_discovery_ttl_seconds: float = Field(default=1800.0, gt=0)
+    # callerInfo and the UserAgent header; unset: "scepline/<version>".
+    intune_caller_info: str | None = None
+    # While Intune is unreachable a request is retried; past this age (the device's
+    # challenge lives about 60 min) it is rejected instead of waiting on.
+    intune_validation_deadline_seconds: float = Field(default=3000.0, gt=0)
+    # Release the certificate before Intune acknowledged it (against the letter
+    # of Microsoft's guidance; for an Intune that is slow to answer).
+    release_before_notify: bool = False
 
     # RFC 8894 forbids single DES; some clients (Debian's scepclient) still send it.
     scep_allow_des: bool = False
@@ -83,6 +115,43 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("intune_authority_url", "intune_graph_url", "intune_resource_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        # MSAL refuses anything else; Graph and Intune carry bearer tokens.
+        if not value.lower().startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _intune_complete(self) -> Settings:
+        if self.challenge_provider != "intune":
+            return self
+        missing = [
+            f"SCEPLINE_{name.upper()}"
+            for name in ("intune_tenant", "intune_client_id")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(f"SCEPLINE_CHALLENGE_PROVIDER=intune needs {', '.join(missing)}")
+        if (self.intune_client_certificate_file is None) != (self.intune_client_key_file is None):
+            raise ValueError(
+                "SCEPLINE_INTUNE_CLIENT_CERTIFICATE_FILE and SCEPLINE_INTUNE_CLIENT_KEY_FILE "
+                "go together"
+            )
+        credentials = [
+            self.intune_client_secret is not None,
+            self.intune_client_secret_file is not None,
+            self.intune_client_certificate_file is not None,
+        ]
+        if sum(credentials) != 1:
+            raise ValueError(
+                "SCEPLINE_CHALLENGE_PROVIDER=intune needs exactly one credential: "
+                "SCEPLINE_INTUNE_CLIENT_SECRET, SCEPLINE_INTUNE_CLIENT_SECRET_FILE, or "
+                "SCEPLINE_INTUNE_CLIENT_CERTIFICATE_FILE with SCEPLINE_INTUNE_CLIENT_KEY_FILE"
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:

@@ -1,18 +1,22 @@
 """Notify step: tell the provider what was issued, then release the certificate.
 
 With the static provider there is no one to tell, so the certificate is
-released at once (notify_state NOT_REQUIRED). The Intune notifier fills in the
-provider call before the release.
+released at once (notify_state NOT_REQUIRED). With Intune the success
+notification comes first and only its ``Success`` releases the certificate
+(``intune.py``); failures after a successful validation are reported too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scepline_shared.intune import IntuneClient
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import UnknownTransaction, state_after
 from scepline_shared.store.models import NotifyState, RequestState
 from scepline_shared.store.repository import RequestRepository
+
+from .intune import notify_intune
 
 __all__ = ["NotifierDeps", "handle_notify"]
 
@@ -22,12 +26,23 @@ log = get_logger(__name__)
 @dataclass(frozen=True)
 class NotifierDeps:
     repository: RequestRepository
+    # None: the static provider, nobody to notify.
+    intune: IntuneClient | None = None
+    # SCEPLINE_RELEASE_BEFORE_NOTIFY: hand out the certificate first, notify after.
+    release_before_notify: bool = False
 
 
 async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestState:
     request = await deps.repository.get(transaction_id)
     if request is None:
         raise UnknownTransaction(transaction_id)
+    if deps.intune is not None:
+        return await notify_intune(
+            request,
+            deps.repository,
+            deps.intune,
+            release_before_notify=deps.release_before_notify,
+        )
     if request.state != RequestState.SIGNED:
         return request.state
     moved = await deps.repository.transition(

@@ -1,23 +1,63 @@
-"""Notifier wiring."""
+"""Notifier wiring: the provider to notify, and the routes into the notify step."""
 
 from __future__ import annotations
 
 from functools import partial
 
+from scepline_shared.broker.base import Broker
+from scepline_shared.intune import IntuneClient
+from scepline_shared.messages import StepMessage, utc_now
 from scepline_shared.pipeline import Step, StepHandler
-from scepline_shared.store.models import NotifyState
+from scepline_shared.settings import Settings
+from scepline_shared.store.models import NotifyState, RequestState
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.worker import DeadLetterHook
 
 from .handler import NotifierDeps, handle_notify
+from .intune import needs_failure_notification
 
-__all__ = ["STEP", "build_dead_letter_hook", "build_handler"]
+__all__ = ["STEP", "build_dead_letter_hook", "build_handler", "route_failures_to_notifier"]
 
 STEP = Step.NOTIFY
 
 
-def build_handler(repository: RequestRepository) -> StepHandler:
-    return partial(handle_notify, deps=NotifierDeps(repository))
+def build_handler(
+    settings: Settings, repository: RequestRepository, intune: IntuneClient | None = None
+) -> StepHandler:
+    """The notify step for the configured provider (``intune``: the process's client)."""
+    if settings.challenge_provider != "intune":
+        return partial(handle_notify, deps=NotifierDeps(repository))
+    if intune is None:
+        raise ValueError("the Intune provider needs the process's IntuneClient")
+    deps = NotifierDeps(repository, intune, release_before_notify=settings.release_before_notify)
+    return partial(handle_notify, deps=deps)
+
+
+def route_failures_to_notifier(
+    sign: StepHandler, repository: RequestRepository, broker: Broker
+) -> StepHandler:
+    """Wrap the sign step so Intune hears of a request the signer refused.
+
+    ``next_step(FAILED)`` is None (FAILED is final, the device gets its answer
+    at once), yet Intune wants a failureNotification for an issuance that failed
+    after its validation. The signer knows nothing of Intune, so this wrapper,
+    applied by the composition root only with the Intune provider, hands such a
+    request to the notify step as well. It publishes before the worker acks, so a
+    crash in between redelivers the sign message and publishes again; the
+    notifier sends at most one notification (notify_state NONE → SENT|DEAD).
+    """
+
+    async def sign_then_route(transaction_id: str) -> RequestState:
+        state = await sign(transaction_id)
+        if state is RequestState.FAILED and await needs_failure_notification(
+            repository, transaction_id
+        ):
+            await broker.publish(
+                StepMessage(transaction_id=transaction_id, step=Step.NOTIFY, enqueued_at=utc_now())
+            )
+        return state
+
+    return sign_then_route
 
 
 def build_dead_letter_hook(repository: RequestRepository) -> DeadLetterHook:

@@ -38,6 +38,9 @@ async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> RequestSt
             transaction_id=transaction_id,
             csr=load_certification_request(request.csr_der).csr,
             renewal_of_serial=renewal_of,
+            csr_der=request.csr_der,
+            scep_transaction_id=request.scep_transaction_id,
+            received_at=request.created_at,
         )
     )
     if not outcome.approved:

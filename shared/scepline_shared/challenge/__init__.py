@@ -5,10 +5,12 @@ A provider is one small Protocol, chosen once in the validator's wiring
 """
 
 from .base import ChallengeValidator, ValidationOutcome, ValidationRequest
+from .intune import IntuneChallengeValidator
 from .static import StaticChallengeValidator, challenge_password
 
 __all__ = [
     "ChallengeValidator",
+    "IntuneChallengeValidator",
     "StaticChallengeValidator",
     "ValidationOutcome",
     "ValidationRequest",

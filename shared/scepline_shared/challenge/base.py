@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography import x509
@@ -12,11 +13,25 @@ __all__ = ["ChallengeValidator", "ValidationOutcome", "ValidationRequest"]
 
 @dataclass(frozen=True)
 class ValidationRequest:
+    # The store's request key (a renewal's carries a "|renew:<serial>" suffix).
     transaction_id: str
     csr: x509.CertificateSigningRequest
     # Set when the request is signed by a certificate this CA issued, still valid
     # and not revoked (RenewalReq, or a PKCSReq signed with the old certificate).
     renewal_of_serial: str | None = None
+    # The CSR exactly as the client sent it: Intune checks its own challenge against
+    # these bytes, so a re-encoding could break the match.
+    csr_der: bytes = field(default=b"", repr=False)
+    # The client's SCEP transactionID (Intune correlates all three calls by it);
+    # None: the same as ``transaction_id``.
+    scep_transaction_id: str | None = None
+    # When the request was recorded: a provider that keeps failing may give up
+    # once the device's challenge must have expired.
+    received_at: dt.datetime | None = None
+
+    @property
+    def client_transaction_id(self) -> str:
+        return self.scep_transaction_id or self.transaction_id
 
 
 @dataclass(frozen=True)

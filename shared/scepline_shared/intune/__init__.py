@@ -1,0 +1,34 @@
+"""Microsoft Intune's SCEP challenge validation API, as a third-party CA calls it.
+
+See ``/work/shared/specs/intune-scep-api.md`` (summarised in ``docs/intune.md``):
+Entra ID app-only tokens through MSAL, Graph discovery of the tenant's Intune
+shard, then ``ScepActions`` validateRequest / successNotification /
+failureNotification over httpx. ``IntuneClient`` is the one entry point.
+"""
+
+from .client import IntuneClient
+from .config import INTUNE_APP_ID, SCEP_SERVICE, CertificateCredential, IntuneConfig
+from .errors import (
+    SUCCESS,
+    IntuneConfigurationError,
+    IntuneError,
+    IntuneProtocolError,
+    IntuneResult,
+    IntuneUnavailable,
+)
+from .wire import MAX_ERROR_DESCRIPTION
+
+__all__ = [
+    "INTUNE_APP_ID",
+    "MAX_ERROR_DESCRIPTION",
+    "SCEP_SERVICE",
+    "SUCCESS",
+    "CertificateCredential",
+    "IntuneClient",
+    "IntuneConfig",
+    "IntuneConfigurationError",
+    "IntuneError",
+    "IntuneProtocolError",
+    "IntuneResult",
+    "IntuneUnavailable",
+]

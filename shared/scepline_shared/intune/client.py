@@ -1,0 +1,199 @@
+"""The Intune SCEP validation client: validateRequest and the two notifications.
+
+One instance per process (it owns the token cache, the discovery cache and the
+HTTP connection pool); share it between the validator and the notifier. Each
+call: discover the ScepRequestValidationFEService URI (cached), get an Intune
+token (cached), POST with bounded retries; on 401/403/404, or on 5xx/network
+failure if Graph then names another URI, rediscover once and try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from cryptography import x509
+
+from ..log import get_logger
+from ..metrics import INTUNE_LATENCY
+from ..settings import Settings
+from . import wire
+from .config import SCEP_SERVICE, IntuneConfig
+from .discovery import ServiceLocator
+from .errors import (
+    IntuneConfigurationError,
+    IntuneError,
+    IntuneProtocolError,
+    IntuneResult,
+    IntuneUnavailable,
+)
+from .tokens import TokenSource
+from .transport import Exchange, RetriesExhausted, Transport
+
+__all__ = ["IntuneClient"]
+
+log = get_logger(__name__)
+
+
+class IntuneClient:
+    def __init__(self, config: IntuneConfig) -> None:
+        self.config = config
+        self._transport = Transport(config)
+        self._tokens = TokenSource(config)
+        self._locator = ServiceLocator(config, self._tokens, self._transport)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntuneClient:
+        return cls(IntuneConfig.from_settings(settings))
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+        await asyncio.to_thread(self._tokens.close)
+
+    async def __aenter__(self) -> IntuneClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def validate_request(self, *, transaction_id: str, csr_der: bytes) -> IntuneResult:
+        body = wire.validate_body(
+            transaction_id=transaction_id, csr_der=csr_der, caller_info=self.config.caller_info
+        )
+        return await self._scep_action("validateRequest", body, transaction_id)
+
+    async def success_notification(
+        self, *, transaction_id: str, csr_der: bytes, certificate: x509.Certificate
+    ) -> IntuneResult:
+        body = wire.success_body(
+            transaction_id=transaction_id,
+            csr_der=csr_der,
+            certificate=certificate,
+            caller_info=self.config.caller_info,
+        )
+        return await self._scep_action("successNotification", body, transaction_id)
+
+    async def failure_notification(
+        self, *, transaction_id: str, csr_der: bytes, hresult: int, error_description: str
+    ) -> IntuneResult:
+        body = wire.failure_body(
+            transaction_id=transaction_id,
+            csr_der=csr_der,
+            hresult=hresult,
+            description=error_description,
+            caller_info=self.config.caller_info,
+        )
+        return await self._scep_action("failureNotification", body, transaction_id)
+
+    async def _scep_action(self, action: str, body: Any, transaction_id: str) -> IntuneResult:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._call(action, body)
+            outcome = "success" if result.ok else "rejected"
+        except IntuneError as error:
+            outcome = _outcome(error)
+            log.warning(
+                "intune call failed for good",
+                call=action,
+                error=error.message,
+                activity_id=error.activity_id,
+                scep_transaction_id=transaction_id,
+            )
+            raise
+        finally:
+            INTUNE_LATENCY.labels(action, outcome).observe(time.perf_counter() - started)
+        log.info(
+            "intune answered",
+            call=action,
+            code=result.code,
+            description=result.error_description[:300],
+            activity_id=result.activity_id,
+            scep_transaction_id=transaction_id,
+        )
+        return result
+
+    async def _call(self, action: str, body: Any) -> IntuneResult:
+        deadline = self._transport.deadline()
+        scope = self.config.intune_scope
+        headers = {"api-version": self.config.api_version, "UserAgent": self.config.caller_info}
+        for attempt in (1, 2):
+            base = await self._locator.uri(SCEP_SERVICE)
+            token = await self._tokens.token(scope)
+            try:
+                exchange = await self._transport.send(
+                    "POST",
+                    f"{base}/ScepActions/{action}",
+                    what=action,
+                    token=token,
+                    deadline=deadline,
+                    body=body,
+                    headers=headers,
+                )
+            except RetriesExhausted as exhausted:
+                # A shard move can look like this (the old host gone from DNS): ask
+                # Graph again, and try once more only if it now names another URI.
+                if exhausted.status == 429:
+                    raise  # throttled: the service is there, it wants us to wait
+                self._locator.invalidate(base)
+                if attempt == 2:
+                    raise
+                try:
+                    moved = await self._locator.uri(SCEP_SERVICE) != base
+                except IntuneError:
+                    raise exhausted from None
+                if not moved:
+                    raise
+                continue
+            status = exchange.status
+            if 200 <= status < 300:
+                self._locator.confirm(base)
+                return wire.parse_result(exchange.response, exchange.activity_id)
+            if status in (401, 403):
+                # An expired or revoked token, or the app lacks the role: retry once
+                # with a new token (and a fresh look at where Intune is).
+                self._tokens.forget(scope)
+                self._locator.invalidate()
+                if attempt == 1:
+                    continue
+                raise IntuneConfigurationError(
+                    f"Intune refused the app's token on {action} (HTTP {status} "
+                    f"{_fe_error(exchange)}): grant the Intune application permission "
+                    "scep_challenge_provider with admin consent, in the tenant that issued "
+                    "the challenges",
+                    activity_id=exchange.activity_id,
+                )
+            if status == 404:
+                self._locator.invalidate(base)  # the old shard after a move
+                if attempt == 1:
+                    continue
+                raise IntuneUnavailable(
+                    f"{action}: HTTP 404 at the rediscovered URI", activity_id=exchange.activity_id
+                )
+            if status >= 500:
+                raise IntuneUnavailable(
+                    f"{action}: HTTP {status}", activity_id=exchange.activity_id
+                )
+            raise IntuneProtocolError(
+                f"Intune refused {action}: HTTP {status} {_fe_error(exchange)}",
+                activity_id=exchange.activity_id,
+            )
+        raise AssertionError("unreachable")
+
+
+def _outcome(error: IntuneError) -> str:
+    if isinstance(error, IntuneUnavailable):
+        return "unavailable"
+    if isinstance(error, IntuneConfigurationError):
+        return "configuration_error"
+    return "protocol_error"
+
+
+def _fe_error(exchange: Exchange) -> str:
+    """The OData error's code and the first words of its message, for operators."""
+    try:
+        error = exchange.response.json()["error"]
+        return f"{error.get('code', '')}: {str(error.get('message', ''))[:200]}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return exchange.response.text[:200]

@@ -1,0 +1,246 @@
+"""Success and failure notifications through the whole product, on both deployments:
+withholding, retries, dead letters and replay (spec §3.3, matrix §7 rows 5-7)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from cryptography import x509
+
+from scepline.admin import replay
+from scepline.intune_sim import Route
+from scepline_shared.intune import MAX_ERROR_DESCRIPTION
+from scepline_shared.pipeline import Step
+from scepline_shared.scep import FailInfo, PkiStatus
+from scepline_shared.settings import Settings
+from scepline_shared.store.models import NotifyState, RequestState
+from tests.fixtures.scepline import RunningScepline, running
+from tests.intune.support import (
+    enrol,
+    eventually,
+    mint,
+    poll_until_final,
+    success_notifications,
+    wait_for_dead_letters,
+)
+from tests.intune_sim.fixtures import IntuneSim
+from tests.support.pki import name, requester
+
+# failInfo badRequest (2) with the customer bit, as EJBCA reports it.
+HRESULT_BAD_REQUEST = 0x20000102
+
+
+async def notify_dead(product: RunningScepline, transaction_id: str) -> bool:
+    request = await product.embedded.repository.get(transaction_id)
+    return request is not None and request.notify_state is NotifyState.DEAD
+
+
+def failure_notifications(sim: IntuneSim, transaction_id: str) -> list[dict[str, object]]:
+    return [
+        n.fields
+        for n in sim.admin.notifications("failure")
+        if n.fields["transactionId"] == transaction_id
+    ]
+
+
+async def test_a_refused_success_notification_withholds_the_certificate(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    # Matrix 5 (non-Success code): "must not issue" — FAILURE, and Intune is told.
+    intune_sim.admin.add_fault(Route.SUCCESS_NOTIFICATION, "code", code="SimInventedUnknownCode")
+    async with running(deployment_settings) as product:
+        rep = await enrol(product, "held", "tx-held", mint(intune_sim, "held"))
+        repository = product.embedded.repository
+        request = await repository.get("tx-held")
+        assert request is not None and request.cert_serial is not None
+        certificate = await repository.get_certificate(request.cert_serial)
+    assert rep.status is PkiStatus.FAILURE
+    assert rep.fail_info is FailInfo.BAD_REQUEST
+    assert request.state is RequestState.FAILED
+    assert request.provider_code == "SimInventedUnknownCode"
+    assert "SimInventedUnknownCode" in (request.fail_reason or "")
+    assert certificate is not None and certificate.is_revoked  # signed, never handed out
+    [failure] = failure_notifications(intune_sim, "tx-held")
+    assert failure["hResult"] == HRESULT_BAD_REQUEST
+    assert "SimInventedUnknownCode" in str(failure["errorDescription"])
+    assert request.notify_state is NotifyState.SENT
+
+
+async def test_a_failing_success_notification_keeps_the_certificate_back(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    # Matrix 5 (HTTP 500): retried, dead-lettered, never released meanwhile.
+    intune_sim.admin.add_fault(Route.SUCCESS_NOTIFICATION, "internal_error", count=10_000)
+    short = deployment_settings.model_copy(
+        update={"sync_wait_seconds": 1, "intune_retry_budget_seconds": 0.5}
+    )
+    async with running(short) as product:
+        rep = await enrol(product, "five", "tx-five", mint(intune_sim, "five"))
+        assert rep.status is PkiStatus.PENDING
+        await wait_for_dead_letters(product.embedded.broker, Step.NOTIFY, 1)
+        await eventually(lambda: notify_dead(product, "tx-five"), "notify_state DEAD")
+        request = await product.embedded.repository.get("tx-five")
+        polled = await product.client.poll(requester("five"), "tx-five", name("five"))
+    assert polled.status is PkiStatus.PENDING
+    assert request is not None and request.state is RequestState.SIGNED
+    assert request.notify_state is NotifyState.DEAD
+    assert request.parked_at is not None
+    attempts = intune_sim.admin.calls(Route.SUCCESS_NOTIFICATION)
+    assert attempts and all(c.status == 500 for c in attempts)
+
+
+async def test_an_issuance_error_after_validation_sends_a_failure_notification(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    # Matrix 6: Intune validated, the signer refused (empty subject, no SAN).
+    challenge = mint(intune_sim, "nameless", subject=None)
+    async with running(deployment_settings) as product:
+        rep = await enrol(product, "nameless", "tx-nameless", challenge, subject=x509.Name([]))
+        repository = product.embedded.repository
+
+        async def notified() -> bool:
+            request = await repository.get("tx-nameless")
+            return request is not None and request.notify_state is not NotifyState.NONE
+
+        await eventually(notified, "the failure notification")
+        request = await repository.get("tx-nameless")
+    assert rep.status is PkiStatus.FAILURE
+    assert request is not None and request.state is RequestState.FAILED
+    assert request.notify_state is NotifyState.SENT
+    [failure] = failure_notifications(intune_sim, "tx-nameless")
+    assert isinstance(failure["hResult"], int)
+    assert failure["hResult"] == HRESULT_BAD_REQUEST
+    description = str(failure["errorDescription"])
+    assert 0 < len(description) <= MAX_ERROR_DESCRIPTION
+    assert "empty subject" in description
+    assert success_notifications(intune_sim, "tx-nameless") == []
+
+
+async def test_a_failure_notification_that_fails_is_only_recorded(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    intune_sim.admin.add_fault(Route.FAILURE_NOTIFICATION, "unavailable", count=100, retry_after=0)
+    settings = deployment_settings.model_copy(update={"intune_retry_budget_seconds": 0.5})
+    async with running(settings) as product:
+        challenge = mint(intune_sim, "nameless-2", subject=None)
+        rep = await enrol(product, "nameless-2", "tx-nl2", challenge, subject=x509.Name([]))
+        repository = product.embedded.repository
+
+        async def dead() -> bool:
+            request = await repository.get("tx-nl2")
+            return request is not None and request.notify_state is NotifyState.DEAD
+
+        await eventually(dead, "notify_state DEAD")
+        assert await product.embedded.broker.dead_letters(Step.NOTIFY) == []
+        assert await repository.parked() == []
+    assert rep.status is PkiStatus.FAILURE  # the device had its answer all along
+
+
+@pytest.mark.parametrize("fault", ["throttle", "unavailable"])
+async def test_throttling_or_5xx_on_validation_is_retried_then_fails_closed(
+    deployment_settings: Settings, intune_sim: IntuneSim, fault: str
+):
+    # Matrix 7: a passing 429/503 is absorbed; a lasting one, past the request's
+    # deadline, ends in a FAILURE instead of a certificate.
+    intune_sim.admin.add_fault(Route.VALIDATE_REQUEST, fault, retry_after=1)
+    async with running(deployment_settings) as product:
+        passing = await enrol(product, "pass", "tx-pass", mint(intune_sim, "pass"))
+    assert passing.status is PkiStatus.SUCCESS
+
+    intune_sim.admin.add_fault(Route.VALIDATE_REQUEST, fault, count=10_000, retry_after=0)
+    strict = deployment_settings.model_copy(
+        update={"intune_validation_deadline_seconds": 0.1, "intune_retry_budget_seconds": 1.5}
+    )
+    async with running(strict) as product:
+        rep = await enrol(product, "closed", "tx-closed", mint(intune_sim, "closed"))
+        request = await product.embedded.repository.get("tx-closed")
+    assert rep.status is PkiStatus.FAILURE
+    assert request is not None and request.state is RequestState.REJECTED
+    assert (request.fail_reason or "").startswith("Intune unavailable")
+    tries = [c for c in intune_sim.admin.calls(Route.VALIDATE_REQUEST) if c.fault]
+    # The passing fault, then one bounded round (at most 3 tries in 1.5 s); the
+    # request was past its deadline when the round gave up, so no worker retry.
+    assert 1 + 2 <= len(tries) <= 1 + 3
+
+
+async def test_a_notifier_outage_parks_devices_and_replay_completes_each_once(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    # Intune's successNotification down for a while: devices wait PENDING, the
+    # notify DLQ fills; after the outage a replay issues exactly one certificate each.
+    intune_sim.admin.add_fault(
+        Route.SUCCESS_NOTIFICATION, "unavailable", count=100_000, retry_after=0
+    )
+    settings = deployment_settings.model_copy(
+        update={"sync_wait_seconds": 1, "intune_retry_budget_seconds": 0.5}
+    )
+    labels = [f"outage-{i}" for i in range(4)]
+    async with running(settings) as product:
+        replies = await asyncio.gather(
+            *(enrol(product, lb, f"tx-{lb}", mint(intune_sim, lb)) for lb in labels)
+        )
+        assert all(rep.status is PkiStatus.PENDING for rep in replies)
+        broker, repository = product.embedded.broker, product.embedded.repository
+        letters = await wait_for_dead_letters(broker, Step.NOTIFY, len(labels))
+        assert {d.message.transaction_id for d in letters if d.message} == {
+            f"tx-{lb}" for lb in labels
+        }
+        for label in labels:
+            transaction_id = f"tx-{label}"
+
+            async def dead(transaction_id: str = transaction_id) -> bool:
+                return await notify_dead(product, transaction_id)
+
+            # The worker dead-letters first, then records it in the store.
+            await eventually(dead, "notify_state DEAD")
+            request = await repository.get(f"tx-{label}")
+            assert request is not None and request.state is RequestState.SIGNED
+
+        intune_sim.admin.clear_faults()
+        assert await replay(broker, repository, Step.NOTIFY, ids=None) == len(labels)
+        for label in labels:
+            final = await poll_until_final(product, label, f"tx-{label}")
+            assert final.status is PkiStatus.SUCCESS
+            request = await repository.get(f"tx-{label}")
+            assert request is not None
+            assert request.state is RequestState.ISSUED
+            assert request.notify_state is NotifyState.SENT
+            assert format(final.certificates[0].serial_number, "x") == request.cert_serial
+            [sent] = success_notifications(intune_sim, f"tx-{label}")
+            assert sent.fields["certificateSerialNumber"] == request.cert_serial
+        assert await broker.dead_letters(Step.NOTIFY) == []
+        assert await repository.parked() == []
+
+
+async def test_release_before_notify_hands_out_the_certificate_first(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    intune_sim.admin.add_fault(
+        Route.SUCCESS_NOTIFICATION, "unavailable", count=100_000, retry_after=0
+    )
+    eager = deployment_settings.model_copy(
+        update={
+            "release_before_notify": True,
+            "sync_wait_seconds": 5,
+            "intune_retry_budget_seconds": 0.5,
+        }
+    )
+    async with running(eager) as product:
+        rep = await enrol(product, "eager", "tx-eager", mint(intune_sim, "eager"))
+        assert rep.status is PkiStatus.SUCCESS
+        broker, repository = product.embedded.broker, product.embedded.repository
+        await wait_for_dead_letters(broker, Step.NOTIFY, 1)
+        await eventually(lambda: notify_dead(product, "tx-eager"), "notify_state DEAD")
+        request = await repository.get("tx-eager")
+        assert request is not None
+        assert (request.state, request.notify_state) == (RequestState.ISSUED, NotifyState.DEAD)
+        intune_sim.admin.clear_faults()
+        await replay(broker, repository, Step.NOTIFY, ids=None)
+
+        async def sent() -> bool:
+            request = await repository.get("tx-eager")
+            return request is not None and request.notify_state is NotifyState.SENT
+
+        await eventually(sent, "the late success notification")
+    assert len(success_notifications(intune_sim, "tx-eager")) == 1
