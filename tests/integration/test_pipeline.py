@@ -5,7 +5,6 @@ with ingress and the three workers running their real code."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,12 +25,15 @@ from scepline_shared.scep_client import build_csr
 from scepline_shared.settings import Settings
 from scepline_shared.store.models import RequestState
 from scepline_shared.sweeper import Sweeper
-from tests.fixtures.postgres import fresh_postgres_database
-from tests.fixtures.rabbitmq import delete_namespace
-from tests.fixtures.scepline import CHALLENGE, RunningScepline, data_dir_with_ca, running
+from tests.fixtures.scepline import (
+    CHALLENGE,
+    DEPLOYMENTS,
+    RunningScepline,
+    data_dir_with_ca,
+    deployment,
+    running,
+)
 from tests.support.pki import name, requester
-
-DEPLOYMENTS = ["memory-sqlite", "rabbitmq-postgresql"]
 
 
 class FlakyChallenge:
@@ -53,24 +55,16 @@ class FlakyChallenge:
 async def deployment_settings(
     request: pytest.FixtureRequest, tmp_path: Path, lab_ca_dir: Path
 ) -> AsyncIterator[Settings]:
-    base = {
-        "data_dir": data_dir_with_ca(tmp_path, lab_ca_dir),
-        "static_challenge": CHALLENGE,
-        "sync_wait_seconds": 10,
-        "retry_max_attempts": 2,
-        "retry_base_delay_seconds": 0.05,
-    }
-    if request.param == "memory-sqlite":
-        yield Settings(**base)
-        return
-    rabbitmq_url = request.getfixturevalue("rabbitmq_url")
-    admin_dsn = request.getfixturevalue("postgres_admin_dsn")
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
-    async with fresh_postgres_database(admin_dsn) as postgres_url:
-        yield Settings(
-            **base, broker_url=rabbitmq_url, broker_namespace=namespace, database_url=postgres_url
-        )
-    await delete_namespace(rabbitmq_url, namespace)
+    async with deployment(
+        request.param,
+        request,
+        data_dir=data_dir_with_ca(tmp_path, lab_ca_dir),
+        static_challenge=CHALLENGE,
+        sync_wait_seconds=10,
+        retry_max_attempts=2,
+        retry_base_delay_seconds=0.05,
+    ) as settings:
+        yield settings
 
 
 async def enrol(product: RunningScepline, label: str, transaction_id: str):  # type: ignore[no-untyped-def]

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from scepline_shared.settings import Settings
-from tests.fixtures.postgres import fresh_postgres_database
-from tests.fixtures.rabbitmq import delete_namespace
-from tests.fixtures.scepline import data_dir_with_ca
+from tests.fixtures.scepline import DEPLOYMENTS, data_dir_with_ca, deployment
 from tests.intune.support import intune_settings
 from tests.intune_sim.fixtures import IntuneSim, intune_sim, intune_sim_server
 
 __all__ = ["deployment_settings", "intune_sim", "intune_sim_server"]
-
-DEPLOYMENTS = ["memory-sqlite", "rabbitmq-postgresql"]
 
 
 @pytest.fixture(params=DEPLOYMENTS)
@@ -34,14 +29,5 @@ async def deployment_settings(
         "retry_base_delay_seconds": 0.05,
         **intune_settings(intune_sim),
     }
-    if request.param == "memory-sqlite":
-        yield Settings(**base)
-        return
-    rabbitmq_url = request.getfixturevalue("rabbitmq_url")
-    admin_dsn = request.getfixturevalue("postgres_admin_dsn")
-    namespace = f"test-{uuid.uuid4().hex[:12]}"
-    async with fresh_postgres_database(admin_dsn) as postgres_url:
-        yield Settings(
-            **base, broker_url=rabbitmq_url, broker_namespace=namespace, database_url=postgres_url
-        )
-    await delete_namespace(rabbitmq_url, namespace)
+    async with deployment(request.param, request, **base) as settings:
+        yield settings
