@@ -1,58 +1,66 @@
-"""Row-to-view conversion, kept apart so the repository stays readable."""
+"""Row-to-view conversion, kept apart so the repository stays readable.
+
+The repository selects (or returns) exactly the columns listed here, in the
+order of the view's fields, so a row becomes a view positionally.
+"""
 
 from __future__ import annotations
 
-from scepline_shared.store.models import Crl, IssuedCertificate, ScepRequest
-from scepline_shared.store.views import CertificateView, CrlView, RequestView
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
 
-__all__ = ["certificate_view", "crl_view", "request_view"]
+from sqlalchemy import Column, Table
 
+from scepline_shared.store.models import Crl, IssuedCertificate, RequestEvent, ScepRequest
+from scepline_shared.store.views import CertificateView, CrlView, EventView, RequestView
 
-def request_view(row: ScepRequest) -> RequestView:
-    return RequestView(
-        id=row.id,
-        transaction_id=row.transaction_id,
-        signer_key_id=row.signer_key_id,
-        message_type=row.message_type,
-        csr_der=row.csr_der,
-        signer_cert_der=row.signer_cert_der,
-        subject=row.subject,
-        renewal_of_serial=row.renewal_of_serial,
-        state=row.state,
-        notify_state=row.notify_state,
-        fail_info=row.fail_info,
-        fail_reason=row.fail_reason,
-        provider_code=row.provider_code,
-        cert_serial=row.cert_serial,
-        cert_der=row.cert_der,
-        attempts=row.attempts,
-        version=row.version,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        queued_at=row.queued_at,
-        parked_at=row.parked_at,
-    )
+__all__ = [
+    "CERTIFICATE_COLUMNS",
+    "CERTIFICATE_TABLE",
+    "CRL_COLUMNS",
+    "CRL_TABLE",
+    "EVENT_COLUMNS",
+    "EVENT_TABLE",
+    "REQUEST_COLUMNS",
+    "REQUEST_TABLE",
+    "certificate_view",
+    "crl_view",
+    "event_view",
+    "request_view",
+]
+
+REQUEST_TABLE: Table = ScepRequest.__table__  # type: ignore[assignment]
+EVENT_TABLE: Table = RequestEvent.__table__  # type: ignore[assignment]
+CERTIFICATE_TABLE: Table = IssuedCertificate.__table__  # type: ignore[assignment]
+CRL_TABLE: Table = Crl.__table__  # type: ignore[assignment]
 
 
-def certificate_view(row: IssuedCertificate) -> CertificateView:
-    return CertificateView(
-        serial=row.serial,
-        transaction_id=row.transaction_id,
-        issuer=row.issuer,
-        subject=row.subject,
-        not_before=row.not_before,
-        not_after=row.not_after,
-        der=row.der,
-        revoked_at=row.revoked_at,
-        revocation_reason=row.revocation_reason,
-    )
+def _columns(table: Table, view: type) -> tuple[Column[Any], ...]:
+    return tuple(table.c[field.name] for field in fields(view))
 
 
-def crl_view(row: Crl) -> CrlView:
-    return CrlView(
-        number=row.number,
-        issuer_key_id=row.issuer_key_id,
-        this_update=row.this_update,
-        next_update=row.next_update,
-        der=row.der,
-    )
+REQUEST_COLUMNS = _columns(REQUEST_TABLE, RequestView)
+EVENT_COLUMNS = _columns(EVENT_TABLE, EventView)
+CERTIFICATE_COLUMNS = _columns(CERTIFICATE_TABLE, CertificateView)
+CRL_COLUMNS = _columns(CRL_TABLE, CrlView)
+
+
+def request_view(row: Sequence[Any]) -> RequestView:
+    """A row of REQUEST_COLUMNS."""
+    return RequestView(*row)
+
+
+def event_view(row: Sequence[Any]) -> EventView:
+    """A row of EVENT_COLUMNS."""
+    return EventView(*row)
+
+
+def certificate_view(row: Sequence[Any]) -> CertificateView:
+    """A row of CERTIFICATE_COLUMNS."""
+    return CertificateView(*row)
+
+
+def crl_view(row: Sequence[Any]) -> CrlView:
+    """A row of CRL_COLUMNS."""
+    return CrlView(*row)

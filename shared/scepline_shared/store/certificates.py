@@ -2,7 +2,8 @@
 
 `RequestRepository` inherits these methods; a CRL publisher or an operator
 command that needs only certificates can use `CertificateRepository` alone.
-Every method is one transaction and returns frozen views.
+Every method is atomic and returns frozen views; reads and single-statement
+writes cost one round trip (see `_sql.py`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,20 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scepline_shared.store._convert import certificate_view, crl_view
+from scepline_shared.store._convert import (
+    CERTIFICATE_COLUMNS,
+    CERTIFICATE_TABLE,
+    CRL_COLUMNS,
+    CRL_TABLE,
+    certificate_view,
+    crl_view,
+)
+from scepline_shared.store._sql import Database
 from scepline_shared.store.errors import CrlNumberCollision
-from scepline_shared.store.models import Crl, IssuedCertificate
 from scepline_shared.store.views import CertificateView, CrlView, serial_hex
 
 __all__ = ["REVOCATION_REASONS", "CertificateRepository", "check_aware", "check_key_id", "utc_now"]
@@ -26,6 +34,9 @@ __all__ = ["REVOCATION_REASONS", "CertificateRepository", "check_aware", "check_
 REVOCATION_REASONS: frozenset[int] = frozenset(range(11)) - {7}
 
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
+
+_CERT = CERTIFICATE_TABLE.c
+_GET_CERTIFICATE = select(*CERTIFICATE_COLUMNS).where(_CERT.serial == bindparam("serial"))
 
 
 def utc_now() -> datetime:
@@ -45,9 +56,11 @@ def check_key_id(key_id: str) -> None:
 
 
 class CertificateRepository:
-    """Certificates and CRLs over one `async_sessionmaker`.
+    """Certificates and CRLs over one `async_sessionmaker` bound to an `AsyncEngine`.
 
-    `clock` exists for tests; it must return aware datetimes.
+    Only the sessionmaker's engine is used: statements run on its connections
+    directly (Core, no ORM unit of work). `clock` exists for tests; it must
+    return aware datetimes.
     """
 
     def __init__(
@@ -56,22 +69,16 @@ class CertificateRepository:
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        engine = sessions.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("the repository needs an async_sessionmaker bound to an AsyncEngine")
         self._sessions = sessions
         self._clock = clock
-        # Hot paths use Core on the engine: no unit of work, and reads run
-        # without a transaction (one round trip instead of BEGIN/SELECT/ROLLBACK).
-        engine = sessions.kw["bind"]
-        self._engine: AsyncEngine = engine
-        self._reader: AsyncEngine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._db = Database(engine)
 
     async def get_certificate(self, serial: str | int) -> CertificateView | None:
-        table = IssuedCertificate.__table__
-        async with self._reader.connect() as connection:
-            result = await connection.execute(
-                select(table).where(table.c.serial == serial_hex(serial))
-            )
-            row = result.first()
-        return None if row is None else certificate_view(row)  # type: ignore[arg-type]
+        row = await self._db.fetch_one(_GET_CERTIFICATE, {"serial": serial_hex(serial)})
+        return None if row is None else certificate_view(row)
 
     async def revoke(
         self, serial: str | int, *, reason: int, at: datetime | None = None
@@ -85,28 +92,24 @@ class CertificateRepository:
         key = serial_hex(serial)
         when = self._clock() if at is None else at
         check_aware("at", when)
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(IssuedCertificate)
-                .where(IssuedCertificate.serial == key, IssuedCertificate.revoked_at.is_(None))
-                .values(revoked_at=when, revocation_reason=reason)
-                .execution_options(synchronize_session=False)
-            )
-            row = await session.get(IssuedCertificate, key)
-            return None if row is None else certificate_view(row)
+        row = await self._db.fetch_one(
+            update(CERTIFICATE_TABLE)
+            .where(_CERT.serial == key, _CERT.revoked_at.is_(None))
+            .values(revoked_at=when, revocation_reason=reason)
+            .returning(*CERTIFICATE_COLUMNS)
+        )
+        if row is None:  # unknown, or revoked before: revocation is never undone
+            return await self.get_certificate(key)
+        return certificate_view(row)
 
     async def revoked(self, issuer: str) -> list[CertificateView]:
         """Revoked certificates of `issuer`, for building its CRL."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(IssuedCertificate)
-                .where(
-                    IssuedCertificate.issuer == issuer,
-                    IssuedCertificate.revoked_at.is_not(None),
-                )
-                .order_by(IssuedCertificate.revoked_at, IssuedCertificate.serial)
-            )
-            return [certificate_view(row) for row in rows]
+        rows = await self._db.fetch_all(
+            select(*CERTIFICATE_COLUMNS)
+            .where(_CERT.issuer == issuer, _CERT.revoked_at.is_not(None))
+            .order_by(_CERT.revoked_at, _CERT.serial)
+        )
+        return [certificate_view(row) for row in rows]
 
     async def store_crl(
         self,
@@ -121,27 +124,28 @@ class CertificateRepository:
         check_key_id(issuer_key_id)
         check_aware("this_update", this_update)
         check_aware("next_update", next_update)
+        view = CrlView(
+            number=number,
+            issuer_key_id=issuer_key_id,
+            this_update=this_update,
+            next_update=next_update,
+            der=der,
+        )
         try:
-            async with self._sessions.begin() as session:
-                row = Crl(
-                    number=number,
-                    issuer_key_id=issuer_key_id,
-                    this_update=this_update,
-                    next_update=next_update,
-                    der=der,
+            await self._db.rowcount(
+                insert(CRL_TABLE).values(
+                    {column.name: getattr(view, column.name) for column in CRL_COLUMNS}
                 )
-                session.add(row)
-                await session.flush()
-                return crl_view(row)
+            )
         except IntegrityError as exc:
             raise CrlNumberCollision(number) from exc
+        return view
 
     async def latest_crl(self, issuer_key_id: str) -> CrlView | None:
-        async with self._sessions() as session:
-            row = await session.scalar(
-                select(Crl)
-                .where(Crl.issuer_key_id == issuer_key_id)
-                .order_by(Crl.number.desc())
-                .limit(1)
-            )
-            return None if row is None else crl_view(row)
+        row = await self._db.fetch_one(
+            select(*CRL_COLUMNS)
+            .where(CRL_TABLE.c.issuer_key_id == issuer_key_id)
+            .order_by(CRL_TABLE.c.number.desc())
+            .limit(1)
+        )
+        return None if row is None else crl_view(row)

@@ -22,6 +22,7 @@ from scepline_shared.store.errors import UnsupportedDatabaseUrl
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
+    "autocommit_engine",
     "create_engine_for",
     "normalise_database_url",
     "session_factory",
@@ -36,6 +37,9 @@ _ASYNC_DRIVERS: dict[str, tuple[str, ...]] = {
     "sqlite": ("aiosqlite",),
 }
 _DIALECT_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
+
+# Execution option telling the SQLite "begin" hook not to open a transaction.
+_SQLITE_AUTOCOMMIT = "scepline_sqlite_autocommit"
 
 
 def normalise_database_url(url: str) -> str:
@@ -67,32 +71,60 @@ def create_engine_for(
     *,
     pool_size: int = 8,
     max_overflow: int = 4,
+    pool_timeout: float = 10.0,
     echo: bool = False,
 ) -> AsyncEngine:
     """An async engine for `url`, tuned for several processes sharing one store.
 
-    `pool_size`/`max_overflow` apply to PostgreSQL (and file SQLite); SQLite
-    also gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE`
+    Pooling applies to PostgreSQL (and file SQLite). A process opens
+    connections on demand, up to `pool_size + max_overflow`, and keeps them:
+    SQLAlchemy would close an overflow connection as soon as it came back
+    while `pool_size` others sat idle, so a load hovering around `pool_size`
+    would open and close connections (a server process each) all the time.
+    A caller that finds them all busy waits up to `pool_timeout` seconds.
+
+    SQLite also gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE`
     transactions (see `_prepare_sqlite`).
     """
+    pool_args: dict[str, Any] = {
+        "pool_size": pool_size + max_overflow,
+        "max_overflow": 0,
+        "pool_timeout": pool_timeout,
+    }
     normalised = normalise_database_url(url)
     if normalised.startswith("sqlite"):
         in_memory = _is_memory_database(make_url(normalised))
         # :memory: must keep SQLAlchemy's StaticPool (one connection, one database).
-        pool_args = {} if in_memory else {"pool_size": pool_size, "max_overflow": max_overflow}
-        engine = create_async_engine(normalised, echo=echo, **pool_args)
+        engine = create_async_engine(normalised, echo=echo, **({} if in_memory else pool_args))
         _prepare_sqlite(engine, wal=not in_memory)
         return engine
     return create_async_engine(
         normalised,
         echo=echo,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
+        **pool_args,
         # No pre-ping: it costs a round trip on every checkout. A connection the
         # server dropped fails once, SQLAlchemy then invalidates the whole pool,
         # and the caller's retry (worker redelivery, client resend) succeeds.
         pool_recycle=1800,
     )
+
+
+def autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` (same pool) with connections that open no transaction.
+
+    Each statement commits on its own: a read or a single-statement write is
+    one round trip instead of BEGIN, statement, COMMIT/ROLLBACK. Only for work
+    that is one statement, or that needs no atomicity across statements.
+
+    On PostgreSQL this is the AUTOCOMMIT isolation level. On SQLite, whose
+    driver-level transaction handling is already off (see `_prepare_sqlite`),
+    the BEGIN IMMEDIATE is skipped, so a read does not take the write lock.
+    (Not isolation_level="AUTOCOMMIT" there: SQLAlchemy would hand the
+    connection back with the driver's implicit BEGIN switched on again.)
+    """
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_SQLITE_AUTOCOMMIT: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -111,6 +143,8 @@ def _prepare_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
       writes can fail at once with SQLITE_BUSY when another connection wrote
       in between, and busy_timeout cannot help it; taking the write lock up
       front turns that into a wait. It also makes migrations transactional.
+      Connections of `autocommit_engine` skip it: each statement is then its
+      own implicit transaction, as SQLite does without a BEGIN.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -129,8 +163,9 @@ def _prepare_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # Autocommit connections (the repository's reads) take no lock at all.
-        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        # Autocommit connections (`autocommit_engine`) take no lock at all.
+        options = connection.get_execution_options()
+        if options.get(_SQLITE_AUTOCOMMIT) or options.get("isolation_level") == "AUTOCOMMIT":
             return
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 

@@ -1,33 +1,44 @@
 """Requests: recording, the state machine, history and the sweep.
 
 With `certificates.py` (which it extends) this is the only code that reads or
-writes the state store. Every method is one transaction. State changes are compare-and-set updates
+writes the state store. Every method is atomic. State changes are compare-and-set updates
 (`WHERE state = :from_state`), so any number of workers may race on one
 request: exactly one moves it, the others get None and treat the step as
-already done. Results are frozen views; ORM objects never leave this module.
+already done. Results are frozen views; rows never leave this module.
+
+Each change and its history event are written together in one round trip on
+PostgreSQL (one transaction on SQLite); reads are one round trip. See `_sql.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from scepline_shared.store._convert import request_view
+from scepline_shared.store._convert import (
+    CERTIFICATE_TABLE,
+    EVENT_COLUMNS,
+    EVENT_TABLE,
+    REQUEST_COLUMNS,
+    REQUEST_TABLE,
+    event_view,
+    request_view,
+)
+from scepline_shared.store._sql import Dependent, RequestChange
 from scepline_shared.store.certificates import CertificateRepository, check_key_id, utc_now
-from scepline_shared.store.errors import IllegalTransition, SerialCollision
+from scepline_shared.store.errors import IllegalTransition, SerialCollision, StoreError
 from scepline_shared.store.models import (
     ALLOWED_NOTIFY_TRANSITIONS,
     ALLOWED_TRANSITIONS,
     NON_TERMINAL_STATES,
-    IssuedCertificate,
     NotifyState,
-    RequestEvent,
     RequestState,
-    ScepRequest,
 )
 from scepline_shared.store.views import (
     EventView,
@@ -50,13 +61,67 @@ TRANSITION_FIELDS: frozenset[str] = frozenset(
 # SCEP failInfo: badAlg, badMessageCheck, badRequest, badTime, badCertId.
 _FAIL_INFOS: frozenset[int] = frozenset(range(5))
 
+# Statements are built once, with bound parameters (see `_sql.py`).
+_REQ = REQUEST_TABLE.c
+_GET = select(*REQUEST_COLUMNS).where(_REQ.transaction_id == bindparam("transaction_id"))
+# What `record_request` sets; the other columns start out NULL.
+_NEW_REQUEST_COLUMNS = (
+    "transaction_id",
+    "signer_key_id",
+    "message_type",
+    "csr_der",
+    "signer_cert_der",
+    "subject",
+    "renewal_of_serial",
+    "state",
+    "notify_state",
+    "attempts",
+    "version",
+    "created_at",
+    "updated_at",
+    "queued_at",
+)
+_MARK_QUEUED = (
+    update(REQUEST_TABLE)
+    .where(_REQ.transaction_id == bindparam("where_transaction_id"))
+    .values(queued_at=bindparam("set_queued_at"), attempts=_REQ.attempts + 1)
+)
+# The history entry of a change; `from_state`/`to_state` are parameters unless given.
+_EVENT_PARAMETERS = {
+    "request_id": _REQ.id,
+    "at": "event_at",
+    "kind": "event_kind",
+    "from_state": "event_from",
+    "to_state": "event_to",
+    "detail": "event_detail",
+}
+_CERTIFICATE_ROW: Dependent = (
+    CERTIFICATE_TABLE,
+    {column.name: f"certificate_{column.name}" for column in CERTIFICATE_TABLE.c},
+)
+
 
 class RequestRepository(CertificateRepository):
     """Requests and their history, plus (inherited) certificates and CRLs.
 
-    Built from one `async_sessionmaker`; `clock` exists for tests and must
-    return aware datetimes.
+    Built from one `async_sessionmaker` bound to an `AsyncEngine`; `clock`
+    exists for tests and must return aware datetimes.
     """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        super().__init__(sessions, clock=clock)
+        # INSERT ... ON CONFLICT DO NOTHING is spelled per dialect, hence built here.
+        self._record = RequestChange(
+            self._db.insert_unless_present(REQUEST_TABLE, "transaction_id")
+            .values({name: bindparam(f"new_{name}") for name in _NEW_REQUEST_COLUMNS})
+            .returning(*REQUEST_COLUMNS),
+            ((EVENT_TABLE, _EVENT_PARAMETERS),),
+        )
 
     # -- requests ---------------------------------------------------------
 
@@ -77,6 +142,10 @@ class RequestRepository(CertificateRepository):
         Race-safe: of concurrent calls with one transaction id exactly one
         creates the row. The caller compares `signer_key_id` of an existing
         row with its own (a different key must not see someone else's request).
+
+        `queued=True` records that the caller is about to hand the new request
+        to the pipeline, as `mark_queued` right after would (`queued_at` now,
+        `attempts` 1), in the same write. An existing request is left as it is.
         """
         _check_transaction_id(transaction_id)
         check_key_id(signer_key_id)
@@ -84,62 +153,41 @@ class RequestRepository(CertificateRepository):
             raise ValueError(f"message_type {message_type} does not create a request")
         renewal = serial_hex(renewal_of_serial) if renewal_of_serial is not None else None
 
-        # Retransmissions are common; answer them without provoking an IntegrityError.
-        existing = await self.get(transaction_id)
-        if existing is not None:
-            return RecordResult(request=existing, created=False)
-
         now = self._clock()
-        requests = ScepRequest.__table__
-        try:
-            async with self._engine.begin() as connection:
-                result = await connection.execute(
-                    insert(requests)
-                    .values(
-                        transaction_id=transaction_id,
-                        signer_key_id=signer_key_id,
-                        message_type=message_type,
-                        csr_der=csr_der,
-                        signer_cert_der=signer_cert_der,
-                        subject=subject,
-                        renewal_of_serial=renewal,
-                        state=RequestState.RECEIVED,
-                        notify_state=NotifyState.NONE,
-                        attempts=1 if queued else 0,
-                        version=1,
-                        created_at=now,
-                        updated_at=now,
-                        queued_at=now if queued else None,
-                    )
-                    .returning(*requests.c)
-                )
-                row = result.one()
-                await connection.execute(
-                    insert(RequestEvent.__table__).values(
-                        request_id=row.id,
-                        at=now,
-                        kind="state",
-                        from_state=None,
-                        to_state=RequestState.RECEIVED.value,
-                        detail="recorded",
-                    )
-                )
-        except IntegrityError:
-            # Lost the race to a concurrent insert of the same transaction id.
+        new = {
+            "transaction_id": transaction_id,
+            "signer_key_id": signer_key_id,
+            "message_type": message_type,
+            "csr_der": csr_der,
+            "signer_cert_der": signer_cert_der,
+            "subject": subject,
+            "renewal_of_serial": renewal,
+            "state": RequestState.RECEIVED,
+            "notify_state": NotifyState.NONE,
+            "attempts": 1 if queued else 0,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+            "queued_at": now if queued else None,
+        }
+        parameters = {
+            **{f"new_{name}": value for name, value in new.items()},
+            **_event(now, "state", None, RequestState.RECEIVED, "recorded"),
+        }
+        # Retransmissions are common: a duplicate id inserts nothing and raises nothing.
+        # A second attempt covers a row that vanished between the insert and the read.
+        for _ in range(2):
+            row = await self._db.change_request(self._record, parameters)
+            if row is not None:
+                return RecordResult(request=request_view(row), created=True)
             existing = await self.get(transaction_id)
-            if existing is None:
-                raise
-            return RecordResult(request=existing, created=False)
-        return RecordResult(request=request_view(row), created=True)  # type: ignore[arg-type]
+            if existing is not None:
+                return RecordResult(request=existing, created=False)
+        raise StoreError(f"request {transaction_id!r} conflicts on insert but cannot be read")
 
     async def get(self, transaction_id: str) -> RequestView | None:
-        requests = ScepRequest.__table__
-        async with self._reader.connect() as connection:
-            result = await connection.execute(
-                select(requests).where(requests.c.transaction_id == transaction_id)
-            )
-            row = result.first()
-        return None if row is None else request_view(row)  # type: ignore[arg-type]
+        row = await self._db.fetch_one(_GET, {"transaction_id": transaction_id})
+        return None if row is None else request_view(row)
 
     async def transition(
         self,
@@ -169,16 +217,14 @@ class RequestRepository(CertificateRepository):
             fields["notify_state"] = NotifyState(fields["notify_state"])
         if fields.get("fail_info") is not None and fields["fail_info"] not in _FAIL_INFOS:
             raise ValueError(f"fail_info {fields['fail_info']} is not a SCEP failInfo (0..4)")
-        async with self._engine.begin() as connection:
-            return await self._compare_and_set(
-                connection,
-                transaction_id=transaction_id,
-                column="state",
-                source=source,
-                target=target,
-                detail=detail,
-                values=fields,
-            )
+        return await self._compare_and_set(
+            transaction_id=transaction_id,
+            column="state",
+            source=source,
+            target=target,
+            detail=detail,
+            values=fields,
+        )
 
     async def transition_notify(
         self,
@@ -192,16 +238,14 @@ class RequestRepository(CertificateRepository):
         source, target = NotifyState(from_state), NotifyState(to_state)
         if target not in ALLOWED_NOTIFY_TRANSITIONS[source]:
             raise IllegalTransition(source, target, kind="notify")
-        async with self._engine.begin() as connection:
-            return await self._compare_and_set(
-                connection,
-                transaction_id=transaction_id,
-                column="notify_state",
-                source=source,
-                target=target,
-                detail=detail,
-                values={},
-            )
+        return await self._compare_and_set(
+            transaction_id=transaction_id,
+            column="notify_state",
+            source=source,
+            target=target,
+            detail=detail,
+            values={},
+        )
 
     async def issue_certificate(
         self,
@@ -216,36 +260,32 @@ class RequestRepository(CertificateRepository):
         message) and nothing was stored. SerialCollision means the serial is
         taken; the request is left in VALIDATED for a retry with a new serial.
         """
+        stored = {
+            "certificate_serial": certificate.serial,
+            "certificate_transaction_id": transaction_id,
+            "certificate_issuer": certificate.issuer,
+            "certificate_subject": certificate.subject,
+            "certificate_not_before": certificate.not_before,
+            "certificate_not_after": certificate.not_after,
+            "certificate_der": certificate.der,
+            "certificate_revoked_at": None,
+            "certificate_revocation_reason": None,
+        }
         try:
-            async with self._engine.begin() as connection:
-                view = await self._compare_and_set(
-                    connection,
-                    transaction_id=transaction_id,
-                    column="state",
-                    source=RequestState.VALIDATED,
-                    target=RequestState.SIGNED,
-                    detail=detail or f"signed, serial {certificate.serial}",
-                    values={"cert_serial": certificate.serial, "cert_der": certificate.der},
-                )
-                if view is None:
-                    return None
-                await connection.execute(
-                    insert(IssuedCertificate.__table__).values(
-                        serial=certificate.serial,
-                        transaction_id=transaction_id,
-                        issuer=certificate.issuer,
-                        subject=certificate.subject,
-                        not_before=certificate.not_before,
-                        not_after=certificate.not_after,
-                        der=certificate.der,
-                    )
-                )
+            return await self._compare_and_set(
+                transaction_id=transaction_id,
+                column="state",
+                source=RequestState.VALIDATED,
+                target=RequestState.SIGNED,
+                detail=detail or f"signed, serial {certificate.serial}",
+                values={"cert_serial": certificate.serial, "cert_der": certificate.der},
+                certificate=stored,
+            )
         except IntegrityError as exc:
             # Only a taken serial is the signer's to fix; anything else is a bug.
             if await self.get_certificate(certificate.serial) is not None:
                 raise SerialCollision(certificate.serial) from exc
             raise
-        return view
 
     async def mark_queued(self, transaction_id: str) -> bool:
         """Note that the request was just handed to the pipeline (again).
@@ -253,14 +293,11 @@ class RequestRepository(CertificateRepository):
         Sets `queued_at` and counts the hand-over in `attempts`, so a sweep can
         give up on a request it keeps re-queueing. False if there is no such request.
         """
-        requests = ScepRequest.__table__
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                update(requests)
-                .where(requests.c.transaction_id == transaction_id)
-                .values(queued_at=self._clock(), attempts=requests.c.attempts + 1)
-            )
-            return bool(result.rowcount)
+        touched = await self._db.rowcount(
+            _MARK_QUEUED,
+            {"where_transaction_id": transaction_id, "set_queued_at": self._clock()},
+        )
+        return bool(touched)
 
     async def find_stale(self, *, older_than: timedelta, limit: int) -> list[RequestView]:
         """Non-terminal requests not handed to the pipeline for `older_than`.
@@ -269,30 +306,28 @@ class RequestRepository(CertificateRepository):
         race an ingress that is still publishing it. Oldest first.
         """
         cutoff = self._clock() - older_than
-        last_seen = func.coalesce(ScepRequest.queued_at, ScepRequest.created_at)
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(ScepRequest)
-                .where(
-                    ScepRequest.state.in_(NON_TERMINAL_STATES),
-                    ScepRequest.parked_at.is_(None),
-                    last_seen < cutoff,
-                )
-                .order_by(last_seen, ScepRequest.id)
-                .limit(limit)
+        last_seen = func.coalesce(_REQ.queued_at, _REQ.created_at)
+        rows = await self._db.fetch_all(
+            select(*REQUEST_COLUMNS)
+            .where(
+                _REQ.state.in_(NON_TERMINAL_STATES),
+                _REQ.parked_at.is_(None),
+                last_seen < cutoff,
             )
-            return [request_view(row) for row in rows]
+            .order_by(last_seen, _REQ.id)
+            .limit(limit)
+        )
+        return [request_view(row) for row in rows]
 
     async def parked(self, *, limit: int = 1000) -> list[RequestView]:
         """Requests waiting for an operator, oldest first."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(ScepRequest)
-                .where(ScepRequest.parked_at.is_not(None))
-                .order_by(ScepRequest.parked_at, ScepRequest.id)
-                .limit(limit)
-            )
-            return [request_view(row) for row in rows]
+        rows = await self._db.fetch_all(
+            select(*REQUEST_COLUMNS)
+            .where(_REQ.parked_at.is_not(None))
+            .order_by(_REQ.parked_at, _REQ.id)
+            .limit(limit)
+        )
+        return [request_view(row) for row in rows]
 
     async def park(self, *, transaction_id: str, reason: str) -> bool:
         """Mark a request as waiting in a dead-letter queue; the sweep skips it."""
@@ -303,55 +338,36 @@ class RequestRepository(CertificateRepository):
         return await self._set_parked(transaction_id, None, detail)
 
     async def _set_parked(self, transaction_id: str, at: datetime | None, detail: str) -> bool:
-        async with self._sessions.begin() as session:
-            row = await session.scalar(
-                update(ScepRequest)
-                .where(ScepRequest.transaction_id == transaction_id)
-                .values(parked_at=at, updated_at=self._clock())
-                .returning(ScepRequest)
-                .execution_options(synchronize_session=False)
-            )
-            if row is None:
-                return False
-            session.add(
-                RequestEvent(
-                    request_id=row.id,
-                    at=self._clock(),
-                    kind="park" if at is not None else "unpark",
-                    from_state=row.state.value,
-                    to_state=row.state.value,
-                    detail=detail,
-                )
-            )
-            return True
+        now = self._clock()
+        row = await self._db.change_request(
+            _park_change(),
+            {
+                "where_transaction_id": transaction_id,
+                "set_parked_at": at,
+                "set_updated_at": now,
+                "event_at": now,
+                "event_kind": "park" if at is not None else "unpark",
+                "event_detail": detail,
+            },
+        )
+        return row is not None
 
     async def history(self, transaction_id: str) -> list[EventView]:
         """The request's events, oldest first; empty for an unknown id."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(RequestEvent)
-                .join(ScepRequest, RequestEvent.request_id == ScepRequest.id)
-                .where(ScepRequest.transaction_id == transaction_id)
-                # Ids follow commit order on one request (its row lock serialises
-                # writers); wall-clock times may not, if the clock stepped back.
-                .order_by(RequestEvent.id)
-            )
-            return [
-                EventView(
-                    at=row.at,
-                    kind=row.kind,
-                    from_state=row.from_state,
-                    to_state=row.to_state,
-                    detail=row.detail,
-                )
-                for row in rows
-            ]
+        rows = await self._db.fetch_all(
+            select(*EVENT_COLUMNS)
+            .join(REQUEST_TABLE, EVENT_TABLE.c.request_id == _REQ.id)
+            .where(_REQ.transaction_id == transaction_id)
+            # Ids follow commit order on one request (its row lock serialises
+            # writers); wall-clock times may not, if the clock stepped back.
+            .order_by(EVENT_TABLE.c.id)
+        )
+        return [event_view(row) for row in rows]
 
     # -- internals ----------------------------------------------------------
 
     async def _compare_and_set(
         self,
-        connection: AsyncConnection,
         *,
         transaction_id: str,
         column: str,
@@ -359,36 +375,75 @@ class RequestRepository(CertificateRepository):
         target: RequestState | NotifyState,
         detail: str,
         values: dict[str, Any],
+        certificate: dict[str, Any] | None = None,
     ) -> RequestView | None:
+        """`column`: `source` -> `target` plus `values`, with its event (and the
+        certificate row, given as `certificate_*` parameters); None, writing
+        nothing, unless the request is in `source`."""
         now = self._clock()
-        requests = ScepRequest.__table__
-        result = await connection.execute(
-            update(requests)
-            .where(requests.c.transaction_id == transaction_id, requests.c[column] == source)
-            .values(
-                {
-                    **values,
-                    column: target,
-                    "version": requests.c.version + 1,
-                    "updated_at": now,
-                }
-            )
-            .returning(*requests.c)
+        parameters = {
+            "where_transaction_id": transaction_id,
+            "where_from": source,
+            "set_to": target,
+            "set_updated_at": now,
+            **{f"set_{name}": value for name, value in values.items()},
+            **_event(now, "state" if column == "state" else "notify", source, target, detail),
+            **(certificate or {}),
+        }
+        change = _cas_change(column, frozenset(values), certificate is not None)
+        row = await self._db.change_request(change, parameters)
+        return None if row is None else request_view(row)
+
+
+@cache
+def _cas_change(column: str, fields: frozenset[str], certificate: bool) -> RequestChange:
+    """The compare-and-set of `column`, also setting `fields` (one shape per combination)."""
+    return RequestChange(
+        update(REQUEST_TABLE)
+        .where(
+            _REQ.transaction_id == bindparam("where_transaction_id"),
+            _REQ[column] == bindparam("where_from"),
         )
-        row = result.first()
-        if row is None:
-            return None
-        await connection.execute(
-            insert(RequestEvent.__table__).values(
-                request_id=row.id,
-                at=now,
-                kind="state" if column == "state" else "notify",
-                from_state=source.value,
-                to_state=target.value,
-                detail=detail,
-            )
+        .values(
+            {
+                **{name: bindparam(f"set_{name}") for name in sorted(fields)},
+                column: bindparam("set_to"),
+                "version": _REQ.version + 1,
+                "updated_at": bindparam("set_updated_at"),
+            }
         )
-        return request_view(row)  # type: ignore[arg-type]
+        .returning(*REQUEST_COLUMNS),
+        ((EVENT_TABLE, _EVENT_PARAMETERS), *([_CERTIFICATE_ROW] if certificate else [])),
+    )
+
+
+@cache
+def _park_change() -> RequestChange:
+    """Set or clear `parked_at`; the state does not change, the event records it on both sides."""
+    return RequestChange(
+        update(REQUEST_TABLE)
+        .where(_REQ.transaction_id == bindparam("where_transaction_id"))
+        .values(parked_at=bindparam("set_parked_at"), updated_at=bindparam("set_updated_at"))
+        .returning(*REQUEST_COLUMNS),
+        ((EVENT_TABLE, {**_EVENT_PARAMETERS, "from_state": _REQ.state, "to_state": _REQ.state}),),
+    )
+
+
+def _event(
+    at: datetime,
+    kind: str,
+    from_state: RequestState | NotifyState | None,
+    to_state: RequestState | NotifyState,
+    detail: str,
+) -> dict[str, Any]:
+    """Parameters of a change's `request_event` row (states are plain strings there)."""
+    return {
+        "event_at": at,
+        "event_kind": kind,
+        "event_from": None if from_state is None else from_state.value,
+        "event_to": to_state.value,
+        "event_detail": detail,
+    }
 
 
 def _check_transaction_id(transaction_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from scepline_shared.store import (
     StoreError,
@@ -14,7 +14,7 @@ from scepline_shared.store import (
     normalise_database_url,
     session_factory,
 )
-from scepline_shared.store.database import SQLITE_BUSY_TIMEOUT_MS
+from scepline_shared.store.database import SQLITE_BUSY_TIMEOUT_MS, autocommit_engine
 
 
 @pytest.mark.parametrize(
@@ -100,5 +100,46 @@ async def test_in_memory_sqlite_still_works() -> None:
             await connection.execute(text("INSERT INTO t VALUES (1)"))
         async with engine.connect() as connection:
             assert await connection.scalar(text("SELECT x FROM t")) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_autocommit_engine_shares_the_pool(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        assert autocommit_engine(engine).pool is engine.pool
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_autocommit_reads_leave_transactions_real(tmp_path: Path) -> None:
+    # One pooled connection, used for an autocommit read and then a transaction:
+    # the read must not switch the driver's own (implicit) BEGIN handling back on.
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'store.db'}", pool_size=1, max_overflow=0)
+    try:
+        async with autocommit_engine(engine).connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            assert raw.driver_connection.isolation_level is None  # type: ignore[union-attr]
+            await connection.execute(text("CREATE TABLE t (x INTEGER)"))
+            await connection.rollback()
+            assert await connection.scalar(text("SELECT count(*) FROM sqlite_master")) == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_autocommit_connections_take_no_write_lock(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    sent: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    try:
+        async with autocommit_engine(engine).connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        assert sent == ["SELECT 1"]
+        sent.clear()
+        async with engine.begin() as connection:
+            await connection.execute(text("SELECT 1"))
+        assert sent == ["BEGIN IMMEDIATE", "SELECT 1"]
     finally:
         await engine.dispose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scepline_shared.store import NotifyState, RequestRepository, RequestState
 from scepline_shared.store.models import RequestEvent, ScepRequest
-from tests.shared.store.helpers import count_rows, key_id, record
+from tests.shared.store.helpers import FakeClock, count_rows, key_id, record
 
 
 async def test_a_new_request_starts_received(repository: RequestRepository) -> None:
@@ -85,3 +85,36 @@ async def test_bad_input_is_refused(
 ) -> None:
     with pytest.raises(ValueError):
         await record(repository, **{"transaction_id": "txn-1", **overrides})
+
+
+async def test_recording_as_queued_stamps_the_hand_over(
+    clocked_repository: RequestRepository, clock: FakeClock
+) -> None:
+    # What record_request + mark_queued did, in one write.
+    result = await record(clocked_repository, "txn-1", queued=True)
+
+    assert result.created
+    assert (result.request.queued_at, result.request.attempts) == (clock.now, 1)
+    assert await clocked_repository.get("txn-1") == result.request
+
+
+async def test_recording_again_as_queued_leaves_the_original_alone(
+    clocked_repository: RequestRepository, clock: FakeClock
+) -> None:
+    first = await record(clocked_repository, "txn-1")
+    clock.advance(timedelta(minutes=1))
+
+    again = await record(clocked_repository, "txn-1", queued=True)
+
+    assert not again.created
+    assert again.request == first.request
+    assert (again.request.queued_at, again.request.attempts) == (None, 0)
+
+
+async def test_a_retransmission_writes_no_history(
+    repository: RequestRepository, store_engine: AsyncEngine
+) -> None:
+    await record(repository, "txn-1")
+    await asyncio.gather(*(record(repository, "txn-1") for _ in range(3)))
+
+    assert await count_rows(store_engine, RequestEvent) == 1

@@ -227,3 +227,45 @@ async def test_parked_requests_are_left_to_the_operator_until_unparked(
     kinds = [event.kind for event in await repo.history("dead-lettered")]
     assert kinds[-2:] == ["park", "unpark"]
     assert not await repo.park(transaction_id="unknown", reason="x")
+
+
+async def test_parking_records_the_unchanged_state(repository: RequestRepository) -> None:
+    await validated(repository)
+    assert await repository.park(transaction_id="txn-1", reason="validate gave up")
+    assert await repository.unpark(transaction_id="txn-1")
+
+    park, unpark = (await repository.history("txn-1"))[-2:]
+    assert (park.kind, park.from_state, park.to_state) == ("park", "VALIDATED", "VALIDATED")
+    assert park.detail == "parked: validate gave up"
+    assert (unpark.kind, unpark.from_state, unpark.to_state) == ("unpark", "VALIDATED", "VALIDATED")
+    assert unpark.detail == "replayed"
+    assert present(await repository.get("txn-1")).version == 2
+
+
+async def test_each_combination_of_fields_is_its_own_statement(
+    repository: RequestRepository,
+) -> None:
+    # Statements are built once per shape; different field sets must not mix.
+    for index, fields in enumerate(
+        [
+            {"fail_info": 2, "fail_reason": "bad"},
+            {"fail_reason": "only a reason"},
+            {},
+            {"provider_code": "p", "notify_state": NotifyState.NOT_REQUIRED},
+        ]
+    ):
+        transaction_id = f"txn-{index}"
+        await record(repository, transaction_id)
+        view = present(
+            await repository.transition(
+                transaction_id=transaction_id,
+                from_state=R.RECEIVED,
+                to_state=R.REJECTED,
+                detail="no",
+                **fields,
+            )
+        )
+        assert view.fail_info == fields.get("fail_info")
+        assert view.fail_reason == fields.get("fail_reason")
+        assert view.provider_code == fields.get("provider_code")
+        assert view.notify_state == fields.get("notify_state", NotifyState.NONE)
