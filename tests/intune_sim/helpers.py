@@ -7,7 +7,6 @@ to pin down the simulator's wire behaviour, not to model the product's client.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import uuid
 from collections.abc import Sequence
 from functools import cache
@@ -17,10 +16,11 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import AttributeOID, NameOID
+from cryptography.x509.oid import AttributeOID
 
 from scepline.intune_sim import GRAPH_SCOPE, INTUNE_APP_ID, INTUNE_SCOPE
 from tests.intune_sim.fixtures import IntuneSim
+from tests.support.pki import self_signed
 
 SCEP_API_VERSION = "2018-02-20"
 PKI_API_VERSION = "5019-05-05"
@@ -62,18 +62,7 @@ def csr(
 def certificate_credential(label: str) -> tuple[str, str, x509.Certificate]:
     """An app credential: (private key PEM, certificate PEM, certificate)."""
     key = rsa_key(label)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label)])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = self_signed(key, label)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
