@@ -8,12 +8,15 @@ up``) and tests can build as many configurations as they like.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
+
+# A list read from one variable as comma-separated names: SCEPLINE_CERT_SAN_TYPES=dns,uri
+CommaList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -100,13 +103,55 @@ class Settings(BaseSettings):
     # outcome before it answers PENDING.
     sync_wait_seconds: float = Field(default=20.0, ge=0)
 
-    # The lab CA created by `scepline ca init` / `scepline up` on first run.
+    # The CA created by `scepline ca init` / `scepline up` on first run (and the
+    # next one staged by `scepline ca rollover`). Certificates live under
+    # data_dir/ca; the keys beside them (file) or in a PKCS#11 token (pkcs11).
     ca_key_type: Literal["rsa", "ec"] = "rsa"
     # RSA modulus bits, or the EC curve size (256 or 384); unset: 3072 / 256.
     ca_key_size: int | None = None
+    ca_common_name: str = "scepline lab CA"
+    ra_common_name: str = "scepline lab RA"
+    ca_validity_days: int = Field(default=3650, ge=1)
 
-    # Issued certificate profile.
+    # Where the CA and RA private keys are: PEM files under data_dir/ca (labs) or
+    # a PKCS#11 token (HSM; docs/hsm.md). The token is chosen by label, never by slot.
+    key_backend: Literal["file", "pkcs11"] = "file"
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    # The user PIN: a file (a Docker/k8s/systemd secret) or, for development, the value.
+    pkcs11_pin_file: Path | None = None
+    pkcs11_pin: SecretStr | None = None
+    # CKA_LABEL of the keys `scepline ca init` generates or imports.
+    pkcs11_ca_key_label: str = "scepline-ca"
+    pkcs11_ra_key_label: str = "scepline-ra"
+    # Keep the RA key (which ingress uses for every request) in the token too;
+    # false keeps it in data_dir/ca/ra.key while the CA key stays in the token.
+    pkcs11_ra_in_token: bool = True
+
+    # Issued certificate profile (the signer's policy; docs/architecture.md).
     cert_validity_days: int = Field(default=365, ge=1)
+    # KeyUsage bits (cryptography's names: digital_signature, key_encipherment, ...).
+    cert_key_usage: CommaList = ["digital_signature", "key_encipherment"]
+    # EKU: client_auth, server_auth, email_protection, code_signing, ... or dotted OIDs.
+    cert_extended_key_usage: CommaList = ["client_auth"]
+    # SAN types copied from the CSR: dns, email, uri (Intune's strong-mapping SID
+    # URL tag:microsoft.com,2022-09-14:sid:<SID> is a URI), ip, upn, other_name,
+    # directory_name, registered_id. Others are dropped, or refused if set so.
+    cert_san_types: CommaList = ["dns", "email", "uri", "ip", "upn"]
+    cert_on_disallowed_san: Literal["drop", "refuse"] = "drop"
+    cert_copy_subject: bool = True
+    # Requester keys accepted: rsa, P-256, P-384, P-521.
+    cert_key_types: CommaList = ["rsa", "P-256", "P-384"]
+    cert_min_rsa_bits: int = Field(default=2048, ge=2048)
+    cert_max_rsa_bits: int = Field(default=8192, ge=2048)
+
+    # CRLs: the signer publishes one per CA when a revocation is newer than the
+    # latest CRL or half its validity has passed, checking this often.
+    crl_validity_hours: float = Field(default=168.0, gt=0)
+    crl_check_interval_seconds: float = Field(default=60.0, gt=0)
+    # Public base URL of this service (e.g. http://scep.example.com). When set,
+    # issued certificates carry a CRL distribution point <url>/crl/<ca>.crl.
+    public_base_url: str | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -123,6 +168,45 @@ class Settings(BaseSettings):
         if not value.lower().startswith("https://"):
             raise ValueError("must be an https:// URL")
         return value
+
+    @field_validator(
+        "cert_key_usage",
+        "cert_extended_key_usage",
+        "cert_san_types",
+        "cert_key_types",
+        mode="before",
+    )
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _pkcs11_complete(self) -> Settings:
+        if self.key_backend != "pkcs11":
+            return self
+        missing = [
+            f"SCEPLINE_{name.upper()}"
+            for name in ("pkcs11_module", "pkcs11_token_label")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(f"SCEPLINE_KEY_BACKEND=pkcs11 needs {', '.join(missing)}")
+        if (self.pkcs11_pin is None) == (self.pkcs11_pin_file is None):
+            raise ValueError(
+                "SCEPLINE_KEY_BACKEND=pkcs11 needs exactly one of SCEPLINE_PKCS11_PIN_FILE "
+                "and SCEPLINE_PKCS11_PIN"
+            )
+        return self
+
+    def pkcs11_user_pin(self) -> str:
+        """The token's user PIN, read now (a rotated secret file is picked up)."""
+        if self.pkcs11_pin_file is not None:
+            return self.pkcs11_pin_file.read_text().strip()
+        if self.pkcs11_pin is not None:
+            return self.pkcs11_pin.get_secret_value()
+        raise ValueError("no PKCS#11 PIN configured")
 
     @model_validator(mode="after")
     def _intune_complete(self) -> Settings:
