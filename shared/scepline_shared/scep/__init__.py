@@ -30,6 +30,7 @@ from .message import (
     read_cert_rep,
     read_pki_message,
 )
+from .nextca import build_next_ca_response, read_next_ca_response
 from .signed import build_degenerate, parse_degenerate
 from .types import ContentEncryption, Digest, FailInfo, MessageType, PkiStatus
 
@@ -55,6 +56,7 @@ __all__ = [
     "ScepError",
     "build_cert_rep",
     "build_degenerate",
+    "build_next_ca_response",
     "build_request",
     "issuer_and_serial",
     "issuer_and_subject",
@@ -63,5 +65,6 @@ __all__ = [
     "parse_degenerate",
     "parse_message_data",
     "read_cert_rep",
+    "read_next_ca_response",
     "read_pki_message",
 ]
