@@ -13,14 +13,9 @@ from scepline_shared.ca.errors import (
     PolicyViolation,
 )
 from scepline_shared.ca.issue import MAX_SERIAL, issue_certificate, new_serial, serial_hex
-from scepline_shared.ca.lab import CERTIFICATE_REQUEST_AGENT, RA_KEY_BITS, ensure_lab_ca
-from scepline_shared.ca.material import (
-    CaMaterial,
-    CaPaths,
-    load_ca_material,
-    load_certificate,
-    save_certificate,
-)
+from scepline_shared.ca.keysource import KeySource, TokenKeyEntry
+from scepline_shared.ca.lab import CERTIFICATE_REQUEST_AGENT, RA_KEY_BITS
+from scepline_shared.ca.material import CaMaterial, CaPaths, load_certificate, save_certificate
 from scepline_shared.ca.profile import (
     DEFAULT_KEY_USAGE,
     UPN_OID,
@@ -29,6 +24,16 @@ from scepline_shared.ca.profile import (
     SanType,
     key_type_name,
     san_type,
+)
+from scepline_shared.ca.rollover import RolloverRefused, stage_rollover
+from scepline_shared.ca.schedule import (
+    CaGeneration,
+    CaSchedule,
+    CaScheduleWatcher,
+    ensure_lab_ca,
+    init_ca,
+    load_ca_material,
+    load_ca_schedule,
 )
 
 __all__ = [
@@ -39,23 +44,32 @@ __all__ = [
     "REASON_CODES",
     "UPN_OID",
     "CaError",
+    "CaGeneration",
     "CaMaterial",
     "CaMaterialError",
     "CaNotInitialised",
     "CaPaths",
+    "CaSchedule",
+    "CaScheduleWatcher",
     "CertificateProfile",
+    "KeySource",
     "KeyTypeName",
     "PolicyViolation",
+    "RolloverRefused",
     "SanType",
+    "TokenKeyEntry",
     "build_crl",
     "ensure_lab_ca",
+    "init_ca",
     "issue_certificate",
     "key_type_name",
     "key_usage",
     "load_ca_material",
+    "load_ca_schedule",
     "load_certificate",
     "new_serial",
     "san_type",
     "save_certificate",
     "serial_hex",
+    "stage_rollover",
 ]

@@ -1,8 +1,10 @@
 """CA material: the CA and RA key pairs a SCEP front end signs and decrypts with.
 
-On disk (lab mode) it lives in ``<data_dir>/ca/``: ``ca.key``, ``ca.crt``,
-``ra.key``, ``ra.crt`` (PEM) plus ``.lock``, the flock file that serialises
-creation (see :mod:`scepline_shared.ca.lab`).
+On disk it lives in ``<data_dir>/ca/`` (generation 0) and ``<data_dir>/ca/next/<n>/``
+(generations staged by a rollover): ``ca.crt``, ``ra.crt`` (PEM), the keys as
+``ca.key``/``ra.key`` or named in ``keys.json`` when they are in a PKCS#11 token,
+and for n >= 1 ``switch-at`` and ``next-ca.p7``. ``<data_dir>/ca/.lock`` is the
+flock file that serialises creation (see :mod:`scepline_shared.ca.schedule`).
 """
 
 from __future__ import annotations
@@ -13,19 +15,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from scepline_shared.ca.errors import CaMaterialError, CaNotInitialised
-from scepline_shared.keys import KeyFileError, KeyPair, load_private_key, write_file_atomic
+from scepline_shared.ca.errors import CaMaterialError
+from scepline_shared.keys import KeyPair, write_file_atomic
 
 __all__ = [
     "CaMaterial",
     "CaPaths",
-    "load_ca_material",
     "load_certificate",
+    "locked",
     "save_certificate",
 ]
 
@@ -54,7 +56,7 @@ class CaMaterial:
 
 @dataclass(frozen=True, slots=True)
 class CaPaths:
-    """File locations of lab CA material under a data directory."""
+    """File locations of one CA generation (``lock`` is shared by all of them)."""
 
     directory: Path
     ca_key: Path
@@ -65,60 +67,60 @@ class CaPaths:
 
     @classmethod
     def under(cls, data_dir: Path) -> CaPaths:
-        directory = Path(data_dir) / "ca"
+        """Generation 0: ``<data_dir>/ca``."""
+        return cls.in_directory(Path(data_dir) / "ca", lock=Path(data_dir) / "ca" / ".lock")
+
+    @classmethod
+    def generation(cls, data_dir: Path, number: int) -> CaPaths:
+        """Generation ``number`` (0: :meth:`under`; n >= 1: ``<data_dir>/ca/next/<n>``)."""
+        if number < 0:
+            raise ValueError(f"generation numbers start at 0, got {number}")
+        root = cls.under(data_dir)
+        if number == 0:
+            return root
+        return cls.in_directory(root.next_directory / str(number), lock=root.lock)
+
+    @classmethod
+    def in_directory(cls, directory: Path, *, lock: Path) -> CaPaths:
         return cls(
             directory=directory,
             ca_key=directory / "ca.key",
             ca_cert=directory / "ca.crt",
             ra_key=directory / "ra.key",
             ra_cert=directory / "ra.crt",
-            lock=directory / ".lock",
+            lock=lock,
         )
 
     @property
     def files(self) -> tuple[Path, Path, Path, Path]:
+        """The four files of a file-backed generation."""
         return (self.ca_key, self.ca_cert, self.ra_key, self.ra_cert)
 
+    @property
+    def keys_index(self) -> Path:
+        """``keys.json``: which keys are in a token (absent: all in files)."""
+        return self.directory / "keys.json"
 
-def load_ca_material(data_dir: Path) -> CaMaterial:
-    """Load the lab CA material created by :func:`~scepline_shared.ca.lab.ensure_lab_ca`.
+    @property
+    def switch_at(self) -> Path:
+        """ISO-8601 UTC time from which this generation is active (n >= 1)."""
+        return self.directory / "switch-at"
 
-    Raises :class:`CaNotInitialised` (with the first missing path) if the material
-    is absent and :class:`CaMaterialError` if it is present but unusable. Waits
-    for a creation in progress in another process (shared lock), so it never
-    sees a half-created CA.
-    """
-    paths = CaPaths.under(data_dir)
-    if not paths.directory.is_dir():
-        raise CaNotInitialised(paths.directory)
-    with locked(paths, exclusive=False):
-        return read_material(paths)
+    @property
+    def next_ca_response(self) -> Path:
+        """The GetNextCACert body announcing this generation (n >= 1)."""
+        return self.directory / "next-ca.p7"
 
+    @property
+    def next_directory(self) -> Path:
+        """``<data_dir>/ca/next``: where generations n >= 1 live (meaningful on gen 0)."""
+        return self.directory / "next"
 
-def read_material(paths: CaPaths) -> CaMaterial:
-    """Load and cross-check the four files; the caller holds the lock."""
-    for path in paths.files:
-        if not path.exists():
-            raise CaNotInitialised(path)
-    ca = _key_pair(paths.ca_key, paths.ca_cert)
-    ra = _key_pair(paths.ra_key, paths.ra_cert)
-    try:
-        ra.certificate.verify_directly_issued_by(ca.certificate)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise CaMaterialError(paths.ra_cert, f"RA certificate not issued by the CA: {exc}") from exc
-    return CaMaterial(ca=ca, ra=ra)
+    def key(self, role: Literal["ca", "ra"]) -> Path:
+        return self.ca_key if role == "ca" else self.ra_key
 
-
-def _key_pair(key_path: Path, cert_path: Path) -> KeyPair:
-    try:
-        key = load_private_key(key_path)
-    except KeyFileError as exc:
-        raise CaMaterialError(key_path, exc.reason) from exc
-    certificate = load_certificate(cert_path)
-    try:
-        return KeyPair(key=key, certificate=certificate)
-    except ValueError as exc:
-        raise CaMaterialError(cert_path, f"does not match {key_path.name}") from exc
+    def certificate(self, role: Literal["ca", "ra"]) -> Path:
+        return self.ca_cert if role == "ca" else self.ra_cert
 
 
 def load_certificate(path: Path) -> x509.Certificate:
