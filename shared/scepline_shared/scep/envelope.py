@@ -3,32 +3,82 @@
 Key transport is RSA (PKCS#1 v1.5, or OAEP when a client sends it). Content
 encryption is AES-CBC, 3DES-CBC or, only when the caller allows it, single DES.
 The recipient key is any cryptography ``RSAPrivateKey`` (a file key or an HSM
-key behind the same ABC).
+key behind the same ABC). A server may hold several RA keys at once (during a
+CA rollover: the active, previous and staged RA); the envelope's RecipientInfo
+(issuerAndSerialNumber or subjectKeyIdentifier) names the one to use.
 
 Decryption follows RFC 3218: whatever goes wrong while unwrapping the content
 key, we continue with a random key, so the client only ever learns one generic
-"could not decrypt" outcome (no Bleichenbacher padding oracle).
+"could not decrypt" outcome (no Bleichenbacher padding oracle). That includes
+the raw errors a token key may raise for bad padding (SoftHSM reports it as
+CKR_GENERAL_ERROR); only an unreachable token propagates, because that does not
+depend on the ciphertext and the client should retry rather than be refused.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, parser
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP, PKCS1v15
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
+from scepline_shared.keys.pkcs11_token import SESSION_LOST_ERRORS, HsmError
+
 from . import asn1
 from .errors import BadAlg, BadMessageCheck, BadRequest, DisallowedAlgorithm
 from .types import ContentEncryption
 
-__all__ = ["decrypt_enveloped_data", "encrypt_enveloped_data"]
+__all__ = [
+    "Decrypted",
+    "Recipient",
+    "decrypt_enveloped_data",
+    "encrypt_enveloped_data",
+    "open_enveloped_data",
+    "recipients_from",
+]
+
+#: A key that can decrypt and the certificate clients encrypt to.
+Recipient = tuple[rsa.RSAPrivateKey, x509.Certificate]
+
+# Raised when the token itself is unreachable or refuses us (not the ciphertext):
+# these propagate so the request is retried instead of refused for good.
+_OUTAGES: tuple[type[Exception], ...] = (HsmError, *SESSION_LOST_ERRORS)
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    plaintext: bytes
+    encryption: ContentEncryption  # the client's algorithm: answer with the same
+    recipient_key: rsa.RSAPrivateKey  # the candidate the RecipientInfo named
+    recipient: x509.Certificate
+
+
+def recipients_from(
+    recipients: Sequence[Recipient] | None,
+    recipient_key: rsa.RSAPrivateKey | None,
+    recipient: x509.Certificate | None,
+) -> tuple[Recipient, ...]:
+    """The candidates from either calling form: ``recipients=`` or the single pair."""
+    if recipients is not None:
+        if recipient_key is not None or recipient is not None:
+            raise TypeError("pass either recipients or recipient_key/recipient, not both")
+        candidates = tuple(recipients)
+    elif recipient_key is not None and recipient is not None:
+        candidates = ((recipient_key, recipient),)
+    else:
+        raise TypeError("a recipient is needed: recipients= or recipient_key= and recipient=")
+    if not candidates:
+        raise TypeError("recipients is empty")
+    return candidates
 
 
 def encrypt_enveloped_data(
@@ -86,14 +136,29 @@ def encrypt_enveloped_data(
 def decrypt_enveloped_data(
     der: bytes,
     *,
-    recipient_key: rsa.RSAPrivateKey,
-    recipient: x509.Certificate,
+    recipients: Sequence[Recipient] | None = None,
+    recipient_key: rsa.RSAPrivateKey | None = None,
+    recipient: x509.Certificate | None = None,
     allowed: Collection[ContentEncryption],
 ) -> tuple[bytes, ContentEncryption]:
-    """Decrypt a pkcsPKIEnvelope addressed to ``recipient``.
+    """Decrypt a pkcsPKIEnvelope addressed to ``recipient`` or one of ``recipients``.
 
     Returns the plaintext and the algorithm the client used (responses are
-    encrypted with the same one).
+    encrypted with the same one). :func:`open_enveloped_data` also tells which
+    recipient it was.
+    """
+    opened = open_enveloped_data(
+        der, recipients=recipients_from(recipients, recipient_key, recipient), allowed=allowed
+    )
+    return opened.plaintext, opened.encryption
+
+
+def open_enveloped_data(
+    der: bytes, *, recipients: Sequence[Recipient], allowed: Collection[ContentEncryption]
+) -> Decrypted:
+    """Decrypt a pkcsPKIEnvelope with the candidate its RecipientInfo names.
+
+    BadMessageCheck if it names none of them.
     """
     try:
         info = cms.ContentInfo.load(der)
@@ -122,7 +187,7 @@ def decrypt_enveloped_data(
         raise BadRequest("content encryption IV has the wrong length")
 
     try:
-        ktri = _find_recipient(recipient_infos, recipient)
+        ktri, (recipient_key, recipient) = _find_recipient(recipient_infos, recipients)
     except (ValueError, TypeError) as exc:  # a name RFC 4518 cannot prepare
         raise BadRequest("the envelope's recipient identifier is malformed") from exc
     key = _unwrap_content_key(ktri, recipient_key, encryption.key_size)
@@ -136,7 +201,7 @@ def decrypt_enveloped_data(
         plaintext = unpadder.update(padded) + unpadder.finalize()
     except ValueError as exc:
         raise BadMessageCheck("could not decrypt the pkcsPKIEnvelope") from exc
-    return plaintext, encryption
+    return Decrypted(plaintext, encryption, recipient_key, recipient)
 
 
 def _cipher(encryption: ContentEncryption, key: bytes) -> CipherAlgorithm:
@@ -149,26 +214,28 @@ def _cipher(encryption: ContentEncryption, key: bytes) -> CipherAlgorithm:
 
 
 def _find_recipient(
-    recipient_infos: list[cms.RecipientInfo], recipient: x509.Certificate
-) -> cms.KeyTransRecipientInfo:
-    issuer = recipient.issuer.public_bytes()
-    ski = _subject_key_identifier(recipient)
+    recipient_infos: list[cms.RecipientInfo], recipients: Sequence[Recipient]
+) -> tuple[cms.KeyTransRecipientInfo, Recipient]:
+    """The first KeyTransRecipientInfo that names one of ``recipients``, and that one."""
     for info in recipient_infos:
         if info.name != "ktri":
             continue
         rid = info.chosen["rid"]
         if rid.name == "issuer_and_serial_number":
             value = rid.chosen
-            if value["serial_number"].native == recipient.serial_number and (
-                asn1.names_equal(issuer, value["issuer"])
-            ):
-                return info.chosen
-        elif (
-            rid.name == "subject_key_identifier"
-            and ski is not None
-            and hmac.compare_digest(rid.chosen.native, ski)
-        ):
-            return info.chosen
+            serial = value["serial_number"].native
+            for candidate in recipients:
+                certificate = candidate[1]
+                if certificate.serial_number == serial and asn1.names_equal(
+                    certificate.issuer.public_bytes(), value["issuer"]
+                ):
+                    return info.chosen, candidate
+        elif rid.name == "subject_key_identifier":
+            wanted = rid.chosen.native
+            for candidate in recipients:
+                ski = _subject_key_identifier(candidate[1])
+                if ski is not None and hmac.compare_digest(wanted, ski):
+                    return info.chosen, candidate
     raise BadMessageCheck("the pkcsPKIEnvelope is not addressed to this CA's RA certificate")
 
 
@@ -202,10 +269,18 @@ def _unwrap_content_key(
             raise BadAlg(f"unsupported key transport {name}")
     except BadAlg:
         raise
-    except (ValueError, TypeError, KeyError):
-        # RFC 3218: every failure that depends on the ciphertext looks the same.
-        # Anything else (an HSM that is down) propagates: the request is retried
-        # later instead of being answered badMessageCheck for good.
+    except UnsupportedAlgorithm as exc:
+        # The key (a token) cannot do the OAEP parameters the client chose: that
+        # depends on the public algorithm identifier only, not on the ciphertext.
+        raise BadAlg("the RA key cannot unwrap the content key with these parameters") from exc
+    except _OUTAGES:
+        # The token is unreachable or refuses us whatever the input: the request
+        # is retried later instead of being answered badMessageCheck for good.
+        raise
+    except Exception:  # noqa: BLE001 - RFC 3218, see below
+        # RFC 3218: every failure that may depend on the ciphertext looks the same:
+        # ValueError from a file key, and whatever a token key raises for bad
+        # padding (python-pkcs11's GeneralError on SoftHSM, pitfall 8).
         return random_key
     # A key of the wrong length is another unwrap failure, handled the same way.
     return key if len(key) == key_size else random_key

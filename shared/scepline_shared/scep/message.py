@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from asn1crypto import cms, core
@@ -20,7 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import asn1
 from .csr import CertificationRequest, load_certification_request
-from .envelope import decrypt_enveloped_data, encrypt_enveloped_data
+from .envelope import (
+    Decrypted,
+    Recipient,
+    encrypt_enveloped_data,
+    open_enveloped_data,
+    recipients_from,
+)
 from .errors import BadMessageCheck, BadRequest, MalformedMessage, ScepError
 from .signed import (
     PrivateSigningKey,
@@ -38,10 +44,13 @@ __all__ = [
     "IssuerAndSerial",
     "IssuerAndSubjectNames",
     "MessageHeader",
+    "OpenedEnvelope",
     "PkiMessage",
+    "Recipient",
     "build_cert_rep",
     "build_request",
     "open_envelope",
+    "open_envelope_for",
     "parse_message_data",
     "read_cert_rep",
     "read_pki_message",
@@ -98,6 +107,10 @@ class IssuerAndSerial:
 
 MessageData = CertificationRequest | IssuerAndSubjectNames | IssuerAndSerial
 
+#: What :func:`open_envelope_for` returns: plaintext, the client's content
+#: encryption, and the (key, certificate) the envelope was addressed to.
+OpenedEnvelope = Decrypted
+
 
 def read_pki_message(der: bytes) -> PkiMessage:
     """Parse and verify a pkiMessage; the envelope is left closed.
@@ -138,17 +151,36 @@ def read_pki_message(der: bytes) -> PkiMessage:
 def open_envelope(
     message: PkiMessage,
     *,
-    recipient_key: rsa.RSAPrivateKey,
-    recipient: x509.Certificate,
+    recipients: Sequence[Recipient] | None = None,
+    recipient_key: rsa.RSAPrivateKey | None = None,
+    recipient: x509.Certificate | None = None,
     allowed: Collection[ContentEncryption],
 ) -> tuple[bytes, ContentEncryption]:
-    """Decrypt the pkcsPKIEnvelope; errors carry the message header."""
+    """Decrypt the pkcsPKIEnvelope; errors carry the message header.
+
+    Pass the candidate ``recipients`` (key, certificate) pairs, or one pair as
+    ``recipient_key`` and ``recipient``. The envelope's RecipientInfo picks the
+    candidate; none named is BadMessageCheck. :func:`open_envelope_for` also
+    returns which candidate it was.
+    """
+    opened = open_envelope_for(
+        message, recipients=recipients_from(recipients, recipient_key, recipient), allowed=allowed
+    )
+    return opened.plaintext, opened.encryption
+
+
+def open_envelope_for(
+    message: PkiMessage,
+    *,
+    recipients: Sequence[Recipient],
+    allowed: Collection[ContentEncryption],
+) -> OpenedEnvelope:
+    """Like :func:`open_envelope`, and tell which recipient the client encrypted to
+    (a server answers with that RA, which the client already holds)."""
     if message.envelope is None:
         raise BadRequest("the pkiMessage has no pkcsPKIEnvelope").with_header(message.header)
     try:
-        return decrypt_enveloped_data(
-            message.envelope, recipient_key=recipient_key, recipient=recipient, allowed=allowed
-        )
+        return open_enveloped_data(message.envelope, recipients=recipients, allowed=allowed)
     except ScepError as error:
         raise error.with_header(message.header) from error.__cause__
 
