@@ -1,10 +1,12 @@
 """The one place that turns an exception into what the client sees.
 
-A ScepError that carries a message header becomes a CertRep FAILURE with its
-failInfo and failInfoText; one without (we could not read the message) becomes
-HTTP 400. Anything unexpected is logged with its traceback and answered 503 with
-Retry-After: the request is either recorded (and the pipeline carries on) or
-not, and SCEP clients retry either way. No traceback ever reaches the client.
+ScepService answers every ScepError that carries a message header itself, with
+a CertRep FAILURE signed by the right RA; a ScepError that reaches this module
+has no header (we could not read the message) and becomes HTTP 400. Anything
+unexpected (a store or token outage) is logged with its traceback and answered
+503 with Retry-After: the request is either recorded (and the pipeline carries
+on) or not, and SCEP clients retry either way. No traceback ever reaches the
+client.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from scepline_shared.log import get_logger
 from scepline_shared.metrics import SCEP_REQUESTS
 from scepline_shared.scep import MessageType, ScepError
 
-from .service import ScepReply, ScepService
+from .service import ScepReply
 
-__all__ = ["PKI_MESSAGE", "pki_response", "response_for_error"]
+__all__ = ["PKI_MESSAGE", "pki_response", "response_for_error", "unavailable"]
 
 log = get_logger(__name__)
 
@@ -33,23 +35,17 @@ def pki_response(reply: ScepReply) -> Response:
     return Response(content=reply.body, media_type=PKI_MESSAGE)
 
 
-def response_for_error(error: Exception, service: ScepService) -> Response:
+def response_for_error(error: Exception) -> Response:
     if isinstance(error, ScepError):
-        if error.header is not None and error.fail_info is not None:
-            log.info(
-                "answered FAILURE",
-                transaction_id=error.header.transaction_id,
-                fail_info=error.fail_info.rfc_name,
-                reason=error.failure_message,
-            )
-            return pki_response(
-                service.failure(error.header, error.fail_info, error.failure_message)
-            )
         SCEP_REQUESTS.labels("PKIOperation", _type_name(error), "malformed").inc()
         log.info("refused an unreadable pkiMessage", reason=error.failure_message)
         return PlainTextResponse(f"bad SCEP message: {error.failure_message}\n", status_code=400)
     log.exception("PKIOperation failed unexpectedly", exc_info=error)
     SCEP_REQUESTS.labels("PKIOperation", "unknown", "error").inc()
+    return unavailable()
+
+
+def unavailable() -> Response:
     return PlainTextResponse(
         "temporarily unable to process the request; retry later\n",
         status_code=503,

@@ -1,13 +1,21 @@
-"""The SCEP HTTP binding (RFC 8894 §4) and the health/metrics endpoints.
+"""The SCEP HTTP binding (RFC 8894 §4), the CRL distribution point and the
+health/metrics endpoints.
 
 Only HTTP concerns live here: routing, decoding the GET message from the raw
 query string, the body size limit and content types.
+
+CRLs: ``GET /crl/<issuer_key_id>.crl`` (the CA's spki_sha256_hex, the URL the
+signer writes into issued certificates' CRL distribution points) and
+``GET /crl`` for the active CA, as DER ``application/pkix-crl``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
+import email.utils
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
 
@@ -15,17 +23,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from scepline_shared.log import get_logger
 from scepline_shared.metrics import SCEP_REQUESTS
 
-from .errors_to_response import pki_response, response_for_error
+from .errors_to_response import pki_response, response_for_error, unavailable
 from .service import ScepService
 
-__all__ = ["create_app", "decode_get_message", "is_scep_path"]
+__all__ = ["PKIX_CRL", "create_app", "decode_get_message", "is_scep_path"]
+
+log = get_logger(__name__)
+
+PKIX_CRL = "application/pkix-crl"
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 _SCEP_ROOT = "scep"
 _WINDOWS_SUFFIX = "pkiclient.exe"
+# <spki_sha256_hex>.crl; upper-case hex is accepted and folded.
+_CRL_FILE = re.compile(r"([0-9a-fA-F]{64})\.crl")
 
 
 def is_scep_path(path: str) -> bool:
@@ -77,6 +92,20 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.api_route("/crl", methods=["GET", "HEAD"], include_in_schema=False)
+    async def active_crl() -> Response:
+        return await _crl_response(service, None)
+
+    @app.api_route("/crl/{filename}", methods=["GET", "HEAD"], include_in_schema=False)
+    async def crl(filename: str) -> Response:
+        match = _CRL_FILE.fullmatch(filename)
+        if match is None:
+            return PlainTextResponse(
+                "expected /crl/<64 hex digits: SHA-256 of the CA public key>.crl\n",
+                status_code=400,
+            )
+        return await _crl_response(service, match.group(1).lower())
+
     @app.api_route("/{path:path}", methods=["GET", "POST"], include_in_schema=False)
     async def scep(path: str, request: Request) -> Response:
         if not is_scep_path(path):
@@ -105,10 +134,29 @@ def create_app(
         try:
             reply = await service.pki_operation(message)
         except Exception as error:  # noqa: BLE001 - the mapper decides what the client sees
-            return response_for_error(error, service)
+            return response_for_error(error)
         return pki_response(reply)
 
     return app
+
+
+async def _crl_response(service: ScepService, issuer_key_id: str | None) -> Response:
+    try:
+        crl = await service.latest_crl(issuer_key_id)
+    except Exception:  # a store outage: the client retries
+        log.exception("could not read the CRL", issuer_key_id=issuer_key_id)
+        return unavailable()
+    if crl is None:
+        return PlainTextResponse("no CRL is published for this CA\n", status_code=404)
+    return Response(
+        crl.der,
+        media_type=PKIX_CRL,
+        headers={"Last-Modified": _http_date(crl.this_update)},
+    )
+
+
+def _http_date(moment: dt.datetime) -> str:
+    return email.utils.format_datetime(moment.astimezone(dt.UTC), usegmt=True)
 
 
 async def _read_message(

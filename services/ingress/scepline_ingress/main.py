@@ -12,7 +12,7 @@ from scepline_shared.settings import Settings
 from scepline_shared.store.repository import RequestRepository
 
 from .http import ReadinessCheck, create_app
-from .identity import ScepIdentity
+from .identity import IdentitySource, ScepIdentity
 from .service import ScepOptions, ScepService
 
 __all__ = ["build_ingress_app", "options_from"]
@@ -30,14 +30,17 @@ def options_from(settings: Settings) -> ScepOptions:
 def build_ingress_app(
     settings: Settings,
     *,
-    identity: ScepIdentity,
+    identity: ScepIdentity | IdentitySource,
     repository: RequestRepository,
     pipeline: Pipeline,
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
 ) -> FastAPI:
+    """The ingress app. ``identity`` is a fixed ScepIdentity, or a source of the
+    current one (``identity.schedule_identities(watcher.current)``) that every
+    operation calls once, so a CA rollover takes effect without a restart."""
     service = ScepService(
-        identity=identity,
+        identities=identity,
         repository=repository,
         pipeline=pipeline,
         options=options_from(settings),

@@ -2,13 +2,29 @@
 
 ``ScepService`` decodes a pkiMessage with the codec, records enrolments in the
 state store, hands them to the pipeline and answers from the store.
+
+Each operation asks its identity source once, at its start, for the current RA
+and CA certificates (a CA rollover changes them while ingress runs). A request
+is opened with whichever RA key its envelope names, and answered by that RA,
+whose certificate the client already holds; a request that could not be opened
+is answered by the active RA.
+
+Codec work that uses the RA key (opening the envelope, signing the CertRep) runs
+in a thread when the key is in a PKCS#11 token, since each such call waits for
+the token; file keys run inline, where a thread would cost more than it saves.
+``_codec`` is the one place that decides.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import datetime as dt
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -31,18 +47,31 @@ from scepline_shared.scep import (
     MessageType,
     PkiMessage,
     PkiStatus,
+    ScepError,
     build_cert_rep,
-    build_degenerate,
-    open_envelope,
     parse_message_data,
     read_pki_message,
 )
+from scepline_shared.scep.message import OpenedEnvelope, open_envelope_for
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository, RequestView
+from scepline_shared.store.views import CrlView
 
-from .identity import ScepIdentity
+from .identity import (
+    IdentitySource,
+    Recipient,
+    ScepIdentity,
+    blocks_in_token,
+    static_identities,
+)
 
 __all__ = ["ScepOptions", "ScepReply", "ScepService"]
+
+T = TypeVar("T")
+
+# Token calls are serialised by the token's lock; a few threads let the pure
+# Python parts of several requests overlap with one request's token call.
+_CODEC_THREADS = 4
 
 log = get_logger(__name__)
 
@@ -84,16 +113,28 @@ def requester_key_id(certificate: x509.Certificate) -> str:
     return spki_sha256_hex(certificate.public_key())
 
 
+@dataclass(frozen=True)
+class _Exchange:
+    """One decrypted request and how to answer it."""
+
+    message: PkiMessage
+    encryption: ContentEncryption  # the client's: the reply uses the same
+    reply_as: Recipient  # the RA the client encrypted to
+    identity: ScepIdentity
+
+
 class ScepService:
     def __init__(
         self,
         *,
-        identity: ScepIdentity,
+        identities: IdentitySource | ScepIdentity,
         repository: RequestRepository,
         pipeline: Pipeline,
         options: ScepOptions,
     ) -> None:
-        self._identity = identity
+        self._identities: IdentitySource = (
+            static_identities(identities) if isinstance(identities, ScepIdentity) else identities
+        )
         self._repository = repository
         self._pipeline = pipeline
         self._options = options
@@ -101,8 +142,9 @@ class ScepService:
         if options.allow_des:
             allowed.append(ContentEncryption.DES_CBC)
         self._allowed_encryption = tuple(allowed)
+        self._executor: ThreadPoolExecutor | None = None
 
-    # -- GetCACaps / GetCACert / GetNextCACert ---------------------------------
+    # -- GetCACaps / GetCACert / GetNextCACert / CRL -----------------------------
 
     def capabilities(self) -> Sequence[str]:
         caps = [
@@ -118,58 +160,73 @@ class ScepService:
             "SHA-512",
             "Renewal",
         ]
-        if self._identity.next_ca_certificate is not None:
+        if self._identities().next_ca_response is not None:
             caps.append("GetNextCACert")
         return caps
 
     def ca_certificates(self) -> bytes:
-        """The RA and CA certificates as a degenerate certs-only PKCS#7."""
-        return build_degenerate([self._identity.ra_certificate, *self._identity.ca_certificates])
+        """The active RA and the CA certificates as a degenerate certs-only PKCS#7."""
+        return self._identities().ca_response
 
     def next_ca_certificate(self) -> bytes | None:
-        next_ca = self._identity.next_ca_certificate
-        return None if next_ca is None else build_degenerate([next_ca])
+        """The staged generation's GetNextCACert body (signed by the current CA), if any."""
+        return self._identities().next_ca_response
+
+    async def latest_crl(self, issuer_key_id: str | None = None) -> CrlView | None:
+        """The newest CRL of the CA with this key id (spki_sha256_hex), or of the
+        active CA; None when there is none (yet)."""
+        if issuer_key_id is None:
+            issuer_key_id = spki_sha256_hex(self._identities().ca_certificate.public_key())
+        return await self._repository.latest_crl(issuer_key_id)
 
     # -- PKIOperation ---------------------------------------------------------
 
     async def pki_operation(self, der: bytes) -> ScepReply:
-        """Answer one pkiMessage. Raises ScepError for the error mapper."""
-        message = read_pki_message(der)
-        with bind_transaction(message.transaction_id):
-            self._check_signing_time(message)
-            if message.message_type is MessageType.CERT_REP:
-                raise BadRequest("a CertRep is not a request").with_header(message.header)
-            try:
-                data, encryption = open_envelope(
-                    message,
-                    recipient_key=self._identity.ra_key,
-                    recipient=self._identity.ra_certificate,
-                    allowed=self._allowed_encryption,
-                )
-            except DisallowedAlgorithm as refused:
-                log.warning(
-                    "refused a disallowed content encryption; set "
-                    "SCEPLINE_SCEP_ALLOW_DES=true to accept single DES",
-                    algorithm=refused.algorithm,
-                )
-                raise
-            content = parse_message_data(message, data)
-            if isinstance(content, CertificationRequest):
-                return await self._enrol(message, content, encryption)
-            if message.message_type is MessageType.CERT_POLL:
-                return await self._poll(message, encryption)
-            if message.message_type is MessageType.GET_CERT:
-                return await self._get_cert(message, content, encryption)
-            return await self._get_crl(message, content, encryption)
+        """Answer one pkiMessage with a CertRep (FAILURE included).
 
-    def failure(self, header: MessageHeader, fail_info: FailInfo, text: str) -> ScepReply:
-        body = build_cert_rep(
+        Raises ScepError only when no CertRep can be addressed (HTTP 400).
+        """
+        identity = self._identities()
+        try:
+            message = read_pki_message(der)
+        except ScepError as error:  # a bad signature: we still know whom to answer
+            return await self._refuse(error, identity.active_ra)
+        with bind_transaction(message.transaction_id):
+            reply_as = identity.active_ra
+            try:
+                self._check_signing_time(message)
+                if message.message_type is MessageType.CERT_REP:
+                    raise BadRequest("a CertRep is not a request").with_header(message.header)
+                opened = await self._open(message, identity)
+                reply_as = (opened.recipient_key, opened.recipient)
+                content = parse_message_data(message, opened.plaintext)
+                exchange = _Exchange(message, opened.encryption, reply_as, identity)
+                if isinstance(content, CertificationRequest):
+                    return await self._enrol(exchange, content)
+                if message.message_type is MessageType.CERT_POLL:
+                    return await self._poll(exchange)
+                assert isinstance(content, IssuerAndSerial)
+                if message.message_type is MessageType.GET_CERT:
+                    return await self._get_cert(exchange, content)
+                return await self._get_crl(exchange, content)
+            except ScepError as error:
+                return await self._refuse(error, reply_as)
+
+    async def failure(
+        self,
+        header: MessageHeader,
+        fail_info: FailInfo,
+        text: str,
+        *,
+        reply_as: Recipient | None = None,
+    ) -> ScepReply:
+        """A CertRep FAILURE, signed by ``reply_as`` (default: the active RA)."""
+        body = await self._cert_rep(
+            reply_as or self._identities().active_ra,
             request=header,
             status=PkiStatus.FAILURE,
             fail_info=fail_info,
             fail_info_text=text,
-            signer_key=self._identity.ra_key,
-            signer_certificate=self._identity.ra_certificate,
         )
         return ScepReply(
             body=body,
@@ -178,15 +235,61 @@ class ScepService:
             fail_info=fail_info,
         )
 
-    async def _enrol(
-        self,
-        message: PkiMessage,
-        request: CertificationRequest,
-        encryption: ContentEncryption,
-    ) -> ScepReply:
+    async def _refuse(self, error: ScepError, reply_as: Recipient) -> ScepReply:
+        if error.header is None or error.fail_info is None:
+            raise error
+        log.info(
+            "answered FAILURE",
+            transaction_id=error.header.transaction_id,
+            fail_info=error.fail_info.rfc_name,
+            reason=error.failure_message,
+        )
+        return await self.failure(
+            error.header, error.fail_info, error.failure_message, reply_as=reply_as
+        )
+
+    async def _open(self, message: PkiMessage, identity: ScepIdentity) -> OpenedEnvelope:
+        try:
+            return await self._codec(
+                identity.decrypt_blocks,
+                functools.partial(
+                    open_envelope_for,
+                    message,
+                    recipients=identity.decryptors,
+                    allowed=self._allowed_encryption,
+                ),
+            )
+        except DisallowedAlgorithm as refused:
+            log.warning(
+                "refused a disallowed content encryption; set "
+                "SCEPLINE_SCEP_ALLOW_DES=true to accept single DES",
+                algorithm=refused.algorithm,
+            )
+            raise
+
+    async def _cert_rep(self, reply_as: Recipient, **arguments: Any) -> bytes:
+        key, certificate = reply_as
+        return await self._codec(
+            blocks_in_token(key),
+            functools.partial(
+                build_cert_rep, signer_key=key, signer_certificate=certificate, **arguments
+            ),
+        )
+
+    async def _codec(self, blocking: bool, work: Callable[[], T]) -> T:
+        """Run ``work`` inline, or in a codec thread when it waits for a token."""
+        if not blocking:
+            return work()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(_CODEC_THREADS, thread_name_prefix="scep-codec")
+        context = contextvars.copy_context()  # keeps the bound transaction for logs
+        return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, work)
+
+    async def _enrol(self, exchange: _Exchange, request: CertificationRequest) -> ScepReply:
+        message = exchange.message
         key_id = requester_key_id(message.signer_certificate)
         signer = message.signer_certificate
-        renewal_of = self._renewal_of(signer)
+        renewal_of = self._renewal_of(exchange.identity, signer)
         if message.message_type is MessageType.RENEWAL_REQ and renewal_of is None:
             raise BadRequest(
                 "RenewalReq must be signed with a certificate this CA issued"
@@ -214,10 +317,11 @@ class ScepService:
         else:
             log.info("retransmitted request", state=stored.state)
         stored = await self._await_outcome(stored)
-        return self._answer(message, stored, encryption)
+        return await self._answer(exchange, stored)
 
-    async def _poll(self, message: PkiMessage, encryption: ContentEncryption) -> ScepReply:
-        renewal_of = self._renewal_of(message.signer_certificate)
+    async def _poll(self, exchange: _Exchange) -> ScepReply:
+        message = exchange.message
+        renewal_of = self._renewal_of(exchange.identity, message.signer_certificate)
         request = await self._repository.get(request_key(message.transaction_id, renewal_of))
         if request is None:
             raise BadCertId("no request with this transactionID").with_header(message.header)
@@ -225,33 +329,43 @@ class ScepService:
             raise BadRequest("this transaction belongs to another requester key").with_header(
                 message.header
             )
-        return self._answer(message, request, encryption)
+        return await self._answer(exchange, request)
 
-    async def _get_cert(
-        self, message: PkiMessage, content: object, encryption: ContentEncryption
-    ) -> ScepReply:
-        assert isinstance(content, IssuerAndSerial)
+    async def _get_cert(self, exchange: _Exchange, content: IssuerAndSerial) -> ScepReply:
         certificate = await self._repository.get_certificate(serial_hex(content.serial_number))
-        if certificate is None or not self._is_our_issuer(content.issuer):
+        if certificate is None or not _names_one_of(content.issuer, exchange.identity):
             raise BadCertId("no certificate with this issuer and serial").with_header(
-                message.header
+                exchange.message.header
             )
-        return self._success(
-            message, encryption, certificates=[x509.load_der_x509_certificate(certificate.der)]
+        return await self._success(
+            exchange, certificates=[x509.load_der_x509_certificate(certificate.der)]
         )
 
-    async def _get_crl(
-        self, message: PkiMessage, content: object, encryption: ContentEncryption
-    ) -> ScepReply:
-        assert isinstance(content, IssuerAndSerial)
-        if not self._is_our_issuer(content.issuer):
-            raise BadCertId("the certificate was not issued by this CA").with_header(message.header)
-        crl = await self._repository.latest_crl(self._ca_key_id())
+    async def _get_crl(self, exchange: _Exchange, content: IssuerAndSerial) -> ScepReply:
+        header = exchange.message.header
+        ca = await self._crl_issuer(exchange.identity, content)
+        if ca is None:
+            raise BadCertId("the certificate was not issued by this CA").with_header(header)
+        crl = await self._repository.latest_crl(spki_sha256_hex(ca.public_key()))
         if crl is None:
-            raise BadRequest("no CRL has been published yet").with_header(message.header)
-        return self._success(message, encryption, crls=[x509.load_der_x509_crl(crl.der)])
+            raise BadRequest("no CRL has been published yet").with_header(header)
+        return await self._success(exchange, crls=[x509.load_der_x509_crl(crl.der)])
 
     # -- helpers ----------------------------------------------------------------
+
+    async def _crl_issuer(
+        self, identity: ScepIdentity, content: IssuerAndSerial
+    ) -> x509.Certificate | None:
+        """Which of our CAs GetCRL asks about. A rollover may keep the CA's name,
+        so when several match, the certificate itself (if we issued it) decides."""
+        named = [ca for ca in identity.ca_certificates if ca.subject == content.issuer]
+        if len(named) > 1:
+            stored = await self._repository.get_certificate(serial_hex(content.serial_number))
+            if stored is not None:
+                issuer = identity.issuer_of(x509.load_der_x509_certificate(stored.der))
+                if issuer is not None and issuer in named:
+                    return issuer
+        return named[0] if named else None
 
     async def _await_outcome(self, request: RequestView) -> RequestView:
         if request.state in _TERMINAL or self._options.sync_wait_seconds <= 0:
@@ -265,47 +379,47 @@ class ScepService:
             REQUESTS_IN_FLIGHT.dec()
         return await self._repository.get(request.transaction_id) or request
 
-    def _answer(
-        self, message: PkiMessage, request: RequestView, encryption: ContentEncryption
-    ) -> ScepReply:
+    async def _answer(self, exchange: _Exchange, request: RequestView) -> ScepReply:
+        message = exchange.message
         if request.state == RequestState.ISSUED and request.cert_der is not None:
             certificate = x509.load_der_x509_certificate(request.cert_der)
             chain = (
-                self._identity.ca_certificates if self._options.include_chain_in_cert_rep else ()
+                exchange.identity.ca_certificates if self._options.include_chain_in_cert_rep else ()
             )
-            return self._success(message, encryption, certificates=[certificate, *chain])
+            return await self._success(exchange, certificates=[certificate, *chain])
         if request.state in (RequestState.REJECTED, RequestState.FAILED):
             fail_info = (
                 FailInfo(request.fail_info)
                 if request.fail_info is not None
                 else (FailInfo.BAD_REQUEST)
             )
-            return self.failure(message.header, fail_info, request.fail_reason or "refused")
-        body = build_cert_rep(
-            request=message.header,
-            status=PkiStatus.PENDING,
-            signer_key=self._identity.ra_key,
-            signer_certificate=self._identity.ra_certificate,
+            return await self.failure(
+                message.header,
+                fail_info,
+                request.fail_reason or "refused",
+                reply_as=exchange.reply_as,
+            )
+        body = await self._cert_rep(
+            exchange.reply_as, request=message.header, status=PkiStatus.PENDING
         )
         return ScepReply(body=body, message_type=message.message_type, status=PkiStatus.PENDING)
 
-    def _success(
+    async def _success(
         self,
-        message: PkiMessage,
-        encryption: ContentEncryption,
+        exchange: _Exchange,
         *,
         certificates: Sequence[x509.Certificate] = (),
         crls: Sequence[x509.CertificateRevocationList] = (),
     ) -> ScepReply:
-        body = build_cert_rep(
+        message = exchange.message
+        body = await self._cert_rep(
+            exchange.reply_as,
             request=message.header,
             status=PkiStatus.SUCCESS,
-            signer_key=self._identity.ra_key,
-            signer_certificate=self._identity.ra_certificate,
             certificates=certificates,
             crls=crls,
             recipient=message.signer_certificate,
-            encryption=encryption,
+            encryption=exchange.encryption,
         )
         return ScepReply(body=body, message_type=message.message_type, status=PkiStatus.SUCCESS)
 
@@ -318,12 +432,11 @@ class ScepService:
                 f"signingTime is {int(skew.total_seconds())} s away from the CA's clock"
             ).with_header(message.header)
 
-    def _renewal_of(self, signer: x509.Certificate) -> str | None:
+    @staticmethod
+    def _renewal_of(identity: ScepIdentity, signer: x509.Certificate) -> str | None:
         """The serial of our certificate that signed the message, if it is one."""
-        return serial_hex(signer.serial_number) if self._identity.issued_by_us(signer) else None
+        return serial_hex(signer.serial_number) if identity.issued_by_us(signer) else None
 
-    def _is_our_issuer(self, issuer: x509.Name) -> bool:
-        return any(issuer == ca.subject for ca in self._identity.ca_certificates)
 
-    def _ca_key_id(self) -> str:
-        return spki_sha256_hex(self._identity.ca_certificate.public_key())
+def _names_one_of(issuer: x509.Name, identity: ScepIdentity) -> bool:
+    return any(issuer == ca.subject for ca in identity.ca_certificates)
