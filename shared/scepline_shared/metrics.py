@@ -46,3 +46,19 @@ INTUNE_LATENCY = Histogram(
 REQUESTS_IN_FLIGHT = Gauge(
     "scepline_requests_in_flight", "Enrolment requests the ingress is waiting on"
 )
+
+# CRL publishing (signer; scepline_shared.ca.crl_publisher).
+CRL_PUBLISHED = Counter(
+    "scepline_crl_published_total",
+    "CRLs published, by why (initial, revocation, refresh, forced)",
+    ["reason"],
+)
+CRL_PUBLISH_ERRORS = Counter(
+    "scepline_crl_publish_errors_total",
+    "CRL publishing rounds that failed for one CA (retried next round)",
+)
+CRL_NEXT_UPDATE = Gauge(
+    "scepline_crl_next_update_timestamp_seconds",
+    "nextUpdate of the latest CRL seen per CA key id (alert well before it passes)",
+    ["issuer_key_id"],
+)

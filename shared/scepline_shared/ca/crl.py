@@ -13,9 +13,9 @@ from scepline_shared.ca._common import (
     require_aware_utc,
 )
 from scepline_shared.ca.issue import MAX_SERIAL
-from scepline_shared.keys import KeyPair
+from scepline_shared.keys import KeyPair, spki_sha256_hex
 
-__all__ = ["REASON_CODES", "build_crl"]
+__all__ = ["REASON_CODES", "build_crl", "crl_distribution_url"]
 
 #: RFC 5280 5.3.1 CRLReason codes (7 is unused by the RFC).
 REASON_CODES: dict[int, x509.ReasonFlags] = {
@@ -30,6 +30,19 @@ REASON_CODES: dict[int, x509.ReasonFlags] = {
     9: x509.ReasonFlags.privilege_withdrawn,
     10: x509.ReasonFlags.aa_compromise,
 }
+
+
+def crl_distribution_url(public_base_url: str, ca_certificate: x509.Certificate) -> str:
+    """``<public_base_url>/crl/<issuer_key_id>.crl``, the URL ingress serves a CA's CRL at.
+
+    The key id (:func:`~scepline_shared.keys.spki_sha256_hex` of the CA key) rather
+    than the CA name: generations of a CA after a rollover usually share a name,
+    and each has its own CRL.
+    """
+    base = public_base_url.rstrip("/")
+    if not base:
+        raise ValueError("public_base_url is empty")
+    return f"{base}/crl/{spki_sha256_hex(ca_certificate.public_key())}.crl"
 
 
 def build_crl(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -53,6 +54,7 @@ def issue_certificate(
     serial: int,
     now: datetime | None = None,
     signature_verified: bool = False,
+    crl_distribution_point: str | None = None,
 ) -> x509.Certificate:
     """Sign ``csr`` with ``ca`` according to ``profile``.
 
@@ -76,6 +78,7 @@ def issue_certificate(
     """
     if not 0 < serial <= MAX_SERIAL:
         raise ValueError("serial must be positive and fit 20 DER octets")
+    distribution = _distribution_points(crl_distribution_point)
     issued_at = require_aware_utc(now, "now") if now is not None else datetime.now(UTC)
 
     public_key = _requester_key(csr)
@@ -104,10 +107,29 @@ def issue_certificate(
     if profile.extended_key_usage:
         eku = x509.ExtendedKeyUsage(list(profile.extended_key_usage))
         builder = builder.add_extension(eku, critical=False)
+    if distribution is not None:
+        builder = builder.add_extension(distribution, critical=False)
     if sans:
         empty_subject = not list(subject)
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=empty_subject)
     return builder.sign(ca.key, SIGNATURE_HASH)
+
+
+def _distribution_points(url: str | None) -> x509.CRLDistributionPoints | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    # Checked here, before any signing: a relative or scheme-less URL would be
+    # written into every certificate and could never be fetched.
+    if not parts.scheme or not parts.netloc:
+        raise ValueError(f"CRL distribution point must be an absolute URL, got {url!r}")
+    point = x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)],
+        relative_name=None,
+        reasons=None,
+        crl_issuer=None,
+    )
+    return x509.CRLDistributionPoints([point])
 
 
 def _requester_key(csr: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:

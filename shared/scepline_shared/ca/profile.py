@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, get_args
@@ -16,11 +17,17 @@ from scepline_shared.ca.errors import PolicyViolation
 
 __all__ = [
     "DEFAULT_KEY_USAGE",
+    "EKU_NAMES",
+    "KEY_USAGE_NAMES",
     "UPN_OID",
     "CertificateProfile",
     "KeyTypeName",
+    "ProfileNameError",
     "SanType",
     "key_type_name",
+    "parse_extended_key_usage",
+    "parse_key_types",
+    "parse_key_usage",
     "san_type",
 ]
 
@@ -45,6 +52,157 @@ DEFAULT_KEY_USAGE = key_usage(digital_signature=True, key_encipherment=True)
 # (tag:microsoft.com,2022-09-14:sid:<SID>), needed for KB5014754 enforcement.
 _DEFAULT_SANS: frozenset[SanType] = frozenset({"dns", "email", "uri", "ip", "upn"})
 _DEFAULT_KEYS: frozenset[KeyTypeName] = frozenset({"rsa", "P-256", "P-384"})
+
+
+#: KeyUsage bits by cryptography's field name (RFC 5280 4.2.1.3 order).
+KEY_USAGE_NAMES: tuple[str, ...] = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+# RFC 5280 spellings and the pre-X.509v3 name people still write.
+_KEY_USAGE_ALIASES: dict[str, str] = {
+    "non_repudiation": "content_commitment",
+    "c_rlsign": "crl_sign",  # cRLSign after _normalised
+}
+# A leaf with keyCertSign/cRLSign claims CA powers that BasicConstraints cA=FALSE denies
+# (RFC 5280 4.2.1.3); refusing the name at start-up beats a certificate verifiers reject.
+_CA_ONLY_USAGES = frozenset({"key_cert_sign", "crl_sign"})
+
+#: Extended key usage names accepted in configuration (dotted OIDs are accepted too).
+EKU_NAMES: dict[str, ObjectIdentifier] = {
+    "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "server_auth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "email_protection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "code_signing": ExtendedKeyUsageOID.CODE_SIGNING,
+    "time_stamping": ExtendedKeyUsageOID.TIME_STAMPING,
+    "ocsp_signing": ExtendedKeyUsageOID.OCSP_SIGNING,
+    # Windows smart-card logon (szOID_KP_SMARTCARD_LOGON) for Intune-issued user certs.
+    "smartcard_logon": ObjectIdentifier("1.3.6.1.4.1.311.20.2.2"),
+    "ipsec_ike": ObjectIdentifier("1.3.6.1.5.5.7.3.17"),
+    "kerberos_pkinit_kdc": ObjectIdentifier("1.3.6.1.5.2.3.5"),
+    "kerberos_pkinit_client": ObjectIdentifier("1.3.6.1.5.2.3.4"),
+    "any": ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+}
+_DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+
+_KEY_TYPE_ALIASES: dict[str, KeyTypeName] = {
+    "rsa": "rsa",
+    "p-256": "P-256",
+    "p256": "P-256",
+    "secp256r1": "P-256",
+    "prime256v1": "P-256",
+    "p-384": "P-384",
+    "p384": "P-384",
+    "secp384r1": "P-384",
+    "p-521": "P-521",
+    "p521": "P-521",
+    "secp521r1": "P-521",
+}
+
+
+class ProfileNameError(ValueError):
+    """A profile setting names something unknown; ``field`` says which setting.
+
+    ``field`` is the :meth:`CertificateProfile.from_names` argument, so a caller
+    reading configuration can name its own setting (e.g. SCEPLINE_CERT_KEY_USAGE).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
+
+
+def _normalised(name: str) -> str:
+    """``digitalSignature``, ``Digital-Signature`` and ``digital_signature`` are one name."""
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name.strip())
+    return snake.replace("-", "_").replace(" ", "_").lower()
+
+
+def parse_key_usage(names: Iterable[str]) -> x509.KeyUsage:
+    """A leaf KeyUsage from bit names (cryptography's field names or RFC 5280's)."""
+    bits: set[str] = set()
+    for raw in _names(names, "key_usage"):
+        name = _KEY_USAGE_ALIASES.get(_normalised(raw), _normalised(raw))
+        if name not in KEY_USAGE_NAMES:
+            raise ProfileNameError(
+                "key_usage", f"unknown key usage {raw!r}; known: {', '.join(KEY_USAGE_NAMES)}"
+            )
+        if name in _CA_ONLY_USAGES:
+            raise ProfileNameError(
+                "key_usage", f"{raw!r} is for CA certificates, not end-entity certificates"
+            )
+        bits.add(name)
+    if not bits:
+        raise ProfileNameError("key_usage", "at least one key usage is needed (RFC 5280 4.2.1.3)")
+    if bits & {"encipher_only", "decipher_only"} and "key_agreement" not in bits:
+        raise ProfileNameError("key_usage", "encipher_only/decipher_only need key_agreement")
+    return x509.KeyUsage(**{name: name in bits for name in KEY_USAGE_NAMES})
+
+
+def parse_extended_key_usage(names: Iterable[str]) -> tuple[ObjectIdentifier, ...]:
+    """EKU OIDs from names (see :data:`EKU_NAMES`) or dotted OIDs, duplicates dropped.
+
+    An empty list is allowed: the certificate then carries no EKU extension.
+    """
+    oids: list[ObjectIdentifier] = []
+    for raw in _names(names, "extended_key_usage"):
+        text = raw.strip()
+        if _DOTTED_OID.fullmatch(text):
+            oid = ObjectIdentifier(text)
+        else:
+            found = EKU_NAMES.get(_normalised(text))
+            if found is None:
+                raise ProfileNameError(
+                    "extended_key_usage",
+                    f"unknown extended key usage {raw!r}; use a dotted OID or one of: "
+                    f"{', '.join(EKU_NAMES)}",
+                )
+            oid = found
+        if oid not in oids:
+            oids.append(oid)
+    return tuple(oids)
+
+
+def parse_key_types(names: Iterable[str]) -> frozenset[KeyTypeName]:
+    """Requester key types: ``rsa``, ``P-256``, ``P-384``, ``P-521`` (case and alias tolerant)."""
+    found: set[KeyTypeName] = set()
+    for raw in _names(names, "key_types"):
+        kind = _KEY_TYPE_ALIASES.get(raw.strip().lower())
+        if kind is None:
+            raise ProfileNameError(
+                "key_types", f"unknown key type {raw!r}; known: {', '.join(sorted(_KEY_TYPES))}"
+            )
+        found.add(kind)
+    if not found:
+        raise ProfileNameError("key_types", "at least one requester key type is needed")
+    return frozenset(found)
+
+
+def _parse_san_types(names: Iterable[str]) -> frozenset[SanType]:
+    found: set[str] = set()
+    for raw in _names(names, "san_types"):
+        kind = _normalised(raw)
+        if kind not in _SAN_TYPES:
+            raise ProfileNameError(
+                "san_types", f"unknown SAN type {raw!r}; known: {', '.join(sorted(_SAN_TYPES))}"
+            )
+        found.add(kind)
+    return frozenset(found)  # type: ignore[arg-type]  # checked against SanType above
+
+
+def _names(names: Iterable[str], field: str) -> list[str]:
+    # A bare string would iterate as characters: "client_auth" -> "c", "l", ...
+    if isinstance(names, str):
+        raise ProfileNameError(field, "expected a list of names, not a single string")
+    return [name for name in names if name.strip()]
 
 
 def san_type(name: x509.GeneralName) -> SanType:
@@ -124,6 +282,46 @@ class CertificateProfile:
             raise ValueError(f"unknown key types {sorted(bad_keys)}; known: {sorted(_KEY_TYPES)}")
         if not all(isinstance(oid, ObjectIdentifier) for oid in self.extended_key_usage):
             raise TypeError("extended_key_usage must contain ObjectIdentifier values")
+
+    @classmethod
+    def from_names(
+        cls,
+        *,
+        validity_days: int = 365,
+        key_usage: Iterable[str] = ("digital_signature", "key_encipherment"),
+        extended_key_usage: Iterable[str] = ("client_auth",),
+        san_types: Iterable[str] = tuple(sorted(_DEFAULT_SANS)),
+        on_disallowed_san: str = "drop",
+        copy_subject: bool = True,
+        key_types: Iterable[str] = tuple(sorted(_DEFAULT_KEYS)),
+        min_rsa_bits: int = 2048,
+        max_rsa_bits: int = 8192,
+    ) -> CertificateProfile:
+        """A profile from configuration-style names; :class:`ProfileNameError` names
+        the offending argument (``field``) for anything unknown or out of range."""
+        if validity_days <= 0:
+            raise ProfileNameError("validity_days", f"must be > 0, got {validity_days}")
+        if on_disallowed_san not in ("drop", "refuse"):
+            raise ProfileNameError(
+                "on_disallowed_san", f"must be 'drop' or 'refuse', got {on_disallowed_san!r}"
+            )
+        if min_rsa_bits < 2048:
+            raise ProfileNameError("min_rsa_bits", f"must be >= 2048, got {min_rsa_bits}")
+        if max_rsa_bits < min_rsa_bits:
+            raise ProfileNameError(
+                "max_rsa_bits", f"{max_rsa_bits} is below min_rsa_bits {min_rsa_bits}"
+            )
+        return cls(
+            validity_days=validity_days,
+            key_usage=parse_key_usage(key_usage),
+            extended_key_usage=parse_extended_key_usage(extended_key_usage),
+            copy_subject=copy_subject,
+            allowed_san_types=_parse_san_types(san_types),
+            on_disallowed_san=on_disallowed_san,  # type: ignore[arg-type]  # checked above
+            allowed_key_types=parse_key_types(key_types),
+            min_rsa_bits=min_rsa_bits,
+            max_rsa_bits=max_rsa_bits,
+        )
 
     def check_public_key(self, public_key: CertificatePublicKeyTypes) -> None:
         """Raise :class:`PolicyViolation` unless the requester key is allowed."""

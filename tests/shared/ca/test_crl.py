@@ -17,6 +17,8 @@ from scepline_shared.ca import (
     issue_certificate,
     new_serial,
 )
+from scepline_shared.ca.crl import crl_distribution_url
+from scepline_shared.keys import spki_sha256_hex
 
 from ._pki import make_csr, openssl, write_pem
 
@@ -125,3 +127,15 @@ def test_invalid_input_refused(rsa_lab: CaMaterial, kwargs: dict[str, object], m
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         build_crl(**args)  # type: ignore[arg-type]
+
+
+def test_distribution_url_names_the_ca_key(rsa_lab: CaMaterial, ec_lab: CaMaterial) -> None:
+    key_id = spki_sha256_hex(rsa_lab.ca.certificate.public_key())
+    expected = f"https://scep.example.com/base/crl/{key_id}.crl"
+    for base in ("https://scep.example.com/base", "https://scep.example.com/base/"):
+        assert crl_distribution_url(base, rsa_lab.ca.certificate) == expected
+    assert crl_distribution_url("http://h", ec_lab.ca.certificate) != crl_distribution_url(
+        "http://h", rsa_lab.ca.certificate
+    )
+    with pytest.raises(ValueError, match="empty"):
+        crl_distribution_url("/", rsa_lab.ca.certificate)

@@ -310,3 +310,40 @@ def test_hsm_style_key_behind_the_abc_issues(rsa_lab: CaMaterial, tmp_path: Path
     cert.verify_directly_issued_by(rsa_lab.ca.certificate)
     assert cert.signature_hash_algorithm is not None
     assert isinstance(cert.signature_hash_algorithm, hashes.SHA256)
+
+
+class TestCrlDistributionPoint:
+    URL = "http://scep.example.com/crl/" + "ab" * 32 + ".crl"
+
+    def test_absent_unless_asked_for(self, rsa_lab: CaMaterial) -> None:
+        with pytest.raises(x509.ExtensionNotFound):
+            _issue(rsa_lab, make_csr()).extensions.get_extension_for_class(
+                x509.CRLDistributionPoints
+            )
+
+    def test_one_full_name_uri(self, rsa_lab: CaMaterial, tmp_path: Path) -> None:
+        cert = issue_certificate(
+            csr=make_csr(),
+            ca=rsa_lab.ca,
+            profile=PROFILE,
+            serial=new_serial(),
+            crl_distribution_point=self.URL,
+        )
+        extension = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+        assert not extension.critical
+        (point,) = extension.value
+        assert point.full_name == [x509.UniformResourceIdentifier(self.URL)]
+        assert (point.relative_name, point.reasons, point.crl_issuer) == (None, None, None)
+        text = openssl("x509", "-in", write_pem(tmp_path / "leaf.pem", cert), "-noout", "-text")
+        assert f"URI:{self.URL}" in text.stdout
+
+    @pytest.mark.parametrize("url", ["/crl/x.crl", "scep.example.com/crl/x.crl", ""])
+    def test_relative_urls_refused_before_signing(self, rsa_lab: CaMaterial, url: str) -> None:
+        with pytest.raises(ValueError, match="absolute URL"):
+            issue_certificate(
+                csr=make_csr(),
+                ca=rsa_lab.ca,
+                profile=PROFILE,
+                serial=new_serial(),
+                crl_distribution_point=url,
+            )
