@@ -156,7 +156,7 @@ def build_worker(
         handler = validator.build_handler(rt.repository, challenge)
     elif step is Step.SIGN:
         assert material is not None
-        handler = signer.build_handler(settings, rt.repository, material)
+        handler = signer.build_handler(settings, rt.repository, lambda: material.ca)
         if settings.challenge_provider == "intune":
             # Intune wants a failureNotification when the signer refuses a request
             # it validated; see docs/architecture.md "Intune".
