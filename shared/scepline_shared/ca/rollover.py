@@ -99,7 +99,7 @@ def stage_rollover(
             not_before=at - BACKDATE,
             not_after=switch_at + timedelta(days=validity_days),
         )
-        # Same order as GetCACert (RA first): clients parse both the same way.
+        # The same bag as GetCACert (a DER SET OF, so clients pick by key usage).
         response = build_next_ca_response(
             [load_certificate(staging.ra_cert), load_certificate(staging.ca_cert)],
             current.key,
