@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
+from structlog.testing import capture_logs
 
 from scepline_shared.ca import (
     CaMaterialError,
@@ -31,6 +32,7 @@ from scepline_shared.ca import (
 )
 from scepline_shared.ca.keysource import key_id_for_label
 from scepline_shared.ca.lab import ca_certificate
+from scepline_shared.keys import generate_private_key, save_private_key
 from scepline_shared.keys.pkcs11 import (
     KeyNotExtractable,
     Pkcs11EcPrivateKey,
@@ -170,6 +172,19 @@ class TestTokenInit:
         second = init_ca(tmp_path, keys, ca_key_size=2048).material()
         assert second.ca.key.public_key() == first.ca.key.public_key()
         assert second.ra.key.public_key() == first.ra.key.public_key()
+
+
+class TestLogging:
+    def test_labels_are_logged_and_the_pin_never(
+        self, tmp_path: Path, softhsm_token: Pkcs11Token
+    ) -> None:
+        keys = token_keys(softhsm_token)
+        with capture_logs() as logs:
+            init_ca(tmp_path, keys, ca_key_size=2048)
+        labels = {entry.get("hsm_label") for entry in logs}
+        assert {keys.ca_key_label, keys.ra_key_label} <= labels
+        pin = softhsm_token.config.pin
+        assert all(pin not in str(value) for entry in logs for value in entry.values())
 
 
 class TestTokenKeyProtection:
@@ -347,3 +362,36 @@ class TestLoadChecks:
         with pytest.raises(CaMaterialError, match="does not sign for this certificate") as info:
             load_ca_schedule(tmp_path, KeySource(backend="pkcs11", token=softhsm_token))
         assert f"hsm_label='{keys.ca_key_label}'" in str(info.value)
+
+
+class TestFileImport:
+    def test_certificate_for_a_key_placed_in_ca_key(self, tmp_path: Path) -> None:
+        paths = CaPaths.under(tmp_path)
+        paths.directory.mkdir(parents=True)
+        key = generate_private_key("ec", "P-256")
+        save_private_key(paths.ca_key, key)
+        certificate = ca_certificate(
+            key, "Enterprise CA", not_before=NOW, not_after=NOW + timedelta(days=10)
+        )
+        material = init_ca(tmp_path, KeySource(backend="file"), import_ca_certificate=certificate)
+        assert material.material().ca.certificate == certificate
+        material.material().ra.certificate.verify_directly_issued_by(certificate)
+
+    def test_without_the_key_file(self, tmp_path: Path) -> None:
+        certificate = ca_certificate(
+            generate_private_key("ec", "P-256"),
+            "Enterprise CA",
+            not_before=NOW,
+            not_after=NOW + timedelta(days=10),
+        )
+        with pytest.raises(CaMaterialError, match="put the CA key there"):
+            init_ca(tmp_path, KeySource(backend="file"), import_ca_certificate=certificate)
+
+    def test_a_leaf_certificate_is_not_imported(self, tmp_path: Path) -> None:
+        material = init_ca(tmp_path / "lab", KeySource(backend="file"), ca_key_size=2048)
+        with pytest.raises(CaMaterialError, match="not a CA certificate"):
+            init_ca(
+                tmp_path / "new",
+                KeySource(backend="file"),
+                import_ca_certificate=material.material().ra.certificate,
+            )
