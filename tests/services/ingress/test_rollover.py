@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -14,6 +16,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_ingress.identity import ScepIdentity, identity_from_schedule, schedule_identities
 from scepline_shared.ca import CaMaterial
+from scepline_shared.ca.keysource import KeySource
+from scepline_shared.ca.rollover import stage_rollover
+from scepline_shared.ca.schedule import load_ca_schedule
 from scepline_shared.keys import KeyPair
 from scepline_shared.scep import (
     FailInfo,
@@ -377,3 +382,27 @@ def test_the_active_ra_always_decrypts():
         decryptors=((other, other_certificate),),
     )
     assert [c for _, c in with_other.decryptors] == [certificate, other_certificate]
+
+
+def test_identity_from_a_real_staged_rollover(tmp_path: Path, lab_ca_dir: Path):
+    """The same through scepline_shared.ca: init, stage, before and after switch-at."""
+    shutil.copytree(lab_ca_dir, tmp_path / "ca")
+    keys = KeySource(backend="file")
+    switch_at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    staged_generation = stage_rollover(tmp_path, keys, switch_at=switch_at)
+    schedule = load_ca_schedule(tmp_path, keys)
+    old = schedule.generation(0).material
+
+    before = identity_from_schedule(schedule)
+    assert before.ra_certificate == old.ra.certificate
+    assert before.next_ca_response == staged_generation.next_ca_response is not None
+    assert staged_generation.material.ra.certificate in [c for _, c in before.decryptors]
+
+    after = identity_from_schedule(schedule, switch_at + dt.timedelta(seconds=1))
+    assert after.ra_certificate == staged_generation.material.ra.certificate
+    assert after.ca_certificates == (
+        staged_generation.material.ca.certificate,
+        old.ca.certificate,
+    )
+    assert old.ra.certificate in [c for _, c in after.decryptors]
+    assert after.next_ca_response is None
