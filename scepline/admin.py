@@ -1,4 +1,5 @@
-"""Operator commands: inspect requests; list, show, replay and purge dead letters.
+"""Operator commands: inspect requests; revoke certificates; list, show, replay
+and purge dead letters.
 
 With RabbitMQ the dead letters are the messages in each step's DLQ. The
 in-process broker of ``scepline up`` lives inside that process, so for it the
@@ -24,7 +25,7 @@ from scepline_shared.store.views import RequestView
 
 from .runtime import Runtime, runtime
 
-__all__ = ["dead_letters", "purge", "replay", "show_request"]
+__all__ = ["dead_letters", "purge", "replay", "revoke_certificate", "show_request"]
 
 
 async def show_request(settings: Settings, transaction_id: str) -> int:
@@ -49,6 +50,29 @@ async def show_request(settings: Settings, transaction_id: str) -> int:
                 f"  {event.at.isoformat()}  {event.from_state or '-'} -> {event.to_state}"
                 f"  {event.detail}"
             )
+        return 0
+
+
+async def revoke_certificate(settings: Settings, serial: str, reason: int) -> int:
+    """Record the revocation; the signers' CRL publishers see a revoked certificate
+    missing from its CA's latest CRL and publish a new one at their next check."""
+    try:
+        serial_number = int(serial.replace(":", ""), 16)
+    except ValueError:
+        print(f"not a hexadecimal serial number: {serial!r}")
+        return 2
+    async with runtime(settings, with_broker=False) as rt:
+        certificate = await rt.repository.revoke(serial_number, reason=reason)
+        if certificate is None:
+            print(f"no certificate with serial {serial_number:x} was issued here")
+            return 1
+        assert certificate.revoked_at is not None
+        print(f"certificate {certificate.serial} ({certificate.subject})")
+        print(
+            f"revoked at {certificate.revoked_at.isoformat()}, reason "
+            f"{certificate.revocation_reason}; the next CRL lists it (signers check every "
+            f"{settings.crl_check_interval_seconds:g} s)"
+        )
         return 0
 
 

@@ -14,6 +14,18 @@ from scepline_shared.settings import Settings
 
 __all__ = ["main"]
 
+# RFC 5280 CRLReason codes by the names operators type (7 is unused).
+REVOCATION_REASON_NAMES: dict[str, int] = {
+    "unspecified": 0,
+    "key-compromise": 1,
+    "ca-compromise": 2,
+    "affiliation-changed": 3,
+    "superseded": 4,
+    "cessation-of-operation": 5,
+    "certificate-hold": 6,
+    "privilege-withdrawn": 9,
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -55,10 +67,43 @@ def _parser() -> argparse.ArgumentParser:
         worker.set_defaults(run=_worker, step=step)
 
     ca = commands.add_parser("ca", help="the certificate authority").add_subparsers()
-    ca.add_parser("init", help="create the CA and RA under SCEPLINE_DATA_DIR").set_defaults(
-        run=_ca_init
+    init = ca.add_parser(
+        "init",
+        help="create the CA and RA (keys in files, or in the token with SCEPLINE_KEY_BACKEND="
+        "pkcs11); idempotent",
     )
-    ca.add_parser("show", help="print the CA and RA certificates").set_defaults(run=_ca_show)
+    init.add_argument(
+        "--import-ca-cert",
+        type=Path,
+        metavar="PEM",
+        help="use this existing CA certificate, whose key is already in the token under "
+        "SCEPLINE_PKCS11_CA_KEY_LABEL (or in ca/ca.key with file keys); only the RA is created",
+    )
+    init.set_defaults(run=_ca_init)
+    ca.add_parser(
+        "show", help="print every CA generation: active, previous and staged"
+    ).set_defaults(run=_ca_show)
+    rollover = ca.add_parser(
+        "rollover",
+        help="stage the next CA (served by GetNextCACert until it takes over at --switch-at)",
+    )
+    when = rollover.add_mutually_exclusive_group(required=True)
+    when.add_argument("--switch-at", help="ISO-8601 time with a zone, e.g. 2027-01-31T00:00Z")
+    when.add_argument("--switch-in-days", type=float, help="days from now")
+    rollover.set_defaults(run=_ca_rollover)
+
+    cert = commands.add_parser("cert", help="issued certificates").add_subparsers()
+    revoke = cert.add_parser(
+        "revoke", help="revoke a certificate; the signer publishes the CRL with it shortly"
+    )
+    revoke.add_argument("serial", help="serial number in hex (as `scepline request show` prints)")
+    revoke.add_argument(
+        "--reason",
+        default="unspecified",
+        choices=sorted(REVOCATION_REASON_NAMES),
+        help="RFC 5280 CRLReason",
+    )
+    revoke.set_defaults(run=_cert_revoke)
 
     sim = commands.add_parser(
         "intune-sim", help="run the Intune simulator (fake Entra ID, Graph and Intune) on loopback"
@@ -134,39 +179,129 @@ def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _ca_init(settings: Settings, _args: argparse.Namespace) -> int:
-    from scepline_shared.ca import ensure_lab_ca
+def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
+    from scepline_shared.ca import CaError, init_ca, load_certificate
+    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.keys.pkcs11 import HsmError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _print_material(
-        ensure_lab_ca(
-            settings.data_dir, ca_key_type=settings.ca_key_type, ca_key_size=settings.ca_key_size
+    try:
+        imported = load_certificate(args.import_ca_cert) if args.import_ca_cert else None
+        schedule = init_ca(
+            settings.data_dir,
+            KeySource.from_settings(settings),
+            ca_key_type=settings.ca_key_type,
+            ca_key_size=settings.ca_key_size,
+            ca_common_name=settings.ca_common_name,
+            ra_common_name=settings.ra_common_name,
+            validity_days=settings.ca_validity_days,
+            import_ca_certificate=imported,
         )
-    )
+    except (CaError, HsmError, OSError, ValueError) as error:
+        print(f"scepline ca init: {error}", file=sys.stderr)
+        return 1
+    _print_schedule(schedule)
     return 0
 
 
 def _ca_show(settings: Settings, _args: argparse.Namespace) -> int:
-    from scepline_shared.ca import CaNotInitialised, load_ca_material
+    from scepline_shared.ca import CaError, CaNotInitialised, load_ca_schedule
+    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.keys.pkcs11 import HsmError
 
     try:
-        material = load_ca_material(settings.data_dir)
+        schedule = load_ca_schedule(settings.data_dir, KeySource.from_settings(settings))
     except CaNotInitialised as missing:
         print(f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})")
         return 1
-    _print_material(material)
+    except (CaError, HsmError, ValueError) as error:
+        print(f"scepline ca show: {error}", file=sys.stderr)
+        return 1
+    _print_schedule(schedule)
     return 0
 
 
-def _print_material(material: object) -> None:
+def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from scepline_shared.ca import CaError, load_ca_schedule, stage_rollover
+    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.keys.pkcs11 import HsmError
+
+    if args.switch_at is not None:
+        try:
+            switch_at = datetime.fromisoformat(args.switch_at.replace("Z", "+00:00"))
+        except ValueError:
+            print(f"--switch-at: not an ISO-8601 time: {args.switch_at!r}", file=sys.stderr)
+            return 2
+        if switch_at.tzinfo is None:
+            print("--switch-at needs a time zone (e.g. Z or +01:00)", file=sys.stderr)
+            return 2
+    else:
+        switch_at = datetime.now(UTC) + timedelta(days=args.switch_in_days)
+    keys = KeySource.from_settings(settings)
+    try:
+        stage_rollover(
+            settings.data_dir,
+            keys,
+            switch_at=switch_at,
+            ca_key_type=settings.ca_key_type,
+            ca_key_size=settings.ca_key_size,
+            ca_common_name=settings.ca_common_name,
+            ra_common_name=settings.ra_common_name,
+            validity_days=settings.ca_validity_days,
+        )
+        schedule = load_ca_schedule(settings.data_dir, keys)
+    except (CaError, HsmError, ValueError) as error:
+        print(f"scepline ca rollover: {error}", file=sys.stderr)
+        return 1
+    _print_schedule(schedule)
+    print(
+        "Running services pick the staged CA up within seconds: GetNextCACert serves it "
+        "now and it issues from the switch time on."
+    )
+    return 0
+
+
+def _print_schedule(schedule: object) -> None:
+    from datetime import UTC, datetime
+
     from cryptography.hazmat.primitives import hashes
 
-    for role in ("ca", "ra"):
-        certificate = getattr(material, role).certificate
-        print(f"{role.upper()}: {certificate.subject.rfc4514_string()}")
-        print(f"  serial     {certificate.serial_number:x}")
-        print(f"  not after  {certificate.not_valid_after_utc.isoformat()}")
-        print(f"  sha256     {certificate.fingerprint(hashes.SHA256()).hex()}")
+    from scepline_shared.ca import CaSchedule
+
+    assert isinstance(schedule, CaSchedule)
+    now = datetime.now(UTC)
+    active = schedule.active(now)
+    previous = {g.number for g in schedule.previous(now)}
+    staged = schedule.staged(now)
+    for generation in schedule.generations:
+        if generation is active:
+            status = "active"
+        elif staged is not None and generation.number == staged.number:
+            status = f"staged, takes over at {generation.switch_at.isoformat()}"  # type: ignore[union-attr]
+        elif generation.number in previous:
+            status = "previous (still in GetCACert's chain, signs its CRL)"
+        else:
+            status = "retired"
+        print(f"generation {generation.number}: {status}")
+        for role in ("ca", "ra"):
+            pair = getattr(generation.material, role)
+            certificate = pair.certificate
+            where = getattr(pair.key, "ref", None)
+            print(f"  {role.upper()}: {certificate.subject.rfc4514_string()}")
+            print(f"    key        {'token ' + str(where) if where is not None else 'file'}")
+            print(f"    serial     {certificate.serial_number:x}")
+            print(f"    not after  {certificate.not_valid_after_utc.isoformat()}")
+            print(f"    sha256     {certificate.fingerprint(hashes.SHA256()).hex()}")
+
+
+def _cert_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin import revoke_certificate
+
+    return asyncio.run(
+        revoke_certificate(settings, args.serial, REVOCATION_REASON_NAMES[args.reason])
+    )
 
 
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:

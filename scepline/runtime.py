@@ -26,12 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import scepline_notifier.main as notifier
 import scepline_signer.main as signer
 import scepline_validator.main as validator
-from scepline_ingress.identity import ScepIdentity
+from scepline_ingress.identity import schedule_identities
 from scepline_ingress.main import build_ingress_app
 from scepline_shared.broker.base import Broker, create_broker
 from scepline_shared.broker_pipeline import BrokerPipeline
-from scepline_shared.ca import CaMaterial, ensure_lab_ca, load_ca_material
+from scepline_shared.ca import CaMaterial
+from scepline_shared.ca.keysource import KeySource
+from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
+from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step
 from scepline_shared.settings import Settings
@@ -44,8 +47,10 @@ from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 __all__ = [
     "Embedded",
     "Runtime",
+    "create_ca",
     "embedded",
     "intune_client",
+    "open_ca",
     "serve_embedded",
     "serve_ingress",
     "serve_worker",
@@ -126,6 +131,51 @@ def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHo
     return park
 
 
+def create_ca(settings: Settings, keys: KeySource | None = None) -> CaSchedule:
+    """Create the CA and RA where missing (files or token, as configured); idempotent."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return init_ca(
+        settings.data_dir,
+        keys if keys is not None else KeySource.from_settings(settings),
+        ca_key_type=settings.ca_key_type,
+        ca_key_size=settings.ca_key_size,
+        ca_common_name=settings.ca_common_name,
+        ra_common_name=settings.ra_common_name,
+        validity_days=settings.ca_validity_days,
+    )
+
+
+def open_ca(settings: Settings, *, create: bool = False) -> CaScheduleWatcher:
+    """The CA schedule this process serves from, checked at start (every token
+    key proves it matches its certificate) and reloaded when `scepline ca
+    rollover` stages a generation. ``create``: make the CA first (``scepline up``)."""
+    keys = KeySource.from_settings(settings)
+    if create:
+        create_ca(settings, keys)
+    return CaScheduleWatcher(settings.data_dir, keys)
+
+
+def issuing_cas(schedule: CaSchedule) -> list[KeyPair]:
+    """The CAs that sign CRLs now: the active one and the previous ones still valid."""
+    return [schedule.active().material.ca, *(g.material.ca for g in schedule.previous())]
+
+
+@contextlib.asynccontextmanager
+async def _background(
+    *jobs: tuple[Callable[[], Awaitable[None]], Callable[[], None]],
+) -> AsyncIterator[None]:
+    """Run (run, stop) pairs as tasks for the life of the block."""
+    tasks = [asyncio.create_task(run()) for run, _ in jobs]
+    try:
+        yield
+    finally:
+        for _, stop in jobs:
+            stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
+
+
 @contextlib.asynccontextmanager
 async def intune_client(settings: Settings) -> AsyncIterator[IntuneClient | None]:
     """The process's one Intune client (its token and discovery caches), if configured."""
@@ -146,7 +196,7 @@ def build_worker(
     step: Step,
     rt: Runtime,
     *,
-    material: CaMaterial | None = None,
+    ca: CaScheduleWatcher | None = None,
     challenge: validator.ChallengeValidator | None = None,
     intune: IntuneClient | None = None,
 ) -> StepWorker:
@@ -155,8 +205,11 @@ def build_worker(
         assert challenge is not None
         handler = validator.build_handler(rt.repository, challenge)
     elif step is Step.SIGN:
-        assert material is not None
-        handler = signer.build_handler(settings, rt.repository, lambda: material.ca)
+        assert ca is not None
+        watcher = ca
+        handler = signer.build_handler(
+            settings, rt.repository, lambda: watcher.current().material().ca
+        )
         if settings.challenge_provider == "intune":
             # Intune wants a failureNotification when the signer refuses a request
             # it validated; see docs/architecture.md "Intune".
@@ -175,17 +228,8 @@ def build_worker(
     )
 
 
-def identity_from(material: CaMaterial) -> ScepIdentity:
-    return ScepIdentity(
-        ra_key=material.ra.key,  # type: ignore[arg-type]  # the RA is always RSA
-        ra_certificate=material.ra.certificate,
-        ca_certificate=material.ca.certificate,
-        previous_ca_certificates=tuple(material.chain),
-    )
-
-
 @contextlib.asynccontextmanager
-async def _ingress(rt: Runtime, material: CaMaterial) -> AsyncIterator[FastAPI]:
+async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]:
     settings = rt.settings
     pipeline = BrokerPipeline(broker=rt.broker)
     await pipeline.start()
@@ -199,7 +243,7 @@ async def _ingress(rt: Runtime, material: CaMaterial) -> AsyncIterator[FastAPI]:
     try:
         yield build_ingress_app(
             settings,
-            identity=identity_from(material),
+            identity=schedule_identities(ca.current),
             repository=rt.repository,
             pipeline=pipeline,
             readiness=rt.ready,
@@ -212,10 +256,15 @@ async def _ingress(rt: Runtime, material: CaMaterial) -> AsyncIterator[FastAPI]:
 @dataclass(frozen=True)
 class Embedded:
     app: FastAPI
-    material: CaMaterial
+    ca: CaScheduleWatcher
     challenge: str | None  # the generated static challenge, when none was configured
     repository: RequestRepository
     broker: Broker
+
+    @property
+    def material(self) -> CaMaterial:
+        """The CA and RA serving now."""
+        return self.ca.current().material()
 
 
 @contextlib.asynccontextmanager
@@ -227,19 +276,25 @@ async def embedded(
     ``challenge`` replaces the provider chosen by settings (a simulator, a test
     double of an external service).
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    material = ensure_lab_ca(
-        settings.data_dir, ca_key_type=settings.ca_key_type, ca_key_size=settings.ca_key_size
-    )
+    ca = await asyncio.to_thread(open_ca, settings, create=True)
     generated: str | None = None
     async with intune_client(settings) as intune, runtime(settings) as rt:
         if challenge is None:
             challenge, generated = validator.challenge_provider(settings, intune)
         for step in Step:
-            worker = build_worker(step, rt, material=material, challenge=challenge, intune=intune)
+            worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
-        async with _ingress(rt, material) as app:
-            yield Embedded(app, material, generated, rt.repository, rt.broker)
+        crls = _crl_publisher(rt, ca)
+        await crls.run_once()  # GetCRL and the CDP answer from the first request on
+        async with (
+            _background((ca.run, ca.stop), (crls.run, crls.stop)),
+            _ingress(rt, ca) as app,
+        ):
+            yield Embedded(app, ca, generated, rt.repository, rt.broker)
+
+
+def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
+    return signer.build_crl_publisher(rt.settings, rt.repository, lambda: issuing_cas(ca.current()))
 
 
 async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None]) -> None:
@@ -249,26 +304,37 @@ async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None
 
 
 async def serve_ingress(settings: Settings) -> None:
-    material = load_ca_material(settings.data_dir)
-    async with runtime(settings) as rt, _ingress(rt, material) as app:
+    ca = await asyncio.to_thread(open_ca, settings)
+    async with (
+        runtime(settings) as rt,
+        _background((ca.run, ca.stop)),
+        _ingress(rt, ca) as app,
+    ):
         await _serve_http(app, settings.http_host, settings.http_port)
 
 
 async def serve_worker(settings: Settings, step: Step) -> None:
-    material = load_ca_material(settings.data_dir) if step is Step.SIGN else None
+    # Only the signer holds the CA (its key proves itself against the
+    # certificate before the worker takes a message).
+    ca = await asyncio.to_thread(open_ca, settings) if step is Step.SIGN else None
     # The signer never talks to Intune; its failures reach the notifier by message.
     client = contextlib.nullcontext(None) if step is Step.SIGN else intune_client(settings)
     async with client as intune, runtime(settings) as rt:
         challenge = None
         if step is Step.VALIDATE:
             challenge = validator.challenge_provider(settings, intune)[0]
-        worker = build_worker(step, rt, material=material, challenge=challenge, intune=intune)
+        jobs: list[tuple[Callable[[], Awaitable[None]], Callable[[], None]]] = []
+        if ca is not None:
+            crls = _crl_publisher(rt, ca)
+            jobs = [(ca.run, ca.stop), (crls.run, crls.stop)]
+        worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
         await worker.start(prefetch=settings.worker_prefetch)
         log.info("worker started", step=step.value, broker=_redacted(settings.broker_url))
-        if settings.health_port is not None:
-            await _serve_http(_health_app(rt), settings.http_host, settings.health_port)
-        else:
-            await _until_signalled()
+        async with _background(*jobs):
+            if settings.health_port is not None:
+                await _serve_http(_health_app(rt), settings.http_host, settings.health_port)
+            else:
+                await _until_signalled()
 
 
 def _health_app(rt: Runtime) -> FastAPI:

@@ -325,21 +325,25 @@ async def test_get_cert_for_an_unknown_serial_is_bad_cert_id(scep: Exchange):
 async def test_get_crl_returns_the_latest_published_crl(scep: Exchange):
     issued = (await scep.enrol(requester("x"), transaction_id="tx-crl")).certificates[0]
     data = issuer_and_serial(issued.issuer, issued.serial_number)
-    before = await scep.send(requester("x"), MessageType.GET_CRL, data, transaction_id="c1")
-    assert before.status is PkiStatus.FAILURE  # nothing published yet
-
     material = scep.scepline.embedded.material
+    issuer_key_id = spki_sha256_hex(material.ca.certificate.public_key())
+    first = await scep.scepline.embedded.repository.latest_crl(issuer_key_id)
+    assert first is not None  # the signer publishes one when it starts
+    before = await scep.send(requester("x"), MessageType.GET_CRL, data, transaction_id="c1")
+    assert before.status is PkiStatus.SUCCESS
+    assert before.crls == (x509.load_der_x509_crl(first.der),)
+
     now = dt.datetime.now(dt.UTC)
     crl = build_crl(
         ca=material.ca,
         revoked=[],
-        number=1,
+        number=first.number + 1,
         this_update=now,
         next_update=now + dt.timedelta(days=1),
     )
     await scep.scepline.embedded.repository.store_crl(
-        number=1,
-        issuer_key_id=spki_sha256_hex(material.ca.certificate.public_key()),
+        number=first.number + 1,
+        issuer_key_id=issuer_key_id,
         this_update=now,
         next_update=now + dt.timedelta(days=1),
         der=crl.public_bytes(Encoding.DER),
