@@ -11,6 +11,15 @@ a ratio of micromdm's. Deployments measured:
                on RabbitMQ and PostgreSQL (needs both running locally)
 
     uv run python bench/compare.py --requests 1000 --concurrency 32
+
+``--cpu`` adds, per deployment, the CPU milliseconds each process spent per
+issued certificate during the measured requests (from /proc/<pid>/stat):
+the servers, RabbitMQ's ``beam.smp``, the PostgreSQL backends of the run's own
+database, the rest of PostgreSQL (WAL writer, checkpointer...; shared with
+anything else using the server) and the load generator itself. 2 cores divided
+by the sum is the ceiling on issued/s. ``--py-spy DIR`` records each scepline
+process with py-spy (raw collapsed stacks, ``DIR/<deployment>-<process>.txt``;
+``uv run --with py-spy python bench/compare.py ...``).
 """
 
 from __future__ import annotations
@@ -27,11 +36,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cpu import CpuMeter, PidSource, children_of, matching, py_spy
 from load import run
 
 CHALLENGE = "bench-challenge"
@@ -57,13 +69,25 @@ def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: floa
     raise TimeoutError(f"{url} not ready")
 
 
+# A server process: (label, argv, extra environment).
+Command = tuple[str, list[str], dict[str, str]]
+
+
+@dataclass
+class Deployment:
+    commands: list[Command]
+    url: str
+    # The run's own PostgreSQL database, if it has one.
+    database: str | None = None
+
+
 @contextlib.contextmanager
 def started(
-    commands: list[tuple[list[str], dict[str, str]]], url: str, workdir: Path
-) -> Iterator[None]:
+    commands: list[Command], url: str, workdir: Path
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     processes = []
     try:
-        for index, (argv, env) in enumerate(commands):
+        for index, (_label, argv, env) in enumerate(commands):
             log = (workdir / f"server-{index}.log").open("wb")
             processes.append(
                 subprocess.Popen(
@@ -76,7 +100,7 @@ def started(
                 )
             )
         wait_ready(url, processes)
-        yield
+        yield {label: process for (label, _, _), process in zip(commands, processes, strict=True)}
     finally:
         for process in processes:
             process.terminate()
@@ -87,7 +111,7 @@ def started(
                 process.kill()
 
 
-def micromdm(workdir: Path) -> tuple[list[tuple[list[str], dict[str, str]]], str]:
+def micromdm(workdir: Path) -> Deployment:
     port = free_port()
     subprocess.run(
         ["scepserver", "ca", "-init", "-depot", "depot", "-keySize", "2048"],
@@ -96,7 +120,7 @@ def micromdm(workdir: Path) -> tuple[list[tuple[list[str], dict[str, str]]], str
         capture_output=True,
     )
     command = ["scepserver", "-depot", "depot", "-port", str(port), "-challenge", CHALLENGE]
-    return [(command, {})], f"http://127.0.0.1:{port}/scep"
+    return Deployment([("scepserver", command, {})], f"http://127.0.0.1:{port}/scep")
 
 
 def scepline_env(workdir: Path, port: int) -> dict[str, str]:
@@ -110,13 +134,14 @@ def scepline_env(workdir: Path, port: int) -> dict[str, str]:
     }
 
 
-def embedded(workdir: Path) -> tuple[list[tuple[list[str], dict[str, str]]], str]:
+def embedded(workdir: Path) -> Deployment:
     port = free_port()
     env = scepline_env(workdir, port)
-    return [([sys.executable, "-m", "scepline", "up"], env)], f"http://127.0.0.1:{port}/scep"
+    command = [sys.executable, "-m", "scepline", "up"]
+    return Deployment([("scepline-up", command, env)], f"http://127.0.0.1:{port}/scep")
 
 
-def pipeline(workdir: Path) -> tuple[list[tuple[list[str], dict[str, str]]], str]:
+def pipeline(workdir: Path) -> Deployment:
     port = free_port()
     database = f"scepline_bench_{uuid.uuid4().hex[:8]}"
     subprocess.run(
@@ -136,7 +161,11 @@ def pipeline(workdir: Path) -> tuple[list[tuple[list[str], dict[str, str]]], str
             [*scepline, *step], env={**os.environ, **env}, check=True, capture_output=True
         )
     services = ["ingress", "validator", "signer", "notifier"]
-    return [([*scepline, service], env) for service in services], f"http://127.0.0.1:{port}/scep"
+    return Deployment(
+        [(service, [*scepline, service], env) for service in services],
+        f"http://127.0.0.1:{port}/scep",
+        database=database,
+    )
 
 
 DEPLOYMENTS = {"micromdm": micromdm, "embedded": embedded, "pipeline": pipeline}
@@ -147,24 +176,55 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--only", nargs="*", choices=list(DEPLOYMENTS), default=list(DEPLOYMENTS))
+    parser.add_argument(
+        "--cpu", action="store_true", help="CPU ms per issued certificate, per process"
+    )
+    parser.add_argument(
+        "--py-spy", type=Path, metavar="DIR", help="py-spy record each scepline process into DIR"
+    )
     args = parser.parse_args()
     if "micromdm" in args.only and shutil.which("scepserver") is None:
         raise SystemExit("micromdm's scepserver is missing: apt-get install scep")
+    if args.py_spy and shutil.which("py-spy") is None:
+        raise SystemExit("py-spy is missing: uv run --with py-spy python bench/compare.py ...")
     figures: dict[str, dict[str, float]] = {}
+    cpu: dict[str, dict[str, float]] = {}
     for label in args.only:
         with tempfile.TemporaryDirectory(prefix=f"bench-{label}-") as directory:
             workdir = Path(directory)
-            commands, url = DEPLOYMENTS[label](workdir)
-            with started(commands, url, workdir):
-                figures[label] = asyncio.run(
-                    run(
-                        url,
-                        challenge=CHALLENGE,
-                        requests=args.requests,
-                        concurrency=args.concurrency,
-                        label=label,
+            deployment = DEPLOYMENTS[label](workdir)
+            try:
+                with started(deployment.commands, deployment.url, workdir) as processes:
+                    meter = CpuMeter(cpu_groups(processes, deployment.database))
+                    profiled = {
+                        f"{label}-{name}": process.pid
+                        for name, process in processes.items()
+                        if name != "scepserver"
+                    }
+
+                    @contextlib.contextmanager
+                    def window(
+                        meter: CpuMeter = meter, profiled: dict[str, int] = profiled
+                    ) -> Iterator[None]:
+                        with ExitStack() as stack:
+                            if args.py_spy:
+                                stack.enter_context(py_spy(profiled, args.py_spy))
+                            stack.enter_context(meter.window())
+                            yield
+
+                    figures[label] = asyncio.run(
+                        run(
+                            url=deployment.url,
+                            challenge=CHALLENGE,
+                            requests=args.requests,
+                            concurrency=args.concurrency,
+                            label=label,
+                            window=window,
+                        )
                     )
-                )
+                    cpu[label] = meter.seconds
+            finally:
+                cleanup(deployment)
     print()
     print(
         f"{args.requests} enrolments, {args.concurrency} concurrent clients, {os.cpu_count()} CPUs"
@@ -180,6 +240,73 @@ def main() -> None:
             f"{label:<10} {f['issued_per_s']:>9.1f} {f['p50_ms']:>8.0f} {f['p95_ms']:>8.0f} "
             f"{f['p99_ms']:>8.0f} {ratio:>12}"
         )
+    if args.cpu:
+        for label, seconds in cpu.items():
+            print_cpu(label, seconds, figures[label]["issued"])
+
+
+def cpu_groups(
+    processes: dict[str, subprocess.Popen[bytes]], database: str | None
+) -> dict[str, PidSource]:
+    groups: dict[str, PidSource] = {name: children_of(p.pid) for name, p in processes.items()}
+    if database is not None:
+        groups["rabbitmq"] = matching("beam.smp")
+        groups["postgres (own db)"] = matching("postgres", contains=f" {database} ")
+        groups["postgres (rest, shared)"] = matching("postgres", excluding=f" {database} ")
+    groups["load generator"] = lambda: {os.getpid()}
+    return groups
+
+
+def print_cpu(label: str, seconds: dict[str, float], issued: float) -> None:
+    """CPU ms per issued certificate by process, the server side's sum and its ceiling."""
+    if not issued:
+        return
+    print()
+    print(f"{label}: CPU ms per issued certificate ({int(issued)} issued)")
+    server = 0.0
+    for name, value in seconds.items():
+        per = value * 1000 / issued
+        if name != "load generator":
+            server += per
+        print(f"  {name:<24} {per:>7.2f}")
+    total = server + seconds.get("load generator", 0.0) * 1000 / issued
+    cores = os.cpu_count() or 1
+    print(f"  {'servers (sum)':<24} {server:>7.2f}   ceiling {cores * 1000 / server:.0f}/s")
+    print(f"  {'with load generator':<24} {total:>7.2f}   ceiling {cores * 1000 / total:.0f}/s")
+
+
+def cleanup(deployment: Deployment) -> None:
+    """Drop the run's database and broker namespace (quorum queues cost the broker CPU)."""
+    if deployment.database is None:
+        return
+    subprocess.run(
+        [
+            "psql",
+            f"{POSTGRES_ADMIN}/postgres",
+            "-qc",
+            f'DROP DATABASE IF EXISTS "{deployment.database}" WITH (FORCE)',
+        ],
+        capture_output=True,
+    )
+    namespace = deployment.commands[0][2].get("SCEPLINE_BROKER_NAMESPACE")
+    if namespace is not None:
+        asyncio.run(delete_namespace(namespace))
+
+
+async def delete_namespace(namespace: str) -> None:
+    import aio_pika
+
+    from scepline_shared.broker.topology import Topology
+
+    topology = Topology(namespace)
+    with contextlib.suppress(Exception):
+        connection = await aio_pika.connect(RABBITMQ, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            for queue in topology.queue_names():
+                await channel.queue_delete(queue)
+            for exchange in topology.exchange_names():
+                await channel.exchange_delete(exchange)
 
 
 if __name__ == "__main__":

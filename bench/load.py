@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
@@ -178,7 +181,10 @@ async def run(
     encryption: ContentEncryption = ContentEncryption.AES128_CBC,
     label: str = "scepline",
     warmup: int = 20,
+    window: Callable[[], AbstractContextManager[object]] | None = None,
 ) -> dict[str, float]:
+    """``window``, if given, is entered just before the measured requests are sent
+    and left right after them (preparation and warm-up stay outside it)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         ra = await fetch_ra(http, url)
@@ -187,7 +193,8 @@ async def run(
         )
         if warmup:
             await send_all(http, url, prepared[:warmup], min(concurrency, warmup))
-        results, elapsed = await send_all(http, url, prepared[warmup:], concurrency)
+        with window() if window is not None else contextlib.nullcontext():
+            results, elapsed = await send_all(http, url, prepared[warmup:], concurrency)
     return report(label, results, elapsed)
 
 
