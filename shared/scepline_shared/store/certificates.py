@@ -24,7 +24,7 @@ from scepline_shared.store._convert import (
     certificate_view,
     crl_view,
 )
-from scepline_shared.store._sql import Database
+from scepline_shared.store._sql import Database, reusable
 from scepline_shared.store.errors import CrlNumberCollision
 from scepline_shared.store.views import CertificateView, CrlView, serial_hex
 
@@ -36,7 +36,7 @@ REVOCATION_REASONS: frozenset[int] = frozenset(range(11)) - {7}
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
 _CERT = CERTIFICATE_TABLE.c
-_GET_CERTIFICATE = select(*CERTIFICATE_COLUMNS).where(_CERT.serial == bindparam("serial"))
+_GET_CERTIFICATE = reusable(select(*CERTIFICATE_COLUMNS).where(_CERT.serial == bindparam("serial")))
 
 
 def utc_now() -> datetime:

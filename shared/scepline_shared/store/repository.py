@@ -30,7 +30,7 @@ from scepline_shared.store._convert import (
     event_view,
     request_view,
 )
-from scepline_shared.store._sql import Dependent, RequestChange
+from scepline_shared.store._sql import Dependent, RequestChange, reusable
 from scepline_shared.store.certificates import CertificateRepository, check_key_id, utc_now
 from scepline_shared.store.errors import IllegalTransition, SerialCollision, StoreError
 from scepline_shared.store.models import (
@@ -63,7 +63,7 @@ _FAIL_INFOS: frozenset[int] = frozenset(range(5))
 
 # Statements are built once, with bound parameters (see `_sql.py`).
 _REQ = REQUEST_TABLE.c
-_GET = select(*REQUEST_COLUMNS).where(_REQ.transaction_id == bindparam("transaction_id"))
+_GET = reusable(select(*REQUEST_COLUMNS).where(_REQ.transaction_id == bindparam("transaction_id")))
 # What `record_request` sets; the other columns start out NULL.
 _NEW_REQUEST_COLUMNS = (
     "transaction_id",
@@ -81,7 +81,7 @@ _NEW_REQUEST_COLUMNS = (
     "updated_at",
     "queued_at",
 )
-_MARK_QUEUED = (
+_MARK_QUEUED = reusable(
     update(REQUEST_TABLE)
     .where(_REQ.transaction_id == bindparam("where_transaction_id"))
     .values(queued_at=bindparam("set_queued_at"), attempts=_REQ.attempts + 1)
