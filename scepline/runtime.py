@@ -152,7 +152,21 @@ def open_ca(settings: Settings, *, create: bool = False) -> CaScheduleWatcher:
     keys = KeySource.from_settings(settings)
     if create:
         create_ca(settings, keys)
-    return CaScheduleWatcher(settings.data_dir, keys)
+    watcher = CaScheduleWatcher(settings.data_dir, keys)
+    active = watcher.current().active()
+    log.info(
+        "CA loaded and its keys proven",
+        generation=active.number,
+        ca_subject=active.material.ca.certificate.subject.rfc4514_string(),
+        ca_key=_key_location(active.material.ca.key),
+        ra_key=_key_location(active.material.ra.key),
+    )
+    return watcher
+
+
+def _key_location(key: object) -> str:
+    reference = getattr(key, "ref", None)  # token keys know their label/id
+    return "file" if reference is None else f"pkcs11 {reference}"
 
 
 def issuing_cas(schedule: CaSchedule) -> list[KeyPair]:

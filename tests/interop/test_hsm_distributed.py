@@ -11,7 +11,6 @@ the PIN is in no log and no command output.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -33,7 +32,6 @@ from pkcs11 import exceptions as p11e
 
 from scepline_shared.keys import spki_sha256_hex
 from scepline_shared.keys.pkcs11 import Pkcs11Config, Pkcs11Token
-from tests.fixtures import processes
 from tests.fixtures.processes import ClusterInfo, scepline_cluster
 from tests.interop.clients import EnrolResult, enrol_certmonger, enrol_strongswan
 from tests.interop.test_clients import CHALLENGE, Server, assert_enrolled, common_name
@@ -89,28 +87,6 @@ class HsmCluster:
         return {path.name: path.read_text(errors="replace") for path in self.base.glob("*.log")}
 
 
-@contextlib.contextmanager
-def ports_in_order(ports: list[int]) -> Iterator[None]:
-    """Make ``scepline_cluster`` bind its ingress replicas to ``ports``, in order.
-
-    It picks free ports itself, after the settings are fixed, and the signer must
-    know the waiting replica's URL (public_base_url) before it starts.
-    """
-    handed_out = iter(ports)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(processes, "free_port", lambda: next(handed_out))
-        yield
-
-
-def settings_of(process: subprocess.Popen[bytes]) -> dict[str, str]:
-    """The SCEPLINE_* settings a cluster process runs with, minus its own port and wait
-    (ClusterInfo does not carry them; admin commands need the database URL)."""
-    raw = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
-    pairs = (item.decode().partition("=") for item in raw if item)
-    own = {"SCEPLINE_HTTP_PORT", "SCEPLINE_SYNC_WAIT_SECONDS"}
-    return {k: v for k, _, v in pairs if k.startswith("SCEPLINE_") and k not in own}
-
-
 @pytest.fixture(scope="module")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
@@ -125,8 +101,6 @@ def cluster(
         handle.write(softhsm_config.pin + "\n")
     tag = uuid.uuid4().hex[:10]
     ca_label, ra_label = f"hsm-ca-{tag}", f"hsm-ra-{tag}"
-    pending_port, waiting_port = processes.free_port(), processes.free_port()
-    public_base_url = f"http://127.0.0.1:{waiting_port}"
     settings = {
         "static_challenge": CHALLENGE,
         "key_backend": "pkcs11",
@@ -138,27 +112,22 @@ def cluster(
         "pkcs11_ra_in_token": "true",
         "ca_key_size": "2048",
         "crl_check_interval_seconds": "1",
-        "public_base_url": public_base_url,
     }
-    with contextlib.ExitStack() as stack:
-        with ports_in_order([pending_port, waiting_port]):
-            info = stack.enter_context(
-                scepline_cluster(
-                    base,
-                    rabbitmq_url=rabbitmq_url,
-                    postgres_admin_dsn=postgres_admin_dsn,
-                    settings=settings,
-                    ingress_sync_wait={"pending": "0", "waiting": "20"},
-                )
-            )
-        assert info.urls["waiting"] == f"{public_base_url}/scep"
+    with scepline_cluster(
+        base,
+        rabbitmq_url=rabbitmq_url,
+        postgres_admin_dsn=postgres_admin_dsn,
+        settings=settings,
+        ingress_sync_wait={"pending": "0", "waiting": "20"},
+        public_ingress="waiting",
+    ) as info:
         yield HsmCluster(
             pending=Server(info.urls["pending"], info.data_dir, info.ingress["pending"]),
             waiting=Server(info.urls["waiting"], info.data_dir, info.ingress["waiting"]),
             info=info,
             base=base,
-            env=settings_of(info.ingress["waiting"].process),
-            public_base_url=public_base_url,
+            env=info.env,
+            public_base_url=info.env["SCEPLINE_PUBLIC_BASE_URL"],
             ca_label=ca_label,
             ra_label=ra_label,
             pin=softhsm_config.pin,
