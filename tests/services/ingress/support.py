@@ -1,6 +1,7 @@
 """A second ingress app beside a running product, with an identity of the test's
-choosing (a rolled-over CA generation, an RA key in a token), and the small
-CA/RA certificates such tests need."""
+choosing (a rolled-over CA generation, an RA key in a token); the CA and RA
+certificates such tests need come from the product's own builders
+(:mod:`scepline_shared.ca.lab`) with :func:`lab_validity`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scepline_ingress.identity import IdentitySource, ScepIdentity
@@ -20,7 +19,6 @@ from scepline_ingress.main import build_ingress_app
 from scepline_shared.broker_pipeline import BrokerPipeline
 from scepline_shared.scep_client import ScepClient
 from tests.fixtures.scepline import RunningScepline
-from tests.support.pki import name
 
 _hosts = itertools.count()
 
@@ -65,70 +63,8 @@ def product_identity(product: RunningScepline) -> ScepIdentity:
     )
 
 
-def _validity() -> tuple[dt.datetime, dt.datetime]:
+def lab_validity() -> dict[str, dt.datetime]:
+    """``not_before``/``not_after`` for :mod:`scepline_shared.ca.lab`'s builders:
+    valid from five minutes ago for 30 days."""
     now = dt.datetime.now(dt.UTC)
-    return now - dt.timedelta(minutes=5), now + dt.timedelta(days=30)
-
-
-def ca_certificate(key: rsa.RSAPrivateKey, common_name: str) -> x509.Certificate:
-    not_before, not_after = _validity()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name(common_name))
-        .issuer_name(name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-
-
-def ra_certificate(
-    public_key: rsa.RSAPublicKey,
-    common_name: str,
-    *,
-    ca_key: rsa.RSAPrivateKey,
-    ca: x509.Certificate,
-) -> x509.Certificate:
-    not_before, not_after = _validity()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name(common_name))
-        .issuer_name(ca.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    return {"not_before": now - dt.timedelta(minutes=5), "not_after": now + dt.timedelta(days=30)}

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from scepline_ingress.identity import ScepIdentity, identity_from_schedule, schedule_identities
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource
+from scepline_shared.ca.lab import ca_certificate, ra_certificate
 from scepline_shared.ca.rollover import stage_rollover
 from scepline_shared.ca.schedule import load_ca_schedule
 from scepline_shared.keys import KeyPair
@@ -35,17 +36,18 @@ from scepline_shared.settings import Settings
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, running
 from tests.services.ingress.support import (
     Beside,
-    ca_certificate,
     ingress_beside,
+    lab_validity,
     product_identity,
-    ra_certificate,
 )
 from tests.support.pki import name, requester, rsa_key, self_signed
 
 NEXT_CA_KEY = rsa_key("rollover-next-ca")
 NEXT_RA_KEY = rsa_key("rollover-next-ra")
-NEXT_CA = ca_certificate(NEXT_CA_KEY, "scepline CA g1")
-NEXT_RA = ra_certificate(NEXT_RA_KEY.public_key(), "scepline RA g1", ca_key=NEXT_CA_KEY, ca=NEXT_CA)
+NEXT_CA = ca_certificate(NEXT_CA_KEY, "scepline CA g1", **lab_validity())
+NEXT_RA = ra_certificate(
+    KeyPair(NEXT_CA_KEY, NEXT_CA), NEXT_RA_KEY, "scepline RA g1", **lab_validity()
+)
 # Stands in for the pre-signed GetNextCACert body: ingress serves it byte for byte.
 NEXT_CA_RESPONSE = build_degenerate([NEXT_CA, NEXT_RA])
 
@@ -107,7 +109,9 @@ async def test_request_to_the_old_ra_after_the_switch_is_answered_by_the_old_ra(
         # A client that fetches GetCACert now sees the new RA, the new CA and the old CA.
         fresh = ingress.client()
         certificates = await fresh.get_ca_certs()
-        assert certificates == [NEXT_RA, NEXT_CA, before.ca_certificate]
+        # A DER SET OF: in the order of the encodings, not the identity's.
+        assert len(certificates) == 3
+        assert set(certificates) == {NEXT_RA, NEXT_CA, before.ca_certificate}
         assert fresh.ra_certificate == NEXT_RA
         rep = await enrol(fresh, "rollover-new-ra")
         assert rep.status is PkiStatus.SUCCESS

@@ -11,16 +11,16 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_ingress.identity import ScepIdentity, blocks_in_token
+from scepline_shared.ca.lab import ra_certificate
 from scepline_shared.keys.pkcs11 import Pkcs11RsaPrivateKey, Pkcs11Token, generate_ca_keys
 from scepline_shared.scep import FailInfo, MessageType, PkiStatus, build_request, read_cert_rep
 from scepline_shared.scep import message as scep_message
 from scepline_shared.scep_client import build_csr
 from tests.fixtures.scepline import CHALLENGE, RunningScepline
-from tests.services.ingress.support import ingress_beside, ra_certificate
+from tests.services.ingress.support import ingress_beside, lab_validity
 from tests.support.pki import name, requester
 
 
@@ -37,11 +37,7 @@ def token_ra_key(softhsm_token: Pkcs11Token) -> Pkcs11RsaPrivateKey:
 
 def token_identity(product: RunningScepline, key: Pkcs11RsaPrivateKey) -> ScepIdentity:
     material = product.embedded.material
-    ca_key = material.ca.key
-    assert isinstance(ca_key, rsa.RSAPrivateKey)
-    certificate = ra_certificate(
-        key.public_key(), "scepline token RA", ca_key=ca_key, ca=material.ca.certificate
-    )
+    certificate = ra_certificate(material.ca, key, "scepline token RA", **lab_validity())
     return ScepIdentity(
         ra_key=key, ra_certificate=certificate, ca_certificate=material.ca.certificate
     )
