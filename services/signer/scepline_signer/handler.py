@@ -32,7 +32,7 @@ from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import IssuedCertificateRecord
 
-__all__ = ["SignerDeps", "handle_sign", "signs_in_token"]
+__all__ = ["SignerDeps", "handle_sign", "issued_record", "signs_in_token"]
 
 log = get_logger(__name__)
 
@@ -65,6 +65,18 @@ def signs_in_token(key: SigningKey) -> bool:
     return isinstance(key, Pkcs11RsaPrivateKey | Pkcs11EcPrivateKey)
 
 
+def issued_record(certificate: x509.Certificate) -> IssuedCertificateRecord:
+    """What the store keeps of an issued certificate."""
+    return IssuedCertificateRecord(
+        serial=serial_hex(certificate.serial_number),
+        issuer=certificate.issuer.rfc4514_string(),
+        subject=certificate.subject.rfc4514_string(),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        der=certificate.public_bytes(Encoding.DER),
+    )
+
+
 async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestState:
     request = await deps.repository.get(transaction_id)
     if request is None:
@@ -93,14 +105,7 @@ async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestState:
             )
             log.info("request refused by the signer", reason=str(refusal))
             return await state_after(deps.repository, transaction_id, moved)
-        record = IssuedCertificateRecord(
-            serial=serial_hex(certificate.serial_number),
-            issuer=certificate.issuer.rfc4514_string(),
-            subject=certificate.subject.rfc4514_string(),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            der=certificate.public_bytes(Encoding.DER),
-        )
+        record = issued_record(certificate)
         try:
             moved = await deps.repository.issue_certificate(
                 transaction_id=transaction_id, certificate=record

@@ -11,44 +11,28 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
-from scepline_shared.ca import key_usage, new_serial, serial_hex
+from scepline_shared.ca.lab import ca_certificate
 from scepline_shared.keys import KeyPair, SigningKey
 from scepline_shared.keys.pkcs11 import Pkcs11Token, generate_ca_keys
-from scepline_shared.store import IssuedCertificateRecord, RequestRepository, RequestState
+from scepline_shared.store import RequestRepository, RequestState
+from scepline_signer.handler import issued_record
 
-__all__ = ["ca_certificate", "file_ca", "store_issued", "token_ca"]
-
-_CA_USAGE = key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True)
+__all__ = ["file_ca", "record_validated", "store_issued", "token_ca"]
 
 
-def ca_certificate(
-    key: SigningKey, common_name: str, *, not_after: datetime | None = None
-) -> x509.Certificate:
-    """A self-signed CA certificate for ``key`` (signed by it, so in the token for HSM keys)."""
+def _ca(key: SigningKey, common_name: str, *, not_after: datetime | None = None) -> KeyPair:
+    """``key`` with a self-signed CA certificate as the product makes one (signed by
+    the key, so in the token for HSM keys), valid from yesterday for a year."""
     now = datetime.now(UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(new_serial())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(not_after or now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_CA_USAGE, critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(key, hashes.SHA256())
+    certificate = ca_certificate(
+        key,
+        common_name,
+        not_before=now - timedelta(days=1),
+        not_after=not_after or now + timedelta(days=365),
     )
+    return KeyPair(key=key, certificate=certificate)
 
 
 def file_ca(
@@ -63,7 +47,7 @@ def file_ca(
         if key_type == "ec"
         else rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
-    return KeyPair(key=key, certificate=ca_certificate(key, common_name, not_after=not_after))
+    return _ca(key, common_name, not_after=not_after)
 
 
 def token_ca(
@@ -82,36 +66,37 @@ def token_ca(
         label=f"signer-crl-{purpose}-{suffix}",
         id=secrets.token_hex(8),
     )
-    return KeyPair(key=key, certificate=ca_certificate(key, common_name))
+    return _ca(key, common_name)
+
+
+async def record_validated(
+    repository: RequestRepository, transaction_id: str, *, csr_der: bytes, subject: str
+) -> None:
+    """Record a request and move it to VALIDATED, as ingress and the validator do."""
+    await repository.record_request(
+        transaction_id=transaction_id,
+        signer_key_id=secrets.token_hex(32),
+        message_type=19,
+        csr_der=csr_der,
+        signer_cert_der=b"self-signed",
+        subject=subject,
+    )
+    moved = await repository.transition(
+        transaction_id=transaction_id,
+        from_state=RequestState.RECEIVED,
+        to_state=RequestState.VALIDATED,
+        detail="challenge ok",
+    )
+    assert moved is not None
 
 
 async def store_issued(
     repository: RequestRepository, certificate: x509.Certificate, transaction_id: str
 ) -> None:
     """Put ``certificate`` in the store the way the signer does (request -> SIGNED)."""
-    await repository.record_request(
-        transaction_id=transaction_id,
-        signer_key_id=secrets.token_hex(32),
-        message_type=19,
-        csr_der=b"csr",
-        signer_cert_der=b"self-signed",
-        subject=certificate.subject.rfc4514_string(),
-    )
-    await repository.transition(
-        transaction_id=transaction_id,
-        from_state=RequestState.RECEIVED,
-        to_state=RequestState.VALIDATED,
-        detail="test",
-    )
+    subject = certificate.subject.rfc4514_string()
+    await record_validated(repository, transaction_id, csr_der=b"csr", subject=subject)
     moved = await repository.issue_certificate(
-        transaction_id=transaction_id,
-        certificate=IssuedCertificateRecord(
-            serial=serial_hex(certificate.serial_number),
-            issuer=certificate.issuer.rfc4514_string(),
-            subject=certificate.subject.rfc4514_string(),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            der=certificate.public_bytes(Encoding.DER),
-        ),
+        transaction_id=transaction_id, certificate=issued_record(certificate)
     )
     assert moved is not None

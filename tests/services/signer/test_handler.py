@@ -25,7 +25,7 @@ from scepline_signer.handler import SignerDeps, handle_sign, signs_in_token
 from scepline_signer.main import build_handler
 from tests.shared.ca._pki import INTUNE_SID_URI, make_csr, name, openssl, write_pem
 
-from .pki import file_ca, token_ca
+from .pki import file_ca, record_validated, token_ca
 
 _transactions = itertools.count(1)
 
@@ -56,19 +56,11 @@ def hsm_ca(softhsm_token: Pkcs11Token) -> KeyPair:
 
 async def _validated(repository: RequestRepository, csr: x509.CertificateSigningRequest) -> str:
     transaction_id = f"sign-{next(_transactions)}"
-    await repository.record_request(
-        transaction_id=transaction_id,
-        signer_key_id=f"{next(_transactions):064x}",
-        message_type=19,
+    await record_validated(
+        repository,
+        transaction_id,
         csr_der=csr.public_bytes(Encoding.DER),
-        signer_cert_der=b"self-signed",
         subject=csr.subject.rfc4514_string(),
-    )
-    await repository.transition(
-        transaction_id=transaction_id,
-        from_state=RequestState.RECEIVED,
-        to_state=RequestState.VALIDATED,
-        detail="challenge ok",
     )
     return transaction_id
 
