@@ -23,18 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from pkcs11 import Attribute, ObjectClass
-from pkcs11 import exceptions as p11e
 
 from scepline_shared.keys import spki_sha256_hex
 from scepline_shared.keys.pkcs11 import Pkcs11Config, Pkcs11Token
 from tests.fixtures.processes import ClusterInfo, scepline_cluster
 from tests.interop.clients import EnrolResult, enrol_certmonger, enrol_strongswan
 from tests.interop.test_clients import CHALLENGE, Server, assert_enrolled, common_name
+from tests.support.pkcs11 import assert_never_leaves_the_token, private_key_attributes
 
 pytestmark = [pytest.mark.interop, pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -219,29 +217,6 @@ def verify_with_crl(
     )
 
 
-def token_attributes(token: Pkcs11Token, label: str) -> dict[str, object]:
-    """The protection attributes of the private key ``label``, and what reading
-    its private exponent gives (the value, or the exception the token raised)."""
-
-    def read(session: pkcs11.Session) -> dict[str, object]:
-        key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
-        values: dict[str, object] = {
-            "id": bytes(key[Attribute.ID]),
-            "sensitive": key[Attribute.SENSITIVE],
-            "always_sensitive": key[Attribute.ALWAYS_SENSITIVE],
-            "extractable": key[Attribute.EXTRACTABLE],
-            "never_extractable": key[Attribute.NEVER_EXTRACTABLE],
-            "local": key[Attribute.LOCAL],
-        }
-        try:
-            values["private_exponent"] = key[Attribute.PRIVATE_EXPONENT]
-        except p11e.AttributeSensitive as refused:
-            values["private_exponent"] = refused
-        return values
-
-    return token.run(read)
-
-
 # -- enrolment ------------------------------------------------------------------------
 
 
@@ -337,7 +312,7 @@ def test_no_private_key_is_written_to_disk_and_keys_json_names_the_token_keys(
     assert index["ca"]["pkcs11_label"] == cluster.ca_label
     assert index["ra"]["pkcs11_label"] == cluster.ra_label
     for role, label in (("ca", cluster.ca_label), ("ra", cluster.ra_label)):
-        assert index[role]["pkcs11_id"] == token_attributes(softhsm_token, label)["id"].hex()  # type: ignore[union-attr]
+        assert index[role]["pkcs11_id"] == private_key_attributes(softhsm_token, label)["id"].hex()  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("role", ["ca", "ra"])
@@ -345,13 +320,8 @@ def test_the_token_keys_are_sensitive_and_never_extractable(
     cluster: HsmCluster, softhsm_token: Pkcs11Token, role: str
 ):
     label = cluster.ca_label if role == "ca" else cluster.ra_label
-    values = token_attributes(softhsm_token, label)
-    assert values["sensitive"] is True
-    assert values["always_sensitive"] is True
-    assert values["extractable"] is False
-    assert values["never_extractable"] is True
-    assert values["local"] is True  # generated inside the token by `scepline ca init`
-    assert isinstance(values["private_exponent"], p11e.AttributeSensitive)
+    # generated inside the token by `scepline ca init`
+    assert_never_leaves_the_token(private_key_attributes(softhsm_token, label))
 
 
 # -- operator commands and logs ---------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Test helpers: CSR construction and the real openssl binary."""
+"""Test helpers: CSR construction, token key sources and the real openssl binary."""
 
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from scepline_shared.ca import UPN_OID
+from scepline_shared.ca import UPN_OID, KeySource
+from scepline_shared.keys.pkcs11 import Pkcs11Token
 
 INTUNE_SID_URI = "tag:microsoft.com,2022-09-14:sid:S-1-5-21-1004336348-1177238915-682003330-512"
 
@@ -68,4 +70,16 @@ def write_pem(path: Path, *objs: x509.Certificate | x509.CertificateRevocationLi
 def openssl(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["openssl", *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False
+    )
+
+
+def token_keys(token: Pkcs11Token, *, ra_in_token: bool = True) -> KeySource:
+    """A key source with labels no other test uses (one token for the whole run)."""
+    tag = uuid.uuid4().hex[:10]
+    return KeySource(
+        backend="pkcs11",
+        token=token,
+        ca_key_label=f"ca-{tag}",
+        ra_key_label=f"ra-{tag}",
+        ra_in_token=ra_in_token,
     )

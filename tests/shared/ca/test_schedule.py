@@ -17,7 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pkcs11 import Attribute, ObjectClass
-from pkcs11 import exceptions as p11e
 from structlog.testing import capture_logs
 
 from scepline_shared.ca import (
@@ -32,7 +31,7 @@ from scepline_shared.ca import (
 )
 from scepline_shared.ca.keysource import key_id_for_label
 from scepline_shared.ca.lab import ca_certificate
-from scepline_shared.keys import generate_private_key, save_private_key
+from scepline_shared.keys import SigningKey, generate_private_key, save_private_key
 from scepline_shared.keys.pkcs11 import (
     KeyNotExtractable,
     Pkcs11EcPrivateKey,
@@ -40,21 +39,21 @@ from scepline_shared.keys.pkcs11 import (
     Pkcs11Token,
     generate_ca_keys,
 )
+from tests.support.pkcs11 import assert_never_leaves_the_token, private_key_attributes
 
-from ._pki import openssl, write_pem
+from ._pki import openssl, token_keys, write_pem
 
 NOW = datetime.now(UTC)
 
 
-def token_keys(token: Pkcs11Token, *, ra_in_token: bool = True) -> KeySource:
-    """A key source with labels no other test uses (one token for the whole run)."""
-    tag = uuid.uuid4().hex[:10]
-    return KeySource(
-        backend="pkcs11",
-        token=token,
-        ca_key_label=f"ca-{tag}",
-        ra_key_label=f"ra-{tag}",
-        ra_in_token=ra_in_token,
+def certificate_for(key: SigningKey | None, common_name: str, *, days: int = 1) -> x509.Certificate:
+    """A self-signed CA certificate valid from NOW for ``days``; for a fresh P-256
+    key (in no token and no key file) when ``key`` is None."""
+    return ca_certificate(
+        generate_private_key("ec", "P-256") if key is None else key,
+        common_name,
+        not_before=NOW,
+        not_after=NOW + timedelta(days=days),
     )
 
 
@@ -194,33 +193,7 @@ class TestTokenKeyProtection:
         keys = token_keys(softhsm_token)
         material = init_ca(tmp_path, keys, ca_key_size=2048).material()
 
-        def attributes(session: pkcs11.Session) -> dict[str, object]:
-            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=keys.ca_key_label)
-            values: dict[str, object] = {
-                name: key[attribute]
-                for name, attribute in {
-                    "sensitive": Attribute.SENSITIVE,
-                    "always_sensitive": Attribute.ALWAYS_SENSITIVE,
-                    "extractable": Attribute.EXTRACTABLE,
-                    "never_extractable": Attribute.NEVER_EXTRACTABLE,
-                    "local": Attribute.LOCAL,
-                    "token": Attribute.TOKEN,
-                }.items()
-            }
-            try:
-                values["private_exponent"] = key[Attribute.PRIVATE_EXPONENT]
-            except p11e.AttributeSensitive as exc:
-                values["private_exponent"] = exc
-            return values
-
-        values = softhsm_token.run(attributes)
-        assert values["sensitive"] is True
-        assert values["always_sensitive"] is True
-        assert values["extractable"] is False
-        assert values["never_extractable"] is True
-        assert values["local"] is True  # generated inside the token, not imported
-        assert values["token"] is True
-        assert isinstance(values["private_exponent"], p11e.AttributeSensitive)
+        assert_never_leaves_the_token(private_key_attributes(softhsm_token, keys.ca_key_label))
         with pytest.raises(KeyNotExtractable):
             material.ca.key.private_numbers()
 
@@ -267,24 +240,14 @@ class TestImport:
     ) -> None:
         keys = token_keys(softhsm_token)
         self.ceremony(softhsm_token, keys)
-        other = ca_certificate(
-            ec.generate_private_key(ec.SECP256R1()),
-            "Other CA",
-            not_before=NOW,
-            not_after=NOW + timedelta(days=1),
-        )
+        other = certificate_for(None, "Other CA")
         with pytest.raises(CaMaterialError, match=f"hsm_label='{keys.ca_key_label}'"):
             init_ca(tmp_path, keys, import_ca_certificate=other)
         assert not CaPaths.under(tmp_path).ca_cert.exists()
 
     def test_missing_token_key_is_named(self, tmp_path: Path, softhsm_token: Pkcs11Token) -> None:
         keys = token_keys(softhsm_token)
-        certificate = ca_certificate(
-            ec.generate_private_key(ec.SECP256R1()),
-            "Orphan CA",
-            not_before=NOW,
-            not_after=NOW + timedelta(days=1),
-        )
+        certificate = certificate_for(None, "Orphan CA")
         with pytest.raises(CaMaterialError, match=f"no private key labelled '{keys.ca_key_label}'"):
             init_ca(tmp_path, keys, import_ca_certificate=certificate)
 
@@ -343,9 +306,7 @@ class TestLoadChecks:
             id=key_id_for_label(impostor_label),
         )
         # The CA's public object now holds the impostor's key: a mispaired token.
-        impostor_certificate = ca_certificate(
-            impostor, "Impostor", not_before=NOW, not_after=NOW + timedelta(days=1)
-        )
+        impostor_certificate = certificate_for(impostor, "Impostor")
 
         def mispair(session: pkcs11.Session) -> None:
             rw = session.token.open(rw=True)
@@ -370,20 +331,13 @@ class TestFileImport:
         paths.directory.mkdir(parents=True)
         key = generate_private_key("ec", "P-256")
         save_private_key(paths.ca_key, key)
-        certificate = ca_certificate(
-            key, "Enterprise CA", not_before=NOW, not_after=NOW + timedelta(days=10)
-        )
+        certificate = certificate_for(key, "Enterprise CA", days=10)
         material = init_ca(tmp_path, KeySource(backend="file"), import_ca_certificate=certificate)
         assert material.material().ca.certificate == certificate
         material.material().ra.certificate.verify_directly_issued_by(certificate)
 
     def test_without_the_key_file(self, tmp_path: Path) -> None:
-        certificate = ca_certificate(
-            generate_private_key("ec", "P-256"),
-            "Enterprise CA",
-            not_before=NOW,
-            not_after=NOW + timedelta(days=10),
-        )
+        certificate = certificate_for(None, "Enterprise CA", days=10)
         with pytest.raises(CaMaterialError, match="put the CA key there"):
             init_ca(tmp_path, KeySource(backend="file"), import_ca_certificate=certificate)
 
