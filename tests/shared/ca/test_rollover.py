@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from scepline_shared.scep import (
     read_next_ca_response,
 )
 
-from ._pki import openssl, write_pem
+from ._pki import openssl, token_keys, write_pem
 
 FILE = KeySource(backend="file")
 
@@ -42,6 +42,20 @@ FILE = KeySource(backend="file")
 def der_set(certificates: list[x509.Certificate]) -> set[bytes]:
     """The bag is a DER SET OF: its order is the encoding's, not the caller's."""
     return {c.public_bytes(Encoding.DER) for c in certificates}
+
+
+def cms_verify(
+    directory: Path, body: bytes, trusted: x509.Certificate, *, out: str = "/dev/null"
+) -> subprocess.CompletedProcess[str]:
+    """``openssl cms -verify`` of a next-ca.p7 ``body`` against ``trusted`` alone;
+    the signed content goes to ``out`` (relative to ``directory``)."""
+    (directory / "next-ca.p7").write_bytes(body)
+    write_pem(directory / "trusted.pem", trusted)
+    return openssl(
+        "cms", "-verify", "-inform", "DER", "-in", "next-ca.p7",
+        "-CAfile", "trusted.pem", "-binary", "-out", out,
+        cwd=directory,
+    )  # fmt: skip
 
 
 def lab(data_dir: Path, *, validity_days: int = 3650) -> CaSchedule:
@@ -189,13 +203,7 @@ class TestNextCaResponse:
         current = lab(tmp_path).active().material.ca.certificate
         generation = stage(tmp_path)
         body = generation.next_ca_response  # type: ignore[attr-defined]
-        (tmp_path / "next-ca.p7").write_bytes(body)
-        write_pem(tmp_path / "current-ca.pem", current)
-        result = openssl(
-            "cms", "-verify", "-inform", "DER", "-in", "next-ca.p7",
-            "-CAfile", "current-ca.pem", "-binary", "-out", "certs.p7",
-            cwd=tmp_path,
-        )  # fmt: skip
+        result = cms_verify(tmp_path, body, current, out="certs.p7")
         assert result.returncode == 0, result.stderr
         assert "Verification successful" in result.stderr
         certificates, _ = parse_degenerate((tmp_path / "certs.p7").read_bytes())
@@ -203,12 +211,7 @@ class TestNextCaResponse:
         assert der_set(certificates) == der_set([new.ra.certificate, new.ca.certificate])
 
         # A different trust anchor does not verify it.
-        write_pem(tmp_path / "new-ca.pem", new.ca.certificate)
-        refused = openssl(
-            "cms", "-verify", "-inform", "DER", "-in", "next-ca.p7",
-            "-CAfile", "new-ca.pem", "-binary", "-out", "/dev/null",
-            cwd=tmp_path,
-        )  # fmt: skip
+        refused = cms_verify(tmp_path, body, new.ca.certificate)
         assert refused.returncode != 0
 
     def test_reader_verifies_signature_and_signer(self, tmp_path: Path) -> None:
@@ -230,13 +233,8 @@ class TestNextCaResponse:
 
     def test_signed_by_an_ec_token_ca(self, tmp_path: Path, softhsm_token: Pkcs11Token) -> None:
         """Token EC CA signs next-ca.p7 for a token RSA CA; OpenSSL judges it."""
-        tag = uuid.uuid4().hex[:10]
-        keys = KeySource(
-            backend="pkcs11",
-            token=softhsm_token,
-            ca_key_label=f"ca-{tag}",
-            ra_key_label=f"ra-{tag}",
-        )
+        keys = token_keys(softhsm_token)
+        ca_label, ra_label = f"{keys.ca_key_label}-g1", f"{keys.ra_key_label}-g1"
         current = init_ca(tmp_path, keys, ca_key_type="ec", ca_key_size=256).active().material
         assert isinstance(current.ca.key, Pkcs11EcPrivateKey)
         generation = stage(tmp_path, keys, ca_key_type="rsa")
@@ -245,22 +243,10 @@ class TestNextCaResponse:
         assert isinstance(new.ra.key, Pkcs11RsaPrivateKey)
         index = json.loads(CaPaths.generation(tmp_path, 1).keys_index.read_text())
         assert index == {
-            "ca": {
-                "pkcs11_label": f"ca-{tag}-g1",
-                "pkcs11_id": key_id_for_label(f"ca-{tag}-g1").hex(),
-            },
-            "ra": {
-                "pkcs11_label": f"ra-{tag}-g1",
-                "pkcs11_id": key_id_for_label(f"ra-{tag}-g1").hex(),
-            },
+            "ca": {"pkcs11_label": ca_label, "pkcs11_id": key_id_for_label(ca_label).hex()},
+            "ra": {"pkcs11_label": ra_label, "pkcs11_id": key_id_for_label(ra_label).hex()},
         }
-        (tmp_path / "next-ca.p7").write_bytes(generation.next_ca_response)  # type: ignore[attr-defined]
-        write_pem(tmp_path / "current-ca.pem", current.ca.certificate)
-        result = openssl(
-            "cms", "-verify", "-inform", "DER", "-in", "next-ca.p7",
-            "-CAfile", "current-ca.pem", "-binary", "-out", "/dev/null",
-            cwd=tmp_path,
-        )  # fmt: skip
+        result = cms_verify(tmp_path, generation.next_ca_response, current.ca.certificate)  # type: ignore[attr-defined]
         assert result.returncode == 0, result.stderr
         # Every generation's token keys are proved again at load.
         assert len(load_ca_schedule(tmp_path, keys).generations) == 2
