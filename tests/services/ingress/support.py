@@ -8,17 +8,22 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_ingress.identity import IdentitySource, ScepIdentity
 from scepline_ingress.main import build_ingress_app
 from scepline_shared.broker_pipeline import BrokerPipeline
-from scepline_shared.scep_client import ScepClient
-from tests.fixtures.scepline import RunningScepline
+from scepline_shared.scep import CertRep, MessageType, build_request, read_cert_rep
+from scepline_shared.scep_client import Requester, ScepClient, build_csr
+from tests.fixtures.scepline import CHALLENGE, RunningScepline
+from tests.support.pki import name, requester
 
 _hosts = itertools.count()
 
@@ -68,3 +73,40 @@ def lab_validity() -> dict[str, dt.datetime]:
     valid from five minutes ago for 30 days."""
     now = dt.datetime.now(dt.UTC)
     return {"not_before": now - dt.timedelta(minutes=5), "not_after": now + dt.timedelta(days=30)}
+
+
+@dataclass(frozen=True)
+class PkcsReq:
+    """A PKCSReq built by hand, encrypted to an RA of the test's choosing (one
+    ScepClient would not pick), and the reading of its reply."""
+
+    who: Requester
+    nonce: bytes
+    der: bytes
+
+    @classmethod
+    def to(cls, recipient: x509.Certificate, label: str, transaction_id: str) -> PkcsReq:
+        """From requester ``label``, with a CSR that passes the challenge."""
+        who = requester(label)
+        nonce = os.urandom(16)
+        csr = build_csr(who.key, name("x"), challenge=CHALLENGE)
+        der = build_request(
+            message_type=MessageType.PKCS_REQ,
+            transaction_id=transaction_id,
+            message_data=csr.public_bytes(Encoding.DER),
+            signer_key=who.key,
+            signer_certificate=who.certificate,
+            recipient=recipient,
+            sender_nonce=nonce,
+        )
+        return cls(who, nonce, der)
+
+    def reply(self, response: httpx.Response, *, signed_by: x509.Certificate) -> CertRep:
+        """The CertRep in ``response``, checked to be signed by ``signed_by``."""
+        return read_cert_rep(
+            response.content,
+            expected_signer=signed_by,
+            sender_nonce=self.nonce,
+            client_key=self.who.key,
+            client_certificate=self.who.certificate,
+        )

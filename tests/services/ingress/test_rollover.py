@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_ingress.identity import ScepIdentity, identity_from_schedule, schedule_identities
 from scepline_shared.ca import CaMaterial
@@ -26,16 +25,15 @@ from scepline_shared.scep import (
     MessageType,
     PkiStatus,
     build_degenerate,
-    build_request,
     issuer_and_subject,
     parse_degenerate,
-    read_cert_rep,
 )
 from scepline_shared.scep_client import ScepClient, build_csr
 from scepline_shared.settings import Settings
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, running
 from tests.services.ingress.support import (
     Beside,
+    PkcsReq,
     ingress_beside,
     lab_validity,
     product_identity,
@@ -141,27 +139,9 @@ async def test_a_failure_after_decryption_is_signed_by_the_ra_the_client_used(
 async def test_a_request_no_ra_can_open_is_answered_by_the_active_ra(scepline: RunningScepline):
     before = product_identity(scepline)
     async with ingress_beside(scepline, switched(before)) as ingress:
-        who = requester("rollover-stranger")
-        nonce = os.urandom(16)
-        der = build_request(
-            message_type=MessageType.PKCS_REQ,
-            transaction_id="tx-stranger",
-            message_data=build_csr(who.key, name("x"), challenge=CHALLENGE).public_bytes(
-                Encoding.DER
-            ),
-            signer_key=who.key,
-            signer_certificate=who.certificate,
-            recipient=self_signed(rsa_key("rollover-stranger-ra"), "stranger RA"),
-            sender_nonce=nonce,
-        )
-        response = await ingress.client().send(der)
-        rep = read_cert_rep(
-            response.content,
-            expected_signer=NEXT_RA,
-            sender_nonce=nonce,
-            client_key=who.key,
-            client_certificate=who.certificate,
-        )
+        stranger = self_signed(rsa_key("rollover-stranger-ra"), "stranger RA")
+        request = PkcsReq.to(stranger, "rollover-stranger", "tx-stranger")
+        rep = request.reply(await ingress.client().send(request.der), signed_by=NEXT_RA)
         assert rep.status is PkiStatus.FAILURE
         assert rep.fail_info is FailInfo.BAD_MESSAGE_CHECK
 
@@ -178,27 +158,8 @@ async def test_an_ra_no_longer_among_the_decryptors_is_bad_message_check(
         switch.current = ScepIdentity(
             ra_key=NEXT_RA_KEY, ra_certificate=NEXT_RA, ca_certificate=NEXT_CA
         )
-        who = requester("rollover-expired")
-        nonce = os.urandom(16)
-        der = build_request(
-            message_type=MessageType.PKCS_REQ,
-            transaction_id="tx-expired",
-            message_data=build_csr(who.key, name("x"), challenge=CHALLENGE).public_bytes(
-                Encoding.DER
-            ),
-            signer_key=who.key,
-            signer_certificate=who.certificate,
-            recipient=before.ra_certificate,
-            sender_nonce=nonce,
-        )
-        response = await holds_old.send(der)
-        rep = read_cert_rep(
-            response.content,
-            expected_signer=NEXT_RA,
-            sender_nonce=nonce,
-            client_key=who.key,
-            client_certificate=who.certificate,
-        )
+        request = PkcsReq.to(before.ra_certificate, "rollover-expired", "tx-expired")
+        rep = request.reply(await holds_old.send(request.der), signed_by=NEXT_RA)
         assert rep.fail_info is FailInfo.BAD_MESSAGE_CHECK
 
 

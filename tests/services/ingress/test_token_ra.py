@@ -5,22 +5,20 @@ corrupted content key."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_ingress.identity import ScepIdentity, blocks_in_token
 from scepline_shared.ca.lab import ra_certificate
 from scepline_shared.keys.pkcs11 import Pkcs11RsaPrivateKey, Pkcs11Token, generate_ca_keys
-from scepline_shared.scep import FailInfo, MessageType, PkiStatus, build_request, read_cert_rep
+from scepline_shared.scep import FailInfo, PkiStatus
 from scepline_shared.scep import message as scep_message
 from scepline_shared.scep_client import build_csr
 from tests.fixtures.scepline import CHALLENGE, RunningScepline
-from tests.services.ingress.support import ingress_beside, lab_validity
+from tests.services.ingress.support import PkcsReq, ingress_beside, lab_validity
 from tests.support.pki import name, requester
 
 
@@ -119,29 +117,11 @@ async def test_a_corrupted_content_key_for_a_token_ra_is_a_generic_failure(
         return bytes(envelope)
 
     async with ingress_beside(scepline, identity) as ingress:
-        who = requester("token-corrupt")
-        nonce = os.urandom(16)
         monkeypatch.setattr(scep_message, "encrypt_enveloped_data", corrupting)
-        der = build_request(
-            message_type=MessageType.PKCS_REQ,
-            transaction_id="tx-token-corrupt",
-            message_data=build_csr(who.key, name("x"), challenge=CHALLENGE).public_bytes(
-                Encoding.DER
-            ),
-            signer_key=who.key,
-            signer_certificate=who.certificate,
-            recipient=identity.ra_certificate,
-            sender_nonce=nonce,
-        )
+        request = PkcsReq.to(identity.ra_certificate, "token-corrupt", "tx-token-corrupt")
         monkeypatch.undo()
-        response = await ingress.client().send(der)
-    rep = read_cert_rep(
-        response.content,
-        expected_signer=identity.ra_certificate,
-        sender_nonce=nonce,
-        client_key=who.key,
-        client_certificate=who.certificate,
-    )
+        response = await ingress.client().send(request.der)
+    rep = request.reply(response, signed_by=identity.ra_certificate)
     assert rep.status is PkiStatus.FAILURE
     # Random content key: almost always a padding error, 1 in ~256 garbage that is no CSR.
     assert rep.fail_info in (FailInfo.BAD_MESSAGE_CHECK, FailInfo.BAD_REQUEST)
