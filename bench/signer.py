@@ -39,6 +39,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cpu import CpuMeter, PidSource, matching, py_spy
 from hsm_raw import SOFTHSM_MODULE, bench_raw_sign_rate
 
 from scepline_shared.broker.base import create_broker
@@ -163,8 +164,21 @@ async def signing_times(database_url: str) -> list[dt.datetime]:
         await engine.dispose()
 
 
-def run_signers(env: dict[str, str], processes: int, workdir: Path, expected: int) -> None:
-    """Start the signers and wait until every request is signed (or give up)."""
+def signed_count(database_url: str) -> int:
+    result = subprocess.run(
+        ["psql", database_url, "-Atc", "SELECT count(*) FROM scep_request WHERE state = 'SIGNED'"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(result.stdout.strip())
+
+
+def run_signers(
+    env: dict[str, str], processes: int, workdir: Path, expected: int, profile: Path | None
+) -> dict[str, float]:
+    """Start the signers, wait until every request is signed; the CPU milliseconds
+    per certificate each process group spent between 10% and 90% of the run."""
     database_url = env["SCEPLINE_DATABASE_URL"]
     started = []
     for index in range(processes):
@@ -178,15 +192,36 @@ def run_signers(env: dict[str, str], processes: int, workdir: Path, expected: in
                 start_new_session=True,
             )
         )
+    groups: dict[str, PidSource] = {
+        f"signer-{i}": (lambda pid=p.pid: {pid}) for i, p in enumerate(started)
+    }
+    database = database_url.rsplit("/", 1)[1]
+    groups["postgres"] = matching("postgres", contains=f" {database} ")
+    groups["rabbitmq"] = matching("beam.smp")
+    meter = CpuMeter(groups)
     try:
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in started):
-                raise RuntimeError(f"a signer exited; see {workdir}/signer-*.log")
-            if len(asyncio.run(signing_times(database_url))) >= expected:
-                return
-            time.sleep(0.5)
-        raise TimeoutError("signers did not finish in 600 s")
+        first = last = 0
+        with contextlib.ExitStack() as stack:
+            while time.monotonic() < deadline:
+                if any(p.poll() is not None for p in started):
+                    raise RuntimeError(f"a signer exited; see {workdir}/signer-*.log")
+                count = signed_count(database_url)
+                if not first and count >= expected // 10:
+                    first = count
+                    stack.enter_context(meter.window())
+                    if profile is not None:
+                        targets = {f"signer-{i}": p.pid for i, p in enumerate(started)}
+                        stack.enter_context(py_spy(targets, profile))
+                if first and count >= (expected * 9) // 10:
+                    last = count
+                    break
+                time.sleep(0.2)
+            else:
+                raise TimeoutError("signers did not finish in 600 s")
+        while signed_count(database_url) < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return {label: 1000 * cpu / (last - first) for label, cpu in meter.seconds.items()}
     finally:
         for process in started:
             process.terminate()
@@ -249,8 +284,10 @@ def measure(backend: str, processes: int, args: argparse.Namespace) -> dict[str,
                 capture_output=True,
             )
             asyncio.run(prepare(database_url, env["SCEPLINE_BROKER_NAMESPACE"], args.requests))
-            run_signers(env, processes, workdir, args.requests)
+            profile = args.py_spy / f"{backend}-x{processes}" if args.py_spy else None
+            cpu = run_signers(env, processes, workdir, args.requests, profile)
             figures = {"issued_per_s": steady_rate(asyncio.run(signing_times(database_url)))}
+            figures.update({f"cpu_ms_per_cert {label}": ms for label, ms in cpu.items()})
             if backend == "softhsm" and processes == 1:
                 figures["raw_sign_per_s"] = raw_rate(env, workdir, args.raw_seconds)
             return figures
@@ -265,6 +302,9 @@ def main() -> None:
     parser.add_argument("--processes", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--ca-key-size", type=int, default=3072, help="RSA CA key bits")
     parser.add_argument("--raw-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--py-spy", type=Path, metavar="DIR", help="py-spy record the signers into DIR"
+    )
     args = parser.parse_args()
     if "softhsm" in args.backends and shutil.which("softhsm2-util") is None:
         raise SystemExit("softhsm2-util is missing: apt-get install softhsm2")
@@ -279,7 +319,10 @@ def main() -> None:
         f"{args.requests} certificates per run, RSA-{args.ca_key_size} CA key, "
         f"{os.cpu_count()} CPUs"
     )
-    print(f"{'key':<8} {'signers':>7} {'issued/s':>9} {'vs 1 signer':>12} {'vs raw C_Sign':>14}")
+    print(
+        f"{'key':<8} {'signers':>7} {'issued/s':>9} {'vs 1 signer':>12} {'vs raw C_Sign':>14}"
+        "   CPU ms per certificate"
+    )
     single: dict[str, float] = {}
     raw: dict[str, float] = {}
     for backend, processes, figures in rows:
@@ -290,7 +333,12 @@ def main() -> None:
             raw[backend] = figures["raw_sign_per_s"]
         scale = f"{rate / single[backend]:.2f}x" if backend in single else "-"
         versus_raw = f"{rate / raw[backend]:.0%}" if backend in raw else "-"
-        print(f"{backend:<8} {processes:>7} {rate:>9.1f} {scale:>12} {versus_raw:>14}")
+        cpu = "  ".join(
+            f"{label.split()[-1]} {ms:.1f}"
+            for label, ms in figures.items()
+            if label.startswith("cpu")
+        )
+        print(f"{backend:<8} {processes:>7} {rate:>9.1f} {scale:>12} {versus_raw:>14}   {cpu}")
     for backend, rate in raw.items():
         print(f"raw C_Sign ({backend}, one thread, same key): {rate:.0f}/s")
 
