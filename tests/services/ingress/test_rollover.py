@@ -3,9 +3,11 @@ by the RA the client encrypted to, and a staged CA is served by GetNextCACert.""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +64,28 @@ class Switch:
         return self.current
 
 
+@dataclass
+class Rollover:
+    """An ingress beside the product answering as ``switch.current`` (the product's
+    identity, ``before``, until the test switches it), and ``holds_old``: a client
+    that fetched GetCACert before any switch."""
+
+    before: ScepIdentity
+    switch: Switch
+    ingress: Beside
+    holds_old: ScepClient
+
+
+@contextlib.asynccontextmanager
+async def rollover_beside(product: RunningScepline) -> AsyncIterator[Rollover]:
+    before = product_identity(product)
+    switch = Switch(before)
+    async with ingress_beside(product, switch) as ingress:
+        holds_old = ingress.client()
+        await holds_old.get_ca_certs()
+        yield Rollover(before, switch, ingress, holds_old)
+
+
 def staged(before: ScepIdentity) -> ScepIdentity:
     return ScepIdentity(
         ra_key=before.ra_key,
@@ -91,14 +115,11 @@ async def enrol(client: ScepClient, label: str, challenge: str | None = CHALLENG
 async def test_request_to_the_old_ra_after_the_switch_is_answered_by_the_old_ra(
     scepline: RunningScepline,
 ):
-    before = product_identity(scepline)
-    switch = Switch(before)
-    async with ingress_beside(scepline, switch) as ingress:
-        holds_old = ingress.client()
-        await holds_old.get_ca_certs()
+    async with rollover_beside(scepline) as rollover:
+        before, holds_old, ingress = rollover.before, rollover.holds_old, rollover.ingress
         assert holds_old.ra_certificate == before.ra_certificate
 
-        switch.current = switched(before)
+        rollover.switch.current = switched(before)
         # read_cert_rep checks the CertRep is signed by the RA this client holds.
         rep = await enrol(holds_old, "rollover-old-ra")
         assert rep.status is PkiStatus.SUCCESS
@@ -118,12 +139,9 @@ async def test_request_to_the_old_ra_after_the_switch_is_answered_by_the_old_ra(
 async def test_a_failure_after_decryption_is_signed_by_the_ra_the_client_used(
     scepline: RunningScepline,
 ):
-    before = product_identity(scepline)
-    switch = Switch(before)
-    async with ingress_beside(scepline, switch) as ingress:
-        holds_old = ingress.client()
-        await holds_old.get_ca_certs()
-        switch.current = switched(before)
+    async with rollover_beside(scepline) as rollover:
+        holds_old = rollover.holds_old
+        rollover.switch.current = switched(rollover.before)
 
         wrong_challenge = await enrol(holds_old, "rollover-wrong", challenge="wrong")
         assert wrong_challenge.status is PkiStatus.FAILURE
@@ -149,17 +167,14 @@ async def test_a_request_no_ra_can_open_is_answered_by_the_active_ra(scepline: R
 async def test_an_ra_no_longer_among_the_decryptors_is_bad_message_check(
     scepline: RunningScepline,
 ):
-    before = product_identity(scepline)
-    switch = Switch(before)
-    async with ingress_beside(scepline, switch) as ingress:
-        holds_old = ingress.client()
-        await holds_old.get_ca_certs()
+    async with rollover_beside(scepline) as rollover:
         # The old generation has ended: only the new RA decrypts.
-        switch.current = ScepIdentity(
+        rollover.switch.current = ScepIdentity(
             ra_key=NEXT_RA_KEY, ra_certificate=NEXT_RA, ca_certificate=NEXT_CA
         )
-        request = PkcsReq.to(before.ra_certificate, "rollover-expired", "tx-expired")
-        rep = request.reply(await holds_old.send(request.der), signed_by=NEXT_RA)
+        old_ra = rollover.before.ra_certificate
+        request = PkcsReq.to(old_ra, "rollover-expired", "tx-expired")
+        rep = request.reply(await rollover.holds_old.send(request.der), signed_by=NEXT_RA)
         assert rep.fail_info is FailInfo.BAD_MESSAGE_CHECK
 
 
@@ -168,28 +183,24 @@ async def test_a_poll_for_a_request_made_before_the_switch_still_succeeds(
 ):
     """A device got PENDING before the switch and polls with the old RA afterwards."""
     no_wait = scepline_settings.model_copy(update={"sync_wait_seconds": 0})
-    async with running(no_wait) as product:
-        before = product_identity(product)
-        switch = Switch(before)
-        async with ingress_beside(product, switch) as ingress:
-            client = ingress.client()
-            await client.get_ca_certs()
-            who = requester("rollover-poller")
-            csr = build_csr(who.key, name("rollover-poller"), challenge=CHALLENGE)
-            first = await client.enrol(csr, who, transaction_id="tx-poller")
-            assert first.status is PkiStatus.PENDING
+    async with running(no_wait) as product, rollover_beside(product) as rollover:
+        before, client = rollover.before, rollover.holds_old
+        who = requester("rollover-poller")
+        csr = build_csr(who.key, name("rollover-poller"), challenge=CHALLENGE)
+        first = await client.enrol(csr, who, transaction_id="tx-poller")
+        assert first.status is PkiStatus.PENDING
 
-            switch.current = switched(before)
-            poll = issuer_and_subject(before.ca_certificate.subject, name("rollover-poller"))
-            for _ in range(200):
-                rep = await client.exchange(
-                    MessageType.CERT_POLL, poll, who, transaction_id="tx-poller"
-                )
-                if rep.status is not PkiStatus.PENDING:
-                    break
-                await _sleep(0.05)
-            assert rep.status is PkiStatus.SUCCESS
-            rep.certificates[0].verify_directly_issued_by(before.ca_certificate)
+        rollover.switch.current = switched(before)
+        poll = issuer_and_subject(before.ca_certificate.subject, name("rollover-poller"))
+        for _ in range(200):
+            rep = await client.exchange(
+                MessageType.CERT_POLL, poll, who, transaction_id="tx-poller"
+            )
+            if rep.status is not PkiStatus.PENDING:
+                break
+            await _sleep(0.05)
+        assert rep.status is PkiStatus.SUCCESS
+        rep.certificates[0].verify_directly_issued_by(before.ca_certificate)
 
 
 async def _sleep(seconds: float) -> None:
