@@ -53,6 +53,12 @@ class StepWorker:
         self._broker = broker
         self._retry = retry or RetryPolicy()
         self._on_dead_letter = on_dead_letter
+        # Metric children resolved once (labels() takes a lock and a dict lookup).
+        self._lag = QUEUE_LAG.labels(step.value)
+        self._seconds = {
+            outcome: PIPELINE_STEP_SECONDS.labels(step.value, outcome)
+            for outcome in ("ok", "transient", "permanent", "error")
+        }
 
     async def start(self, *, prefetch: int) -> None:
         await self._broker.consume(self.step, self.handle_delivery, prefetch=prefetch)
@@ -64,7 +70,7 @@ class StepWorker:
             await delivery.dead_letter(reason="unreadable message body")
             return
         lag = (dt.datetime.now(dt.UTC) - message.enqueued_at).total_seconds()
-        QUEUE_LAG.labels(self.step.value).observe(max(lag, 0.0))
+        self._lag.observe(max(lag, 0.0))
         with bind_transaction(message.transaction_id):
             await self._process(delivery, message)
 
@@ -87,9 +93,7 @@ class StepWorker:
             await self._retry_or_park(delivery, message, f"{type(error).__name__}: {error}", None)
             return
         finally:
-            PIPELINE_STEP_SECONDS.labels(self.step.value, outcome).observe(
-                time.perf_counter() - started
-            )
+            self._seconds[outcome].observe(time.perf_counter() - started)
         following = next_step(state)
         if following is not None:
             await self._broker.publish(

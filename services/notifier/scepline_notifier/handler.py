@@ -33,18 +33,19 @@ class NotifierDeps:
 
 
 async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestState:
-    request = await deps.repository.get(transaction_id)
-    if request is None:
-        raise UnknownTransaction(transaction_id)
     if deps.intune is not None:
+        request = await deps.repository.get(transaction_id)
+        if request is None:
+            raise UnknownTransaction(transaction_id)
         return await notify_intune(
             request,
             deps.repository,
             deps.intune,
             release_before_notify=deps.release_before_notify,
         )
-    if request.state != RequestState.SIGNED:
-        return request.state
+    # Nothing to notify: the release is one compare-and-set, tried straight
+    # away (one statement instead of a read and a write); if the request was
+    # not SIGNED, `state_after` reads what it is (a redelivery, say).
     moved = await deps.repository.transition(
         transaction_id=transaction_id,
         from_state=RequestState.SIGNED,

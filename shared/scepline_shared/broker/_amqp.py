@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+from aiormq import spec
 
 from ..messages import DeadLetter, MalformedMessage, StepMessage, utc_now
 from ..pipeline import Step
@@ -26,6 +27,7 @@ __all__ = [
     "dead_letter_headers",
     "parse_body",
     "persistent_message",
+    "persistent_properties",
     "to_dead_letter",
 ]
 
@@ -48,9 +50,14 @@ T = TypeVar("T")
 async def bounded(awaitable: Awaitable[T], *, timeout: float, what: str) -> T:
     """Await one broker operation; any failure or a wait past ``timeout`` becomes
     ``BrokerUnavailable``. A robust connection waits for reconnection silently,
-    so without the bound a publish during an outage would hang."""
+    so without the bound a publish during an outage would hang.
+
+    The operation runs in the caller's task (``asyncio.timeout``, not
+    ``wait_for``, which would wrap it in a task of its own on every publish and
+    ack); aiormq also wants a publish cancelled in the task that enqueued it."""
     try:
-        return await asyncio.wait_for(awaitable, timeout)
+        async with asyncio.timeout(timeout):
+            return await awaitable
     except TimeoutError as error:
         raise BrokerUnavailable(f"{what}: RabbitMQ did not answer within {timeout:g} s") from error
     except PublishError as error:
@@ -60,6 +67,18 @@ async def bounded(awaitable: Awaitable[T], *, timeout: float, what: str) -> T:
         raise BrokerUnavailable(f"{what}: RabbitMQ refused the message ({error})") from error
     except AMQP_FAILURES as error:
         raise BrokerUnavailable(f"{what}: {error!r}") from error
+
+
+def persistent_properties() -> spec.Basic.Properties:
+    """What ``persistent_message`` sets, for a step message published through
+    aiormq directly (the hot path: no aio-pika ``Message`` to build)."""
+    return spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=DeliveryMode.PERSISTENT.value,
+        message_id=uuid.uuid4().hex,
+        timestamp=utc_now(),
+        app_id="scepline",
+    )
 
 
 def persistent_message(

@@ -28,6 +28,8 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq import spec
+from aiormq.exceptions import ChannelInvalidStateError
 
 from ..log import get_logger
 from ..messages import DeadLetter, StepMessage, utc_now
@@ -38,6 +40,7 @@ from ._amqp import (
     dead_letter_headers,
     parse_body,
     persistent_message,
+    persistent_properties,
 )
 from ._amqp_admin import AmqpAdmin
 from .base import (
@@ -54,6 +57,34 @@ __all__ = ["RabbitMqBroker"]
 log = get_logger(__name__)
 
 _CONNECT_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *AMQP_FAILURES)
+
+_OUTCOME_PROPERTIES = spec.Basic.Properties(
+    content_type="text/plain", delivery_mode=DeliveryMode.NOT_PERSISTENT.value
+)
+
+
+async def _basic_publish(
+    channel: AbstractRobustChannel,
+    body: bytes,
+    *,
+    exchange: str,
+    routing_key: str,
+    properties: spec.Basic.Properties,
+    mandatory: bool,
+) -> None:
+    """What aio-pika's ``Exchange.publish`` does, without building a ``Message``:
+    the robust channel waits for a reconnection, then aiormq publishes (and, on
+    a confirming channel, raises for a nack, or an unroutable mandatory message)."""
+    if channel.is_closed:
+        raise ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = await channel.get_underlay_channel()
+    await underlay.basic_publish(
+        body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=properties,
+        mandatory=mandatory,
+    )
 
 
 class _AmqpDelivery:
@@ -114,6 +145,9 @@ class RabbitMqBroker:
         self._channel: AbstractChannel | None = None
         self._declared: Declared | None = None
         self._outcome_channel: AbstractChannel | None = None
+        # Outcomes are hints (ingress re-reads the store, and falls back on its
+        # wait timeout): they go out on a channel without publisher confirms.
+        self._hint_channel: AbstractRobustChannel | None = None
         # Holding the consumer channels matters: the robust connection tracks its
         # channels weakly, and restores only those still alive.
         self._consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = []
@@ -167,10 +201,16 @@ class RabbitMqBroker:
                 timeout=self.timeout * 6,
                 what="declare topology",
             )
+            hints = await bounded(
+                connection.channel(publisher_confirms=False),
+                timeout=self.timeout,
+                what="open channel",
+            )
         except BrokerUnavailable:
             await connection.close()
             raise
         self._connection, self._channel = connection, channel
+        self._hint_channel = hints  # type: ignore[assignment]  # robust (connect_robust)
 
     async def close(self) -> None:
         if self._connection is None or self._closing:
@@ -186,6 +226,7 @@ class RabbitMqBroker:
         with contextlib.suppress(BrokerUnavailable):
             await bounded(self._connection.close(), timeout=self.timeout, what="close")
         self._connection = self._channel = self._declared = self._outcome_channel = None
+        self._hint_channel = None
         self._closing = False
 
     async def _publish(
@@ -198,9 +239,21 @@ class RabbitMqBroker:
         )
 
     async def publish(self, message: StepMessage) -> None:
-        _, _, declared = self._require()
-        await self._publish(
-            declared.work, persistent_message(message.to_bytes()), message.step.value, "publish"
+        # The hot path (every step of every request): straight to aiormq with
+        # the same properties `persistent_message` would set, confirmed and
+        # mandatory like every other publish.
+        _, channel, _ = self._require()
+        await bounded(
+            _basic_publish(
+                channel,  # type: ignore[arg-type]  # a robust channel (connect_robust)
+                message.to_bytes(),
+                exchange=self.topology.work_exchange,
+                routing_key=message.step.value,
+                properties=persistent_properties(),
+                mandatory=True,
+            ),
+            timeout=self.timeout,
+            what="publish",
         )
 
     async def _publish_retry(
@@ -277,22 +330,25 @@ class RabbitMqBroker:
 
     async def publish_outcome(self, transaction_id: str) -> None:
         try:
-            _, _, declared = self._require()
             await bounded(
-                declared.outcomes.publish(
-                    Message(
-                        transaction_id.encode(),
-                        content_type="text/plain",
-                        delivery_mode=DeliveryMode.NOT_PERSISTENT,
-                    ),
-                    routing_key="",
-                    mandatory=False,  # no subscriber at all is fine
-                ),
+                self._publish_hint(transaction_id.encode()),
                 timeout=self.timeout,
                 what="publish outcome",
             )
         except BrokerUnavailable as error:
             log.warning("outcome not broadcast", transaction_id=transaction_id, error=str(error))
+
+    async def _publish_hint(self, body: bytes) -> None:
+        self._require()
+        assert self._hint_channel is not None
+        await _basic_publish(
+            self._hint_channel,
+            body,
+            exchange=self.topology.outcomes_exchange,
+            routing_key="",
+            properties=_OUTCOME_PROPERTIES,
+            mandatory=False,  # no subscriber at all is fine
+        )
 
     async def subscribe_outcomes(self, callback: Callable[[str], None]) -> None:
         connection, _, _ = self._require()
