@@ -123,12 +123,17 @@ def micromdm(workdir: Path) -> Deployment:
     return Deployment([("scepserver", command, {})], f"http://127.0.0.1:{port}/scep")
 
 
+# SCEPLINE_LOG_LEVEL of the servers (--log-level); INFO is the product's default
+# and writes a JSON line per step of every request.
+LOG_LEVEL = {"level": "WARNING"}
+
+
 def scepline_env(workdir: Path, port: int) -> dict[str, str]:
     return {
         "SCEPLINE_DATA_DIR": str(workdir / "var"),
         "SCEPLINE_HTTP_PORT": str(port),
         "SCEPLINE_STATIC_CHALLENGE": CHALLENGE,
-        "SCEPLINE_LOG_LEVEL": "WARNING",
+        "SCEPLINE_LOG_LEVEL": LOG_LEVEL["level"],
         # Same CA key as micromdm's, so the comparison signs alike.
         "SCEPLINE_CA_KEY_SIZE": "2048",
     }
@@ -182,7 +187,11 @@ def main() -> None:
     parser.add_argument(
         "--py-spy", type=Path, metavar="DIR", help="py-spy record each scepline process into DIR"
     )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="the scepline servers' SCEPLINE_LOG_LEVEL"
+    )
     args = parser.parse_args()
+    LOG_LEVEL["level"] = args.log_level
     if "micromdm" in args.only and shutil.which("scepserver") is None:
         raise SystemExit("micromdm's scepserver is missing: apt-get install scep")
     if args.py_spy and shutil.which("py-spy") is None:
