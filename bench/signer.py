@@ -39,6 +39,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
+from compare import delete_namespace
 from cpu import CpuMeter, PidSource, matching, py_spy
 from hsm_raw import SOFTHSM_MODULE, bench_raw_sign_rate
 
@@ -98,6 +99,16 @@ def fresh_database() -> Iterator[str]:
         yield f"{POSTGRES_ADMIN}/{name}"
     finally:
         subprocess.run([*admin, f'DROP DATABASE "{name}" WITH (FORCE)'], capture_output=True)
+
+
+@contextlib.contextmanager
+def deleted_namespace(namespace: str) -> Iterator[None]:
+    """Delete the run's queues afterwards: quorum queues left behind accumulate and
+    cost the broker (hundreds of them once wedged this machine's RabbitMQ)."""
+    try:
+        yield
+    finally:
+        asyncio.run(delete_namespace(namespace))
 
 
 def csrs(count: int) -> list[tuple[bytes, str]]:
@@ -275,7 +286,7 @@ def measure(backend: str, processes: int, args: argparse.Namespace) -> dict[str,
         }
         if backend == "softhsm":
             env.update(softhsm_env(workdir))
-        with fresh_database() as database_url:
+        with fresh_database() as database_url, deleted_namespace(env["SCEPLINE_BROKER_NAMESPACE"]):
             env["SCEPLINE_DATABASE_URL"] = database_url
             subprocess.run(
                 [sys.executable, "-m", "scepline", "ca", "init"],
