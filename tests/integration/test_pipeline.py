@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -29,8 +28,7 @@ from tests.fixtures.scepline import (
     CHALLENGE,
     DEPLOYMENTS,
     RunningScepline,
-    data_dir_with_ca,
-    deployment,
+    lab_deployment,
     running,
 )
 from tests.support.pki import name, requester
@@ -52,14 +50,9 @@ class FlakyChallenge:
 
 
 @pytest.fixture(params=DEPLOYMENTS)
-async def deployment_settings(
-    request: pytest.FixtureRequest, tmp_path: Path, lab_ca_dir: Path
-) -> AsyncIterator[Settings]:
-    async with deployment(
-        request.param,
+async def deployment_settings(request: pytest.FixtureRequest) -> AsyncIterator[Settings]:
+    async with lab_deployment(
         request,
-        data_dir=data_dir_with_ca(tmp_path, lab_ca_dir),
-        static_challenge=CHALLENGE,
         sync_wait_seconds=10,
         retry_max_attempts=2,
         retry_base_delay_seconds=0.05,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -25,8 +24,7 @@ from scepline_shared.settings import Settings
 from tests.fixtures.scepline import (
     CHALLENGE,
     DEPLOYMENTS,
-    data_dir_with_ca,
-    deployment,
+    lab_deployment,
     running,
 )
 from tests.support.pki import name, requester
@@ -49,14 +47,9 @@ class HeldChallenge:
 
 
 @pytest.fixture(params=DEPLOYMENTS)
-async def settings(
-    request: pytest.FixtureRequest, tmp_path: Path, lab_ca_dir: Path
-) -> AsyncIterator[Settings]:
-    async with deployment(
-        request.param,
+async def settings(request: pytest.FixtureRequest) -> AsyncIterator[Settings]:
+    async with lab_deployment(
         request,
-        data_dir=data_dir_with_ca(tmp_path, lab_ca_dir),
-        static_challenge=CHALLENGE,
         sync_wait_seconds=1,
         ca_key_size=2048,
         ca_common_name="scepline lab CA G2",
