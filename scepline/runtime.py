@@ -260,7 +260,7 @@ async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]
             identity=schedule_identities(ca.current),
             repository=rt.repository,
             pipeline=pipeline,
-            readiness=rt.ready,
+            readiness=_readiness(rt, ca),
         )
     finally:
         sweeper.stop()
@@ -346,12 +346,38 @@ async def serve_worker(settings: Settings, step: Step) -> None:
         log.info("worker started", step=step.value, broker=_redacted(settings.broker_url))
         async with _background(*jobs):
             if settings.health_port is not None:
-                await _serve_http(_health_app(rt), settings.http_host, settings.health_port)
+                await _serve_http(
+                    _health_app(_readiness(rt, ca)), settings.http_host, settings.health_port
+                )
             else:
                 await _until_signalled()
 
 
-def _health_app(rt: Runtime) -> FastAPI:
+def _readiness(rt: Runtime, ca: CaScheduleWatcher | None) -> Callable[[], Awaitable[bool]]:
+    """Ready: the store and the broker answer and, where keys live in an HSM,
+    the token does too (a process that cannot sign or decrypt says so, for the
+    load balancer and the operator's alerting)."""
+
+    async def ready() -> bool:
+        return await rt.ready() and (ca is None or await _keys_reachable(ca))
+
+    return ready
+
+
+async def _keys_reachable(ca: CaScheduleWatcher) -> bool:
+    material = ca.current().material()
+    tokens = {id(t): t for t in (getattr(k.key, "token", None) for k in (material.ca, material.ra))}
+    for token in tokens.values():
+        if token is None:
+            continue  # a file key
+        try:  # opens (or re-opens) the session: a real round trip to the HSM
+            await asyncio.wait_for(token.run_async(lambda _session: None), timeout=5)
+        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+            return False
+    return True
+
+
+def _health_app(ready: Callable[[], Awaitable[bool]]) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/healthz")
@@ -360,8 +386,8 @@ def _health_app(rt: Runtime) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> PlainTextResponse:
-        ready = await rt.ready()
-        return PlainTextResponse("ready\n" if ready else "not ready\n", 200 if ready else 503)
+        is_ready = await ready()
+        return PlainTextResponse("ready\n" if is_ready else "not ready\n", 200 if is_ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_shared.keys import spki_sha256_hex
-from scepline_shared.keys.pkcs11 import Pkcs11Config, Pkcs11PrivateKey
+from scepline_shared.keys.pkcs11 import Pkcs11Config, Pkcs11PrivateKey, TokenUnavailable
 from scepline_shared.scep import PkiStatus
 from scepline_shared.scep_client import build_csr
 from scepline_shared.settings import Settings
@@ -138,3 +138,20 @@ async def test_an_ecdsa_ca_in_the_token_gets_an_rsa_ra(hsm_settings: Settings, t
         verified = openssl_verify(tmp_path, material.ca.certificate, certificate)
         assert verified.returncode == 0, verified.stderr
         certificate.verify_directly_issued_by(material.ca.certificate)
+
+
+async def test_readiness_reports_an_unreachable_token(
+    hsm_settings: Settings, monkeypatch: pytest.MonkeyPatch
+):
+    """A process whose HSM does not answer takes no traffic (and no messages)."""
+    async with running(hsm_settings) as product:
+        assert (await product.http.get("/readyz")).status_code == 200
+        token = product.embedded.material.ca.key.token  # type: ignore[attr-defined]
+
+        async def unreachable(operation: object) -> None:
+            raise TokenUnavailable("the HSM does not answer")
+
+        monkeypatch.setattr(token, "run_async", unreachable)
+        assert (await product.http.get("/readyz")).status_code == 503
+        monkeypatch.undo()
+        assert (await product.http.get("/readyz")).status_code == 200
