@@ -26,7 +26,7 @@ from scepline_shared.keys.pkcs11 import HsmError, Pkcs11EcPrivateKey, Pkcs11RsaP
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import SIGNING_SECONDS
 from scepline_shared.pipeline import Permanent, Transient, UnknownTransaction, state_after
-from scepline_shared.scep import FailInfo, ScepError, load_certification_request
+from scepline_shared.scep import FailInfo, ScepError, load_recorded_csr
 from scepline_shared.store.errors import SerialCollision
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
@@ -84,7 +84,7 @@ async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestState:
     if request.state != RequestState.VALIDATED:
         return request.state  # already signed (redelivery) or not ours to sign
     try:
-        csr = load_certification_request(request.csr_der).csr
+        csr = load_recorded_csr(request.csr_der)
     except ScepError as unreadable:  # ingress checked it; only a corrupted row gets here
         raise Permanent(f"stored CSR is unusable: {unreadable.failure_message}") from unreadable
     for _ in range(_SERIAL_ATTEMPTS):

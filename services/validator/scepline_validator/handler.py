@@ -5,12 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from cryptography import x509
-
 from scepline_shared.challenge import ChallengeValidator, ValidationRequest
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import UnknownTransaction, state_after
-from scepline_shared.scep import FailInfo, MessageType, load_certification_request
+from scepline_shared.scep import FailInfo, MessageType, load_recorded_csr
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
 
@@ -38,7 +36,7 @@ async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> RequestSt
     outcome = await deps.challenge.validate(
         ValidationRequest(
             transaction_id=transaction_id,
-            csr=_stored_csr(request.csr_der),
+            csr=load_recorded_csr(request.csr_der),
             renewal_of_serial=renewal_of,
             csr_der=request.csr_der,
             scep_transaction_id=request.scep_transaction_id,
@@ -59,17 +57,6 @@ async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> RequestSt
     if moved is not None:
         log.info("request validated", reason=outcome.reason)
     return await state_after(deps.repository, transaction_id, moved)
-
-
-def _stored_csr(der: bytes) -> x509.CertificateSigningRequest:
-    """The recorded CSR, to read fields from. Ingress verified its signature
-    over these very bytes before recording it, so it is not verified again
-    (80 us of asn1crypto and RSA per request); only a CSR that is not DER
-    (strongSwan's unsorted attribute SET) goes the long way."""
-    try:
-        return x509.load_der_x509_csr(der)
-    except ValueError:
-        return load_certification_request(der).csr
 
 
 async def _reject(

@@ -4,7 +4,7 @@ Server path: ``read_pki_message`` → ``open_envelope`` → ``parse_message_data
 → ``build_cert_rep``. Client path: ``build_request`` → ``read_cert_rep``.
 """
 
-from .csr import CertificationRequest, load_certification_request
+from .csr import CertificationRequest, load_certification_request, load_recorded_csr
 from .errors import (
     BadAlg,
     BadCertId,
@@ -61,6 +61,7 @@ __all__ = [
     "issuer_and_serial",
     "issuer_and_subject",
     "load_certification_request",
+    "load_recorded_csr",
     "open_envelope",
     "parse_degenerate",
     "parse_message_data",
