@@ -269,6 +269,7 @@ def _print_schedule(schedule: object) -> None:
     from cryptography.hazmat.primitives import hashes
 
     from scepline_shared.ca import CaSchedule
+    from scepline_shared.ca.keysource import key_location
 
     assert isinstance(schedule, CaSchedule)
     now = datetime.now(UTC)
@@ -288,9 +289,8 @@ def _print_schedule(schedule: object) -> None:
         for role in ("ca", "ra"):
             pair = getattr(generation.material, role)
             certificate = pair.certificate
-            where = getattr(pair.key, "ref", None)
             print(f"  {role.upper()}: {certificate.subject.rfc4514_string()}")
-            print(f"    key        {'token ' + str(where) if where is not None else 'file'}")
+            print(f"    key        {key_location(pair.key)}")
             print(f"    serial     {certificate.serial_number:x}")
             print(f"    not after  {certificate.not_valid_after_utc.isoformat()}")
             print(f"    sha256     {certificate.fingerprint(hashes.SHA256()).hex()}")

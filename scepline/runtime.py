@@ -31,7 +31,7 @@ from scepline_ingress.main import build_ingress_app
 from scepline_shared.broker.base import Broker, create_broker
 from scepline_shared.broker_pipeline import BrokerPipeline
 from scepline_shared.ca import CaMaterial
-from scepline_shared.ca.keysource import KeySource
+from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
@@ -158,15 +158,10 @@ def open_ca(settings: Settings, *, create: bool = False) -> CaScheduleWatcher:
         "CA loaded and its keys proven",
         generation=active.number,
         ca_subject=active.material.ca.certificate.subject.rfc4514_string(),
-        ca_key=_key_location(active.material.ca.key),
-        ra_key=_key_location(active.material.ra.key),
+        ca_key=key_location(active.material.ca.key),
+        ra_key=key_location(active.material.ra.key),
     )
     return watcher
-
-
-def _key_location(key: object) -> str:
-    reference = getattr(key, "ref", None)  # token keys know their label/id
-    return "file" if reference is None else f"pkcs11 {reference}"
 
 
 def issuing_cas(schedule: CaSchedule) -> list[KeyPair]:

@@ -331,8 +331,8 @@ def test_ca_show_names_the_token_keys(cluster: HsmCluster):
     shown = cluster.scepline("ca", "show")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "generation 0: active" in shown.stdout
-    assert f"token label={cluster.ca_label!r}" in shown.stdout
-    assert f"token label={cluster.ra_label!r}" in shown.stdout
+    assert f"pkcs11 label={cluster.ca_label!r}" in shown.stdout
+    assert f"pkcs11 label={cluster.ra_label!r}" in shown.stdout
 
 
 def test_the_pin_is_in_no_process_log_and_no_command_output(

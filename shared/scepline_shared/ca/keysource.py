@@ -33,6 +33,7 @@ from scepline_shared.keys.pkcs11 import (
     KeyNotFound,
     Pkcs11Config,
     Pkcs11KeyRef,
+    Pkcs11PrivateKey,
     Pkcs11Token,
     generate_ca_keys,
     load_private_key,
@@ -48,6 +49,7 @@ __all__ = [
     "Role",
     "TokenKeyEntry",
     "key_id_for_label",
+    "key_location",
     "read_key_index",
     "write_key_index",
 ]
@@ -56,6 +58,12 @@ KeyBackend = Literal["file", "pkcs11"]
 Role = Literal["ca", "ra"]
 
 _log = get_logger(__name__)
+
+
+def key_location(key: SigningKey) -> str:
+    """Where a loaded key lives, for logs and `scepline ca show`: ``file`` or
+    ``pkcs11 label='…' id=…`` (never the PIN)."""
+    return f"pkcs11 {key.ref}" if isinstance(key, Pkcs11PrivateKey) else "file"
 
 
 def key_id_for_label(label: str) -> bytes:

@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 
 from scepline_shared.ca import CaMaterialError, KeySource, TokenKeyEntry
-from scepline_shared.ca.keysource import key_id_for_label, read_key_index, write_key_index
+from scepline_shared.ca.keysource import (
+    key_id_for_label,
+    key_location,
+    read_key_index,
+    write_key_index,
+)
 from scepline_shared.keys.pkcs11 import Pkcs11KeyRef, Pkcs11Token
 from scepline_shared.settings import Settings
+from tests.fixtures.softhsm import SoftHsmKeys
+from tests.support.pki import rsa_key
 
 PKCS11 = {"key_backend": "pkcs11", "pkcs11_module": "/nonexistent/libpkcs11.so"}
 
@@ -78,6 +85,13 @@ class TestValidation:
     def test_file_backend_refuses_token_keys(self) -> None:
         with pytest.raises(CaMaterialError, match="key backend is 'file'"):
             KeySource(backend="file").load(TokenKeyEntry("ca", b"\x01"), where=Path("keys.json"))
+
+
+def test_key_location_names_token_keys_by_label_and_file_keys_as_files(
+    softhsm_keys: SoftHsmKeys,
+) -> None:
+    assert key_location(rsa_key("a file key")) == "file"
+    assert key_location(softhsm_keys.rsa()) == "pkcs11 label='test-rsa-2048' id=01"
 
 
 def test_generation_labels() -> None:
