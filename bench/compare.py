@@ -10,7 +10,12 @@ a ratio of micromdm's. Deployments measured:
 - pipeline  — `scepline ingress|validator|signer|notifier` as four processes
                on RabbitMQ and PostgreSQL (needs both running locally)
 
-    uv run python bench/compare.py --requests 1000 --concurrency 32
+    uv run python bench/compare.py --requests 2000 --concurrency 32
+
+Each deployment first gets ``--warmup`` enrolments (default 200) at full
+concurrency, outside the clock: the figures are a running server's, not its
+first seconds' (connection pools growing to their working size, a PostgreSQL
+backend forked per new connection, statements prepared per connection).
 
 ``--cpu`` adds, per deployment, the CPU milliseconds each process spent per
 issued certificate during the measured requests (from /proc/<pid>/stat):
@@ -180,6 +185,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=200,
+        help="enrolments sent at full concurrency before the clock starts, so each "
+        "server's connection pools are at their working size (a new PostgreSQL "
+        "connection is a new backend process)",
+    )
     parser.add_argument("--only", nargs="*", choices=list(DEPLOYMENTS), default=list(DEPLOYMENTS))
     parser.add_argument(
         "--cpu", action="store_true", help="CPU ms per issued certificate, per process"
@@ -226,6 +239,7 @@ def main() -> None:
                             url=deployment.url,
                             challenge=CHALLENGE,
                             requests=args.requests,
+                            warmup=args.warmup,
                             concurrency=args.concurrency,
                             label=label,
                             window=window,

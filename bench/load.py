@@ -263,7 +263,7 @@ async def run(
             prepare, requests + warmup, keys, ra, challenge, encryption
         )
     if warmup:
-        await send_all(url, prepared[:warmup], min(concurrency, warmup))
+        await send_all(url, prepared[:warmup], concurrency)
     with window() if window is not None else contextlib.nullcontext():
         results, elapsed = await send_all(url, prepared[warmup:], concurrency)
     return report(label, results, elapsed)
