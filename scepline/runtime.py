@@ -37,6 +37,7 @@ from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step
+from scepline_shared.queue_metrics import QueueDepthReporter
 from scepline_shared.settings import Settings
 from scepline_shared.store.database import create_engine_for, session_factory
 from scepline_shared.store.migrate import upgrade_to_head
@@ -248,8 +249,8 @@ async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]
         stale_after=timedelta(seconds=settings.sweep_stale_after_seconds),
         interval=settings.sweep_interval_seconds,
     )
-    sweep = asyncio.create_task(sweeper.run())
-    try:
+    depths = QueueDepthReporter(rt.broker, interval=settings.queue_metrics_interval_seconds)
+    async with _background((sweeper.run, sweeper.stop), (depths.run, depths.stop)):
         yield build_ingress_app(
             settings,
             identity=schedule_identities(ca.current),
@@ -257,9 +258,6 @@ async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]
             pipeline=pipeline,
             readiness=_readiness(rt, ca),
         )
-    finally:
-        sweeper.stop()
-        await sweep
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ __all__ = [
     "INTUNE_LATENCY",
     "PIPELINE_STEP_SECONDS",
     "QUEUE_LAG",
+    "QUEUE_MESSAGES",
     "REQUESTS_IN_FLIGHT",
     "SCEP_REQUESTS",
     "SIGNING_SECONDS",
@@ -37,6 +38,12 @@ QUEUE_LAG = Histogram(
     "Time between a step being queued and a worker starting it",
     ["step"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+)
+QUEUE_MESSAGES = Gauge(
+    "scepline_queue_messages",
+    "Messages waiting in the broker per step and queue: work (for a worker), "
+    "retry (for their backoff to pass), dlq (for an operator: scepline dlq replay)",
+    ["step", "queue"],
 )
 INTUNE_LATENCY = Histogram(
     "scepline_intune_request_seconds",

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # Requests untouched this long (and not dead-lettered) are re-queued.
     sweep_stale_after_seconds: float = Field(default=60.0, gt=0)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # How often ingress reads the queue depths for scepline_queue_messages.
+    queue_metrics_interval_seconds: float = Field(default=15.0, gt=0)
 
     # How long ingress holds a PKIOperation open waiting for the pipeline's
     # outcome before it answers PENDING.

@@ -10,10 +10,10 @@ Handlers are idempotent, so a sweep that races a live worker is harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 from .log import get_logger
+from .periodic import repeat_until_stopped
 from .pipeline import Pipeline, next_step
 from .store.repository import RequestRepository
 
@@ -54,13 +54,9 @@ class Sweeper:
 
     async def run(self) -> None:
         """Sweep every ``interval`` until ``stop()``; a sweep in progress finishes."""
-        while not self._stopped.is_set():
-            try:
-                await self.sweep_once()
-            except Exception:
-                log.exception("sweep failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), self._interval)
+        await repeat_until_stopped(
+            self._stopped, self._interval, self.sweep_once, failure="sweep failed"
+        )
 
     def stop(self) -> None:
         self._stopped.set()

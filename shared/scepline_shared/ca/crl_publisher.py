@@ -9,7 +9,6 @@ the others skip.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from scepline_shared.ca.crl import build_crl
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import CRL_NEXT_UPDATE, CRL_PUBLISH_ERRORS, CRL_PUBLISHED
+from scepline_shared.periodic import repeat_until_stopped
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import CertificateRepository
 from scepline_shared.store.errors import CrlNumberCollision
@@ -261,11 +261,9 @@ class CrlPublisher:
 
     async def run(self) -> None:
         """Publish what is due now and then every ``interval`` until :meth:`stop`."""
-        self._stopped.clear()
-        while not self._stopped.is_set():
-            await self.run_once()
-            with contextlib.suppress(TimeoutError):  # the interval passed: next round
-                await asyncio.wait_for(self._stopped.wait(), timeout=self.interval)
+        await repeat_until_stopped(
+            self._stopped, self.interval, self.run_once, failure="CRL publishing round failed"
+        )
 
     def stop(self) -> None:
         self._stopped.set()

@@ -107,6 +107,8 @@ async def test_health_readiness_and_metrics(scepline: RunningScepline):
     assert 'scepline_scep_requests_total{message_type="",operation="GetCACaps",outcome="ok"}' in (
         metrics
     )
+    # Ingress reads the queue depths from its broker (nothing waits in this one).
+    assert 'scepline_queue_messages{queue="dlq",step="sign"} 0.0' in metrics
 
 
 async def _signed_request(scepline: RunningScepline, cn: str) -> tuple[bytes, bytes]:
