@@ -6,7 +6,9 @@ in-process broker of ``scepline up`` lives inside that process, so for it the
 commands work on what the store knows: requests parked because their message
 was dead-lettered. Replaying unparks them and the running process's sweep
 re-queues them. Purging gives up on a request: it ends FAILED, so the device
-gets a clear answer instead of PENDING forever.
+gets a clear answer instead of PENDING forever; a certificate signed for it but
+never released is revoked, and with the Intune provider Intune gets a
+failureNotification for a request it had validated.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+import scepline_notifier.main as notifier
 from scepline_shared.broker.base import Broker
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, next_step
 from scepline_shared.scep import FailInfo
 from scepline_shared.settings import Settings
+from scepline_shared.store.certificates import CRL_REASON_UNSPECIFIED
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import RequestView
 
-from .runtime import Runtime, runtime
+from .runtime import Runtime, intune_client, runtime
 
 __all__ = ["dead_letters", "purge", "replay", "revoke_certificate", "show_request"]
 
@@ -80,9 +84,13 @@ async def dead_letters(
     settings: Settings, action: str, steps: Sequence[Step], ids: Sequence[str] | None
 ) -> int:
     in_process = settings.broker_url.startswith("memory://")
-    async with runtime(settings, with_broker=not in_process) as rt:
+    async with (
+        intune_client(settings) as intune,
+        runtime(settings, with_broker=not in_process) as rt,
+    ):
+        report_failure = notifier.build_failure_reporter(rt.repository, intune)
         if in_process:
-            return await _parked_requests(rt, action, steps, ids)
+            return await _parked_requests(rt, action, steps, ids, report_failure)
         for step in steps:
             letters = await rt.broker.dead_letters(step, limit=1000)
             chosen = [d for d in letters if ids is None or d.id in ids]
@@ -95,7 +103,9 @@ async def dead_letters(
                 count = await replay(rt.broker, rt.repository, step, ids=ids)
                 print(f"{step.value}: replayed {count}")
             elif action == "purge":
-                count = await purge(rt.broker, rt.repository, step, ids=ids)
+                count = await purge(
+                    rt.broker, rt.repository, step, ids=ids, report_failure=report_failure
+                )
                 print(f"{step.value}: purged {count}")
         return 0
 
@@ -115,12 +125,18 @@ async def replay(
 
 
 async def purge(
-    broker: Broker, repository: RequestRepository, step: Step, *, ids: Sequence[str] | None
+    broker: Broker,
+    repository: RequestRepository,
+    step: Step,
+    *,
+    ids: Sequence[str] | None,
+    report_failure: notifier.FailureReporter | None = None,
 ) -> int:
-    """Drop dead letters and give up on their requests (FAILED, not PENDING forever)."""
+    """Drop dead letters and give up on their requests (FAILED, not PENDING
+    forever); ``report_failure`` tells the provider (Intune) of each."""
     for letter in await _chosen(broker, step, ids):
         if letter.message is not None:
-            await _give_up(repository, letter.message.transaction_id)
+            await _give_up(repository, letter.message.transaction_id, report_failure)
     return await broker.purge(step, ids=ids)
 
 
@@ -130,7 +146,11 @@ async def _chosen(broker: Broker, step: Step, ids: Sequence[str] | None) -> list
 
 
 async def _parked_requests(
-    rt: Runtime, action: str, steps: Sequence[Step], ids: Sequence[str] | None
+    rt: Runtime,
+    action: str,
+    steps: Sequence[Step],
+    ids: Sequence[str] | None,
+    report_failure: notifier.FailureReporter | None,
 ) -> int:
     parked = [
         request
@@ -145,16 +165,20 @@ async def _parked_requests(
             await rt.repository.unpark(transaction_id=request.transaction_id)
             print(f"  replayed {request.transaction_id}: the running scepline re-queues it")
         elif action == "purge":
-            await _give_up(rt.repository, request.transaction_id)
+            await _give_up(rt.repository, request.transaction_id, report_failure)
             print(f"  purged {request.transaction_id}: now FAILED")
     return 0
 
 
-async def _give_up(repository: RequestRepository, transaction_id: str) -> None:
+async def _give_up(
+    repository: RequestRepository,
+    transaction_id: str,
+    report_failure: notifier.FailureReporter | None,
+) -> None:
     request = await repository.get(transaction_id)
     if request is None or request.is_terminal:
         return
-    await repository.transition(
+    failed = await repository.transition(
         transaction_id=transaction_id,
         from_state=request.state,
         to_state=RequestState.FAILED,
@@ -163,6 +187,15 @@ async def _give_up(repository: RequestRepository, transaction_id: str) -> None:
         fail_reason="the request could not be completed",
     )
     await repository.unpark(transaction_id=transaction_id, detail="purged")
+    if failed is None:
+        return  # a worker moved it meanwhile: not ours to fail
+    if failed.cert_serial is not None:
+        # Signed but never handed out (its notification was purged): it must
+        # never count as a valid certificate.
+        await repository.revoke(failed.cert_serial, reason=CRL_REASON_UNSPECIFIED)
+        print(f"  revoked certificate {failed.cert_serial}: signed, never released")
+    if report_failure is not None:
+        await report_failure(transaction_id)
 
 
 def _print_parked(request: RequestView, *, full: bool) -> None:

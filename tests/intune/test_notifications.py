@@ -8,8 +8,10 @@ import asyncio
 import pytest
 from cryptography import x509
 
-from scepline.admin import replay
+import scepline_notifier.main as notifier
+from scepline.admin import purge, replay
 from scepline.intune_sim import Route
+from scepline.runtime import intune_client
 from scepline_shared.intune import MAX_ERROR_DESCRIPTION
 from scepline_shared.pipeline import Step
 from scepline_shared.scep import FailInfo, PkiStatus
@@ -244,3 +246,44 @@ async def test_release_before_notify_hands_out_the_certificate_first(
 
         await eventually(sent, "the late success notification")
     assert len(success_notifications(intune_sim, "tx-eager")) == 1
+
+
+async def test_purging_a_parked_notification_revokes_the_unreleased_certificate_and_tells_intune(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    # An operator gives up on a request whose success notification never got
+    # through: the device gets FAILURE instead of PENDING forever, the
+    # certificate it never received is revoked, and Intune (reachable again)
+    # hears that the request it validated failed.
+    intune_sim.admin.add_fault(
+        Route.SUCCESS_NOTIFICATION, "unavailable", count=100_000, retry_after=0
+    )
+    settings = deployment_settings.model_copy(
+        update={"sync_wait_seconds": 1, "intune_retry_budget_seconds": 0.5}
+    )
+    async with running(settings) as product, intune_client(settings) as intune:
+        rep = await enrol(product, "abandoned", "tx-abandoned", mint(intune_sim, "abandoned"))
+        assert rep.status is PkiStatus.PENDING
+        broker, repository = product.embedded.broker, product.embedded.repository
+        await wait_for_dead_letters(broker, Step.NOTIFY, 1)
+
+        async def dead() -> bool:
+            return await notify_dead(product, "tx-abandoned")
+
+        await eventually(dead, "notify_state DEAD")
+        intune_sim.admin.clear_faults()
+
+        reporter = notifier.build_failure_reporter(repository, intune)
+        assert await purge(broker, repository, Step.NOTIFY, ids=None, report_failure=reporter) == 1
+        final = await poll_until_final(product, "abandoned", "tx-abandoned")
+        request = await repository.get("tx-abandoned")
+        assert request is not None and request.cert_serial is not None
+        certificate = await repository.get_certificate(request.cert_serial)
+        assert await broker.dead_letters(Step.NOTIFY) == []
+    assert final.status is PkiStatus.FAILURE
+    assert final.fail_info is FailInfo.BAD_REQUEST
+    assert request.state is RequestState.FAILED
+    assert request.notify_state is NotifyState.SENT
+    assert certificate is not None and certificate.revoked_at is not None
+    [failure] = failure_notifications(intune_sim, "tx-abandoned")
+    assert failure["hResult"] == HRESULT_BAD_REQUEST

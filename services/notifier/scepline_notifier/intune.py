@@ -23,11 +23,18 @@ from scepline_shared.intune import IntuneClient, IntuneError, IntuneResult, Intu
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Transient, state_after
 from scepline_shared.scep import FailInfo
+from scepline_shared.store.certificates import CRL_REASON_UNSPECIFIED
 from scepline_shared.store.models import NotifyState, RequestState
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import RequestView
 
-__all__ = ["hresult_for", "needs_failure_notification", "notify_intune", "was_validated"]
+__all__ = [
+    "hresult_for",
+    "needs_failure_notification",
+    "notify_intune",
+    "report_given_up",
+    "was_validated",
+]
 
 log = get_logger(__name__)
 
@@ -35,7 +42,6 @@ log = get_logger(__name__)
 # or 0x20000001 when there is no failInfo to report.
 _HRESULT_FAILINFO_BASE = 0x20000100
 _HRESULT_GENERIC = 0x20000001
-_CRL_REASON_UNSPECIFIED = 0
 _PENDING_NOTIFY = (NotifyState.NONE, NotifyState.DEAD)
 
 
@@ -57,6 +63,24 @@ async def needs_failure_notification(repository: RequestRepository, transaction_
         and request.notify_state is NotifyState.NONE
         and await was_validated(repository, transaction_id)
     )
+
+
+async def report_given_up(
+    repository: RequestRepository, intune: IntuneClient, transaction_id: str
+) -> None:
+    """An operator gave up on a request (``scepline dlq purge``): if Intune
+    validated it and was never told how it ended, send the failureNotification
+    (best effort, like every failure notification: recorded SENT or DEAD).
+    A request whose success notification went DEAD is included: Intune heard
+    nothing of it."""
+    request = await repository.get(transaction_id)
+    if (
+        request is not None
+        and request.state is RequestState.FAILED
+        and request.notify_state in _PENDING_NOTIFY
+        and await was_validated(repository, transaction_id)
+    ):
+        await _notify_failure(repository, intune, request)
 
 
 async def notify_intune(
@@ -179,7 +203,7 @@ async def _withhold(
     log.warning("certificate withheld", reason=reason, code=code, serial=moved.cert_serial)
     if moved.cert_serial is not None:
         # Signed but never handed out: make sure it can never count as valid.
-        await repository.revoke(moved.cert_serial, reason=_CRL_REASON_UNSPECIFIED)
+        await repository.revoke(moved.cert_serial, reason=CRL_REASON_UNSPECIFIED)
     await _notify_failure(repository, intune, moved)
     return moved.state
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from scepline_shared.broker.base import Broker
@@ -14,9 +15,16 @@ from scepline_shared.store.repository import RequestRepository
 from scepline_shared.worker import DeadLetterHook
 
 from .handler import NotifierDeps, handle_notify
-from .intune import needs_failure_notification
+from .intune import needs_failure_notification, report_given_up
 
-__all__ = ["STEP", "build_dead_letter_hook", "build_handler", "route_failures_to_notifier"]
+__all__ = [
+    "STEP",
+    "FailureReporter",
+    "build_dead_letter_hook",
+    "build_failure_reporter",
+    "build_handler",
+    "route_failures_to_notifier",
+]
 
 STEP = Step.NOTIFY
 
@@ -58,6 +66,21 @@ def route_failures_to_notifier(
         return state
 
     return sign_then_route
+
+
+# Called with a transaction id after an operator failed the request.
+FailureReporter = Callable[[str], Awaitable[None]]
+
+
+def build_failure_reporter(
+    repository: RequestRepository, intune: IntuneClient | None
+) -> FailureReporter | None:
+    """How an operator's give-up reaches the provider: Intune gets a
+    failureNotification for a request it validated (``intune.report_given_up``).
+    None for providers with nobody to tell."""
+    if intune is None:
+        return None
+    return partial(report_given_up, repository, intune)
 
 
 def build_dead_letter_hook(repository: RequestRepository) -> DeadLetterHook:

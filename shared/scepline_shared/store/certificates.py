@@ -28,10 +28,19 @@ from scepline_shared.store._sql import Database, reusable
 from scepline_shared.store.errors import CrlNumberCollision
 from scepline_shared.store.views import CertificateView, CrlView, serial_hex
 
-__all__ = ["REVOCATION_REASONS", "CertificateRepository", "check_aware", "check_key_id", "utc_now"]
+__all__ = [
+    "CRL_REASON_UNSPECIFIED",
+    "REVOCATION_REASONS",
+    "CertificateRepository",
+    "check_aware",
+    "check_key_id",
+    "utc_now",
+]
 
 # RFC 5280 CRLReason values; 7 is unassigned.
 REVOCATION_REASONS: frozenset[int] = frozenset(range(11)) - {7}
+# What a certificate that was signed but never released is revoked with.
+CRL_REASON_UNSPECIFIED = 0
 
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
