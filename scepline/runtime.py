@@ -170,10 +170,12 @@ def issuing_cas(schedule: CaSchedule) -> list[KeyPair]:
     return [schedule.active().material.ca, *(g.material.ca for g in schedule.previous())]
 
 
+# A background job: (run, stop).
+Job = tuple[Callable[[], Awaitable[None]], Callable[[], None]]
+
+
 @contextlib.asynccontextmanager
-async def _background(
-    *jobs: tuple[Callable[[], Awaitable[None]], Callable[[], None]],
-) -> AsyncIterator[None]:
+async def _background(*jobs: Job) -> AsyncIterator[None]:
     """Run (run, stop) pairs as tasks for the life of the block."""
     tasks = [asyncio.create_task(run()) for run, _ in jobs]
     try:
@@ -294,10 +296,16 @@ async def embedded(
         crls = _crl_publisher(rt, ca)
         await crls.run_once()  # GetCRL and the CDP answer from the first request on
         async with (
-            _background((ca.run, ca.stop), (crls.run, crls.stop)),
+            _background((ca.run, ca.stop), (crls.run, crls.stop), *_revocations(rt, intune)),
             _ingress(rt, ca) as app,
         ):
             yield Embedded(app, ca, generated, rt.repository, rt.broker)
+
+
+def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
+    """Intune's revocation requests: polled where the notifier runs."""
+    sync = notifier.build_revocation_sync(rt.settings, rt.repository, intune)
+    return [] if sync is None else [(sync.run, sync.stop)]
 
 
 def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
@@ -330,10 +338,12 @@ async def serve_worker(settings: Settings, step: Step) -> None:
         challenge = None
         if step is Step.VALIDATE:
             challenge = validator.challenge_provider(settings, intune)[0]
-        jobs: list[tuple[Callable[[], Awaitable[None]], Callable[[], None]]] = []
+        jobs: list[Job] = []
         if ca is not None:
             crls = _crl_publisher(rt, ca)
             jobs = [(ca.run, ca.stop), (crls.run, crls.stop)]
+        if step is Step.NOTIFY:
+            jobs += _revocations(rt, intune)
         worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
         await worker.start(prefetch=settings.worker_prefetch)
         log.info("worker started", step=step.value, broker=_redacted(settings.broker_url))

@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "INTUNE_LATENCY",
+    "INTUNE_REVOCATIONS",
     "PIPELINE_STEP_SECONDS",
     "QUEUE_LAG",
     "QUEUE_MESSAGES",
@@ -49,6 +50,12 @@ INTUNE_LATENCY = Histogram(
     "scepline_intune_request_seconds",
     "Latency of calls to Intune (and Entra/Graph) by call and outcome",
     ["call", "outcome"],
+)
+INTUNE_REVOCATIONS = Counter(
+    "scepline_intune_revocations_total",
+    "Revocation requests from Intune by result "
+    "(revoked, already_revoked, not_found, invalid_serial)",
+    ["result"],
 )
 REQUESTS_IN_FLIGHT = Gauge(
     "scepline_requests_in_flight", "Enrolment requests the ingress is waiting on"

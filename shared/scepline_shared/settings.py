@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # Release the certificate before Intune acknowledged it (against the letter
     # of Microsoft's guidance; for an Intune that is slow to answer).
     release_before_notify: bool = False
+    # How often the notifier asks Intune which certificates to revoke (devices
+    # retired, wiped, out of the profile's scope); 0 turns revocation sync off.
+    intune_revocation_interval_seconds: float = Field(default=300.0, ge=0)
+    # Revocation requests taken per round (Intune allows 1-500).
+    intune_revocation_batch: int = Field(default=100, ge=1, le=500)
 
     # RFC 8894 forbids single DES; some clients (Debian's scepclient) still send it.
     scep_allow_des: bool = False

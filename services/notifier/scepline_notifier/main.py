@@ -16,6 +16,7 @@ from scepline_shared.worker import DeadLetterHook
 
 from .handler import NotifierDeps, handle_notify
 from .intune import needs_failure_notification, report_given_up
+from .revocations import RevocationSync
 
 __all__ = [
     "STEP",
@@ -23,6 +24,7 @@ __all__ = [
     "build_dead_letter_hook",
     "build_failure_reporter",
     "build_handler",
+    "build_revocation_sync",
     "route_failures_to_notifier",
 ]
 
@@ -66,6 +68,21 @@ def route_failures_to_notifier(
         return state
 
     return sign_then_route
+
+
+def build_revocation_sync(
+    settings: Settings, repository: RequestRepository, intune: IntuneClient | None
+) -> RevocationSync | None:
+    """Intune's revocation requests, polled by the notifier (``revocations.py``);
+    None without the Intune provider or with SCEPLINE_INTUNE_REVOCATION_INTERVAL_SECONDS=0."""
+    if intune is None or settings.intune_revocation_interval_seconds == 0:
+        return None
+    return RevocationSync(
+        repository=repository,
+        intune=intune,
+        interval=settings.intune_revocation_interval_seconds,
+        batch=settings.intune_revocation_batch,
+    )
 
 
 # Called with a transaction id after an operator failed the request.

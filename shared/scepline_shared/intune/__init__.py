@@ -3,7 +3,8 @@
 See ``/work/shared/specs/intune-scep-api.md`` (summarised in ``docs/intune.md``):
 Entra ID app-only tokens through MSAL, Graph discovery of the tenant's Intune
 shard, then ``ScepActions`` validateRequest / successNotification /
-failureNotification over httpx. ``IntuneClient`` is the one entry point.
+failureNotification, and the PKI connector's revocation requests, over httpx.
+``IntuneClient`` is the one entry point.
 """
 
 from .client import IntuneClient

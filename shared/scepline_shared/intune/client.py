@@ -1,10 +1,11 @@
-"""The Intune SCEP validation client: validateRequest and the two notifications.
+"""The Intune client: validateRequest and the two notifications (ScepActions),
+and the revocation requests Intune sends the CA (PkiConnectorFEService).
 
 One instance per process (it owns the token cache, the discovery cache and the
 HTTP connection pool); share it between the validator and the notifier. Each
-call: discover the ScepRequestValidationFEService URI (cached), get an Intune
-token (cached), POST with bounded retries; on 401/403/404, or on 5xx/network
-failure if Graph then names another URI, rediscover once and try again.
+call: discover the service's URI (cached), get an Intune token (cached), POST
+with bounded retries; on 401/403/404, or on 5xx/network failure if Graph then
+names another URI, rediscover once and try again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..log import get_logger
 from ..metrics import INTUNE_LATENCY
 from ..settings import Settings
 from . import wire
-from .config import SCEP_SERVICE, IntuneConfig
+from .config import PKI_API_VERSION, PKI_SERVICE, SCEP_SERVICE, IntuneConfig
 from .discovery import ServiceLocator
 from .errors import (
     IntuneConfigurationError,
@@ -86,11 +87,45 @@ class IntuneClient:
         )
         return await self._scep_action("failureNotification", body, transaction_id)
 
+    async def download_revocation_requests(
+        self, *, max_requests: int, issuer_name: str | None = None
+    ) -> list[wire.RevocationRequest]:
+        """Certificates Intune wants revoked; they come again until their results
+        are uploaded."""
+        body = wire.download_revocations_body(max_requests=max_requests, issuer_name=issuer_name)
+        exchange = await self._pki_call("downloadRevocationRequests", body)
+        return wire.parse_revocation_requests(exchange.response, exchange.activity_id)
+
+    async def upload_revocation_results(self, results: list[wire.RevocationResult]) -> bool:
+        """Report what became of each request; False if Intune did not take them."""
+        body = wire.upload_revocation_results_body(results)
+        exchange = await self._pki_call("uploadRevocationResults", body)
+        return wire.parse_upload_accepted(exchange.response)
+
+    async def _pki_call(self, action: str, body: Any) -> Exchange:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            exchange = await self._post(
+                PKI_SERVICE, f"CertificateAuthorityRequests/{action}", action, body, PKI_API_VERSION
+            )
+            outcome = "success"
+            return exchange
+        except IntuneError as error:
+            outcome = _outcome(error)
+            log.warning("intune call failed for good", call=action, error=error.message)
+            raise
+        finally:
+            INTUNE_LATENCY.labels(action, outcome).observe(time.perf_counter() - started)
+
     async def _scep_action(self, action: str, body: Any, transaction_id: str) -> IntuneResult:
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await self._call(action, body)
+            exchange = await self._post(
+                SCEP_SERVICE, f"ScepActions/{action}", action, body, self.config.api_version
+            )
+            result = wire.parse_result(exchange.response, exchange.activity_id)
             outcome = "success" if result.ok else "rejected"
         except IntuneError as error:
             outcome = _outcome(error)
@@ -114,17 +149,20 @@ class IntuneClient:
         )
         return result
 
-    async def _call(self, action: str, body: Any) -> IntuneResult:
+    async def _post(
+        self, service: str, path: str, action: str, body: Any, api_version: str
+    ) -> Exchange:
+        """POST ``body`` to ``<service URI>/<path>``: the 2xx exchange, or IntuneError."""
         deadline = self._transport.deadline()
         scope = self.config.intune_scope
-        headers = {"api-version": self.config.api_version, "UserAgent": self.config.caller_info}
+        headers = {"api-version": api_version, "UserAgent": self.config.caller_info}
         for attempt in (1, 2):
-            base = await self._locator.uri(SCEP_SERVICE)
+            base = await self._locator.uri(service)
             token = await self._tokens.token(scope)
             try:
                 exchange = await self._transport.send(
                     "POST",
-                    f"{base}/ScepActions/{action}",
+                    f"{base}/{path}",
                     what=action,
                     token=token,
                     deadline=deadline,
@@ -140,7 +178,7 @@ class IntuneClient:
                 if attempt == 2:
                     raise
                 try:
-                    moved = await self._locator.uri(SCEP_SERVICE) != base
+                    moved = await self._locator.uri(service) != base
                 except IntuneError:
                     raise exhausted from None
                 if not moved:
@@ -149,7 +187,7 @@ class IntuneClient:
             status = exchange.status
             if 200 <= status < 300:
                 self._locator.confirm(base)
-                return wire.parse_result(exchange.response, exchange.activity_id)
+                return exchange
             if status in (401, 403):
                 # An expired or revoked token, or the app lacks the role: retry once
                 # with a new token (and a fresh look at where Intune is).

@@ -18,6 +18,8 @@ from .errors import IntuneConfigurationError
 
 __all__ = [
     "INTUNE_APP_ID",
+    "PKI_API_VERSION",
+    "PKI_SERVICE",
     "SCEP_API_VERSION",
     "SCEP_SERVICE",
     "CertificateCredential",
@@ -29,6 +31,9 @@ __all__ = [
 INTUNE_APP_ID = "0000000a-0000-0000-c000-000000000000"
 SCEP_SERVICE = "ScepRequestValidationFEService"
 SCEP_API_VERSION = "2018-02-20"
+# Revocation requests for the CA (spec §3.4): its own service and api-version.
+PKI_SERVICE = "PkiConnectorFEService"
+PKI_API_VERSION = "5019-05-05"
 
 
 def default_caller_info() -> str:

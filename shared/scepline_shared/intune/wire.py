@@ -1,4 +1,5 @@
-"""The JSON bodies of the three ScepActions and the result they answer with.
+"""The JSON bodies of the three ScepActions and the result they answer with, and
+of the revocation calls (download requests, upload results; spec §3.4).
 
 Field formats follow spec §4: the CSR as standard padded base64 of the client's
 own DER (the same string on all three calls), thumbprint uppercase hex SHA-1,
@@ -9,6 +10,8 @@ against), expiry ISO-8601 UTC with ``Z``, the issuer DN as the issuing CA.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import httpx
@@ -19,12 +22,19 @@ from .errors import IntuneProtocolError, IntuneResult
 
 __all__ = [
     "MAX_ERROR_DESCRIPTION",
+    "RevocationError",
+    "RevocationRequest",
+    "RevocationResult",
     "certificate_request",
+    "download_revocations_body",
     "expiration",
     "failure_body",
     "parse_result",
+    "parse_revocation_requests",
+    "parse_upload_accepted",
     "success_body",
     "thumbprint",
+    "upload_revocation_results_body",
     "validate_body",
 ]
 
@@ -104,3 +114,87 @@ def parse_result(response: httpx.Response, activity_id: str) -> IntuneResult:
         )
     description = body.get("errorDescription") if isinstance(body, dict) else None
     return IntuneResult(code, description if isinstance(description, str) else "", activity_id)
+
+
+class RevocationError(IntEnum):
+    """The errorCode of a revocation result (spec §3.4); 41xx ask Intune to retry."""
+
+    NONE = 0
+    NON_RETRYABLE_SERVICE = 4000
+    PARAMETER_DATA_INVALID = 4002
+    CERTIFICATE_NOT_FOUND = 4004
+    CONFLICT = 4005
+    RETRYABLE_SERVICE = 4100
+
+
+@dataclass(frozen=True)
+class RevocationRequest:
+    """One certificate Intune wants revoked (a device retired, wiped, or out of scope)."""
+
+    request_context: str
+    serial_number: str
+    issuer_name: str
+    ca_configuration: str
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    request_context: str
+    error: RevocationError
+    message: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is RevocationError.NONE
+
+
+def download_revocations_body(*, max_requests: int, issuer_name: str | None) -> dict[str, Any]:
+    if not 1 <= max_requests <= 500:
+        raise ValueError("maxRequests must be between 1 and 500")
+    return {"downloadParameters": {"maxRequests": max_requests, "issuerName": issuer_name}}
+
+
+def parse_revocation_requests(
+    response: httpx.Response, activity_id: str
+) -> list[RevocationRequest]:
+    """The ``value`` list of a downloadRevocationRequests answer."""
+    try:
+        entries = response.json()["value"]
+        if not isinstance(entries, list):
+            raise TypeError("value is not a list")
+        return [
+            RevocationRequest(
+                request_context=str(entry["requestContext"]),
+                serial_number=str(entry["serialNumber"]),
+                issuer_name=str(entry.get("issuerName") or ""),
+                ca_configuration=str(entry.get("caConfiguration") or ""),
+            )
+            for entry in entries
+        ]
+    except (ValueError, KeyError, TypeError) as error:
+        raise IntuneProtocolError(
+            f"downloadRevocationRequests: unreadable answer ({error})", activity_id=activity_id
+        ) from error
+
+
+def upload_revocation_results_body(results: list[RevocationResult]) -> dict[str, Any]:
+    # errorCode as the numeric string, as Intune's Java library and EJBCA send it.
+    return {
+        "results": [
+            {
+                "requestContext": result.request_context,
+                "succeeded": result.succeeded,
+                "errorCode": str(int(result.error)),
+                "errorMessage": (result.message or "")[:MAX_ERROR_DESCRIPTION] or None,
+            }
+            for result in results
+        ]
+    }
+
+
+def parse_upload_accepted(response: httpx.Response) -> bool:
+    """``{"value": true}`` and nothing else means Intune took the results."""
+    try:
+        return response.json().get("value") is True
+    except (ValueError, AttributeError):
+        return False

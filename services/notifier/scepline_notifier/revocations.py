@@ -1,0 +1,136 @@
+"""Intune's revocation requests (spec §3.4): when a device is retired, wiped or
+leaves the SCEP profile's scope, Intune asks the CA to revoke its certificate.
+
+The notifier (the service that talks to Intune) downloads the pending requests
+every ``SCEPLINE_INTUNE_REVOCATION_INTERVAL_SECONDS``, revokes each certificate
+in the store and uploads the results; the signers' CRL publishers list it in
+the next CRL. Requests come again until their results are uploaded, so every
+step is idempotent: a certificate revoked already counts as done, whatever
+round revoked it. Serial numbers are unique in the store (at least 64 random
+bits), so the serial alone names the certificate; the issuer Intune echoes is
+only compared for the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from scepline_shared.intune import IntuneClient, IntuneError
+from scepline_shared.intune.wire import RevocationError, RevocationRequest, RevocationResult
+from scepline_shared.log import get_logger
+from scepline_shared.metrics import INTUNE_REVOCATIONS
+from scepline_shared.periodic import repeat_until_stopped
+from scepline_shared.store.certificates import CertificateRepository
+from scepline_shared.store.views import CertificateView
+
+__all__ = ["CRL_REASON_CESSATION_OF_OPERATION", "RevocationSync", "parse_serial"]
+
+log = get_logger(__name__)
+
+# RFC 5280 CRLReason: the device left management; nothing says its key leaked.
+CRL_REASON_CESSATION_OF_OPERATION = 5
+
+
+def parse_serial(text: str) -> int | None:
+    """A serial as Intune may spell it: hex, any case, with or without
+    separators; None if it is not one."""
+    compact = text.strip().replace(":", "").replace(" ", "").replace("-", "")
+    try:
+        value = int(compact, 16)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+class RevocationSync:
+    def __init__(
+        self,
+        *,
+        repository: CertificateRepository,
+        intune: IntuneClient,
+        interval: float,
+        batch: int = 100,
+    ) -> None:
+        self._repository = repository
+        self._intune = intune
+        self._interval = interval
+        self._batch = batch
+        self._stopped = asyncio.Event()
+
+    async def sync_once(self) -> list[RevocationResult]:
+        """One round: download, revoke, upload. The results uploaded (or that
+        Intune would not take: they are sent again with the next download)."""
+        try:
+            requests = await self._intune.download_revocation_requests(max_requests=self._batch)
+        except IntuneError as error:
+            log.warning("could not download Intune's revocation requests", error=error.message)
+            return []
+        results = [await self._revoke(request) for request in requests]
+        if not results:
+            return results
+        try:
+            accepted = await self._intune.upload_revocation_results(results)
+        except IntuneError as error:
+            accepted = False
+            log.warning("could not upload revocation results", error=error.message)
+        if accepted:
+            log.info("revocation results uploaded to Intune", count=len(results))
+        else:
+            log.warning("Intune did not take the revocation results; resent next round")
+        return results
+
+    async def run(self) -> None:
+        await repeat_until_stopped(
+            self._stopped, self._interval, self.sync_once, failure="revocation sync failed"
+        )
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def _revoke(self, request: RevocationRequest) -> RevocationResult:
+        serial = parse_serial(request.serial_number)
+        if serial is None:
+            return self._result(
+                request,
+                RevocationError.PARAMETER_DATA_INVALID,
+                "invalid_serial",
+                f"not a certificate serial number: {request.serial_number[:80]!r}",
+            )
+        known = await self._repository.get_certificate(serial)
+        if known is None:
+            return self._result(
+                request,
+                RevocationError.CERTIFICATE_NOT_FOUND,
+                "not_found",
+                f"no certificate with serial {serial:x} was issued by this CA",
+            )
+        if known.is_revoked:
+            return self._result(request, RevocationError.NONE, "already_revoked")
+        revoked = await self._repository.revoke(serial, reason=CRL_REASON_CESSATION_OF_OPERATION)
+        assert revoked is not None
+        _log_revoked(request, revoked)
+        return self._result(request, RevocationError.NONE, "revoked")
+
+    @staticmethod
+    def _result(
+        request: RevocationRequest, error: RevocationError, outcome: str, message: str | None = None
+    ) -> RevocationResult:
+        INTUNE_REVOCATIONS.labels(outcome).inc()
+        if message is not None:
+            log.warning("revocation request not carried out", reason=message)
+        return RevocationResult(request.request_context, error, message)
+
+
+def _log_revoked(request: RevocationRequest, certificate: CertificateView) -> None:
+    log.info(
+        "certificate revoked at Intune's request",
+        serial=certificate.serial,
+        subject=certificate.subject,
+        transaction_id=certificate.transaction_id,
+    )
+    if request.issuer_name and request.issuer_name != certificate.issuer:
+        log.warning(
+            "Intune named another issuer for this serial; revoked by serial",
+            serial=certificate.serial,
+            intune_issuer=request.issuer_name[:200],
+        )
