@@ -149,9 +149,9 @@ def _up(settings: Settings, _args: argparse.Namespace) -> int:
         url = f"http://{settings.http_host}:{settings.http_port}/scep"
         print(f"scepline serving SCEP at {url}", flush=True)
         print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
-        if product.challenge is not None:
-            # Printed for the operator, never logged (logs must not carry challenges).
-            print(f"Generated static challenge: {product.challenge}", flush=True)
+        if product.challenge_file is not None:
+            # The path, not the challenge: the console may well be a log.
+            print(f"Static challenge (generated): {product.challenge_file}", flush=True)
 
     asyncio.run(serve_embedded(settings, announce))
     return 0

@@ -15,6 +15,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -266,7 +267,7 @@ async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]
 class Embedded:
     app: FastAPI
     ca: CaScheduleWatcher
-    challenge: str | None  # the generated static challenge, when none was configured
+    challenge_file: Path | None  # the generated static challenge, when none was configured
     repository: RequestRepository
     broker: Broker
 
@@ -286,7 +287,7 @@ async def embedded(
     double of an external service).
     """
     ca = await asyncio.to_thread(open_ca, settings, create=True)
-    generated: str | None = None
+    generated: Path | None = None
     async with intune_client(settings) as intune, runtime(settings) as rt:
         if challenge is None:
             challenge, generated = validator.challenge_provider(settings, intune)
