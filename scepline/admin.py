@@ -5,7 +5,8 @@ With RabbitMQ the dead letters are the messages in each step's DLQ. The
 in-process broker of ``scepline up`` lives inside that process, so for it the
 commands work on what the store knows: requests parked because their message
 was dead-lettered. Replaying unparks them and the running process's sweep
-re-queues them. Purging gives up on a request: it ends FAILED, so the device
+re-queues them (a notification for a certificate released already is sent by
+the command itself: no step is left to re-queue). Purging gives up on a request: it ends FAILED, so the device
 gets a clear answer instead of PENDING forever; a certificate signed for it but
 never released is revoked, and with the Intune provider Intune gets a
 failureNotification for a request it had validated.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import scepline_notifier.main as notifier
 from scepline_shared.broker.base import Broker
 from scepline_shared.messages import DeadLetter
-from scepline_shared.pipeline import Step, next_step
+from scepline_shared.pipeline import Step, StepHandler, Transient, next_step
 from scepline_shared.scep import FailInfo
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import CRL_REASON_UNSPECIFIED
@@ -90,7 +91,8 @@ async def dead_letters(
     ):
         report_failure = notifier.build_failure_reporter(rt.repository, intune)
         if in_process:
-            return await _parked_requests(rt, action, steps, ids, report_failure)
+            late_notify = notifier.build_handler(settings, rt.repository, intune)
+            return await _parked_requests(rt, action, steps, ids, report_failure, late_notify)
         for step in steps:
             letters = await rt.broker.dead_letters(step, limit=1000)
             chosen = [d for d in letters if ids is None or d.id in ids]
@@ -151,11 +153,12 @@ async def _parked_requests(
     steps: Sequence[Step],
     ids: Sequence[str] | None,
     report_failure: notifier.FailureReporter | None,
+    notify: StepHandler,
 ) -> int:
     parked = [
         request
         for request in await rt.repository.parked()
-        if next_step(request.state) in steps and (ids is None or request.transaction_id in ids)
+        if _parked_at_step(request) in steps and (ids is None or request.transaction_id in ids)
     ]
     print(f"{len(parked)} parked request(s) (in-process broker: ids are transaction ids)")
     for request in parked:
@@ -163,11 +166,31 @@ async def _parked_requests(
             _print_parked(request, full=action == "show")
         elif action == "replay":
             await rt.repository.unpark(transaction_id=request.transaction_id)
-            print(f"  replayed {request.transaction_id}: the running scepline re-queues it")
+            if request.state is RequestState.ISSUED:
+                await _notify_released(rt.repository, request.transaction_id, notify)
+            else:
+                print(f"  replayed {request.transaction_id}: the running scepline re-queues it")
         elif action == "purge":
             await _give_up(rt.repository, request.transaction_id, report_failure)
             print(f"  purged {request.transaction_id}: now FAILED")
     return 0
+
+
+async def _notify_released(
+    repository: RequestRepository, transaction_id: str, notify: StepHandler
+) -> None:
+    """Replay a notification whose certificate is out already
+    (SCEPLINE_RELEASE_BEFORE_NOTIFY). The request is final, so no step is left
+    for the running process's sweep to re-queue: the notify step runs here."""
+    try:
+        await notify(transaction_id)
+    except Transient as unavailable:
+        await repository.park(transaction_id=transaction_id, reason=unavailable.reason)
+        print(f"  {transaction_id}: still not delivered ({unavailable.reason}); parked again")
+        return
+    request = await repository.get(transaction_id)
+    state = request.notify_state if request is not None else "unknown"
+    print(f"  replayed {transaction_id}: notification {state}")
 
 
 async def _give_up(
@@ -198,8 +221,14 @@ async def _give_up(
         await report_failure(transaction_id)
 
 
+def _parked_at_step(request: RequestView) -> Step | None:
+    """The step whose dead-letter queue holds a parked request. A final request
+    is only ever parked by the notify step (a notification after the release)."""
+    return Step.NOTIFY if request.is_terminal else next_step(request.state)
+
+
 def _print_parked(request: RequestView, *, full: bool) -> None:
-    step = next_step(request.state)
+    step = _parked_at_step(request)
     parked_at = request.parked_at.isoformat() if request.parked_at else "-"
     print(f"  {request.transaction_id}  {parked_at}  {step.value if step else '-'}")
     if full:

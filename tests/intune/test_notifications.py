@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 
 import scepline_notifier.main as notifier
-from scepline.admin import purge, replay
+from scepline.admin import dead_letters, purge, replay
 from scepline.intune_sim import Route
 from scepline.runtime import intune_client
 from scepline_shared.intune import MAX_ERROR_DESCRIPTION
@@ -287,3 +287,41 @@ async def test_purging_a_parked_notification_revokes_the_unreleased_certificate_
     assert certificate is not None and certificate.revoked_at is not None
     [failure] = failure_notifications(intune_sim, "tx-abandoned")
     assert failure["hResult"] == HRESULT_BAD_REQUEST
+
+
+async def test_scepline_dlq_replay_sends_a_late_notification_on_both_brokers(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    # Released before notifying, the notification dead-lettered: the operator's
+    # `scepline dlq replay --step notify`, run as its own process would run it,
+    # gets it sent. (In-process broker: the request is final, so there is no
+    # step for the running process's sweep; the command sends it itself.)
+    intune_sim.admin.add_fault(
+        Route.SUCCESS_NOTIFICATION, "unavailable", count=100_000, retry_after=0
+    )
+    eager = deployment_settings.model_copy(
+        update={
+            "release_before_notify": True,
+            "sync_wait_seconds": 5,
+            "intune_retry_budget_seconds": 0.5,
+        }
+    )
+    async with running(eager) as product:
+        rep = await enrol(product, "late", "tx-late", mint(intune_sim, "late"))
+        assert rep.status is PkiStatus.SUCCESS
+        await wait_for_dead_letters(product.embedded.broker, Step.NOTIFY, 1)
+        await eventually(lambda: notify_dead(product, "tx-late"), "notify_state DEAD")
+        intune_sim.admin.clear_faults()
+
+        assert await dead_letters(eager, "replay", [Step.NOTIFY], None) == 0
+
+        repository = product.embedded.repository
+
+        async def sent() -> bool:
+            request = await repository.get("tx-late")
+            return request is not None and request.notify_state is NotifyState.SENT
+
+        await eventually(sent, "the late success notification")
+        parked = await repository.parked()
+    assert parked == []
+    assert len(success_notifications(intune_sim, "tx-late")) == 1
