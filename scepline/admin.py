@@ -6,10 +6,11 @@ in-process broker of ``scepline up`` lives inside that process, so for it the
 commands work on what the store knows: requests parked because their message
 was dead-lettered. Replaying unparks them and the running process's sweep
 re-queues them (a notification for a certificate released already is sent by
-the command itself: no step is left to re-queue). Purging gives up on a request: it ends FAILED, so the device
-gets a clear answer instead of PENDING forever; a certificate signed for it but
-never released is revoked, and with the Intune provider Intune gets a
-failureNotification for a request it had validated.
+the command itself: no step is left to re-queue). Purging gives up on a
+request: it ends FAILED, so the device gets a clear answer instead of PENDING
+forever; a certificate signed for it but never released is revoked, and with
+the Intune provider Intune gets a failureNotification for a request it had
+validated.
 """
 
 from __future__ import annotations

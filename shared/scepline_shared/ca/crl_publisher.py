@@ -29,7 +29,14 @@ from scepline_shared.store.certificates import CertificateRepository
 from scepline_shared.store.errors import CrlNumberCollision
 from scepline_shared.store.views import CertificateView, CrlView
 
-__all__ = ["CrlPublisher", "OffLoop", "PublishReason", "crl_due", "publish_crl_if_due"]
+__all__ = [
+    "CrlPublisher",
+    "OffLoop",
+    "PublishReason",
+    "crl_due",
+    "publish_crl_if_due",
+    "still_listed",
+]
 
 log = get_logger(__name__)
 
@@ -98,7 +105,8 @@ async def publish_crl_if_due(
     """Publish ``ca``'s next CRL if one is due (see :func:`crl_due`); the stored view,
     or None when nothing was due or a concurrent publisher stored it first.
 
-    The CRL lists every revoked certificate ``ca`` issued, with its reason code.
+    The CRL lists every revoked certificate ``ca`` issued, with its reason code,
+    until it has been listed once after the certificate expired (``still_listed``).
     Its number is the CA's latest + 1 (1 for the first), or ``min_number`` if
     higher. The store keeps CRL numbers unique across all CAs, so a number taken
     by another CA (after a rollover) is skipped: the next one is tried, which
@@ -119,7 +127,7 @@ async def publish_crl_if_due(
 
     def decide() -> tuple[PublishReason, list[CertificateView]] | None:
         previous = None if latest is None else x509.load_der_x509_crl(latest.der)
-        revoked = _issued_by(ca, candidates)
+        revoked = still_listed(_issued_by(ca, candidates), previous)
         reason = crl_due(previous, revoked, at, force=force)
         return None if reason is None else (reason, revoked)
 
@@ -211,6 +219,24 @@ def _key_identifier(certificate: x509.Certificate) -> bytes:
         ).value.digest
     except x509.ExtensionNotFound:
         return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest  # type: ignore[arg-type]
+
+
+def still_listed(
+    revoked: list[CertificateView], previous: x509.CertificateRevocationList | None
+) -> list[CertificateView]:
+    """The revoked certificates the next CRL must list.
+
+    RFC 5280 §3.3: an entry may leave the CRL once it has appeared on one CRL
+    issued after the certificate expired (nobody can still rely on it). So
+    CRLs do not grow with every device ever retired or wiped. The rule, which
+    stays true once true: drop a certificate that expired before the previous
+    CRL's thisUpdate. That previous CRL was built while the one before it
+    predated the expiry, so it listed the entry (had it been revoked by then).
+    """
+    if previous is None:
+        return revoked
+    issued_at = previous.last_update_utc
+    return [view for view in revoked if view.not_after >= issued_at]
 
 
 def _revoked_at(view: CertificateView) -> datetime:

@@ -185,6 +185,43 @@ class TestWhatTheCrlLists:
         assert [entry.serial_number for entry in old_crl] == [from_old.serial_number]
         assert [entry.serial_number for entry in new_crl] == [from_new.serial_number]
 
+    async def test_an_expired_certificate_leaves_after_one_crl_past_its_expiry(
+        self, repository: RequestRepository, ca: KeyPair
+    ) -> None:
+        # RFC 5280 3.3: listed on one CRL issued after it expired, then dropped,
+        # so CRLs do not grow with every device ever retired.
+        short = issue_certificate(
+            csr=make_csr(subject=name("short-lived")),
+            ca=ca,
+            profile=CertificateProfile(validity_days=1),
+            serial=new_serial(),
+        )
+        await store_issued(repository, short, f"txn-{next(_transactions)}")
+        valid = await _issued(repository, ca, "still-valid")
+        await repository.revoke(short.serial_number, reason=4)  # superseded
+        await repository.revoke(valid.serial_number, reason=4)
+        expiry = short.not_valid_after_utc
+
+        before = _present(await publish_crl_if_due(repository, ca, validity=VALIDITY))
+        after_expiry = _present(
+            await publish_crl_if_due(
+                repository, ca, validity=VALIDITY, now=expiry + timedelta(hours=1), force=True
+            )
+        )
+        later = expiry + VALIDITY
+        pruned = _present(await publish_crl_if_due(repository, ca, validity=VALIDITY, now=later))
+
+        def lists(view: CrlView, certificate: x509.Certificate) -> bool:
+            entry = _crl(view).get_revoked_certificate_by_serial_number(certificate.serial_number)
+            return entry is not None
+
+        assert lists(before, short) and lists(after_expiry, short)
+        assert not lists(pruned, short)
+        assert lists(pruned, valid)
+        # The dropped entry does not read as a revocation missing from the CRL.
+        soon = later + timedelta(hours=1)
+        assert await publish_crl_if_due(repository, ca, validity=VALIDITY, now=soon) is None
+
 
 class TestCrlNumbers:
     async def test_a_number_taken_by_another_ca_is_skipped(
