@@ -35,7 +35,6 @@ __all__ = [
     "PublishReason",
     "crl_due",
     "publish_crl_if_due",
-    "still_listed",
 ]
 
 log = get_logger(__name__)
@@ -106,7 +105,7 @@ async def publish_crl_if_due(
     or None when nothing was due or a concurrent publisher stored it first.
 
     The CRL lists every revoked certificate ``ca`` issued, with its reason code,
-    until it has been listed once after the certificate expired (``still_listed``).
+    until it has been listed once after the certificate expired.
     Its number is the CA's latest + 1 (1 for the first), or ``min_number`` if
     higher. The store keeps CRL numbers unique across all CAs, so a number taken
     by another CA (after a rollover) is skipped: the next one is tried, which
@@ -123,11 +122,19 @@ async def publish_crl_if_due(
     latest = await repository.latest_crl(issuer_key_id)
     if latest is not None:
         CRL_NEXT_UPDATE.labels(issuer_key_id).set(latest.next_update.timestamp())
-    candidates = await repository.revoked(ca.certificate.subject.rfc4514_string())
+    # RFC 5280 §3.3: an entry may leave the CRL once it has appeared on one CRL
+    # issued after the certificate expired. The rule used, which stays true once
+    # true: leave out what expired before the latest CRL's thisUpdate. That CRL
+    # was built while the one before it predated the expiry, so it listed the
+    # entry. CRLs then do not grow with every device ever retired or wiped.
+    candidates = await repository.revoked(
+        ca.certificate.subject.rfc4514_string(),
+        expiring_from=None if latest is None else latest.this_update,
+    )
 
     def decide() -> tuple[PublishReason, list[CertificateView]] | None:
         previous = None if latest is None else x509.load_der_x509_crl(latest.der)
-        revoked = still_listed(_issued_by(ca, candidates), previous)
+        revoked = _issued_by(ca, candidates)
         reason = crl_due(previous, revoked, at, force=force)
         return None if reason is None else (reason, revoked)
 
@@ -219,24 +226,6 @@ def _key_identifier(certificate: x509.Certificate) -> bytes:
         ).value.digest
     except x509.ExtensionNotFound:
         return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest  # type: ignore[arg-type]
-
-
-def still_listed(
-    revoked: list[CertificateView], previous: x509.CertificateRevocationList | None
-) -> list[CertificateView]:
-    """The revoked certificates the next CRL must list.
-
-    RFC 5280 §3.3: an entry may leave the CRL once it has appeared on one CRL
-    issued after the certificate expired (nobody can still rely on it). So
-    CRLs do not grow with every device ever retired or wiped. The rule, which
-    stays true once true: drop a certificate that expired before the previous
-    CRL's thisUpdate. That previous CRL was built while the one before it
-    predated the expiry, so it listed the entry (had it been revoked by then).
-    """
-    if previous is None:
-        return revoked
-    issued_at = previous.last_update_utc
-    return [view for view in revoked if view.not_after >= issued_at]
 
 
 def _revoked_at(view: CertificateView) -> datetime:

@@ -111,12 +111,17 @@ class CertificateRepository:
             return await self.get_certificate(key)
         return certificate_view(row)
 
-    async def revoked(self, issuer: str) -> list[CertificateView]:
-        """Revoked certificates of `issuer`, for building its CRL."""
+    async def revoked(
+        self, issuer: str, *, expiring_from: datetime | None = None
+    ) -> list[CertificateView]:
+        """Revoked certificates of `issuer`, for building its CRL; with
+        `expiring_from`, only those still valid at that moment or later."""
+        conditions = [_CERT.issuer == issuer, _CERT.revoked_at.is_not(None)]
+        if expiring_from is not None:
+            check_aware("expiring_from", expiring_from)
+            conditions.append(_CERT.not_after >= expiring_from)
         rows = await self._db.fetch_all(
-            select(*CERTIFICATE_COLUMNS)
-            .where(_CERT.issuer == issuer, _CERT.revoked_at.is_not(None))
-            .order_by(_CERT.revoked_at, _CERT.serial)
+            select(*CERTIFICATE_COLUMNS).where(*conditions).order_by(_CERT.revoked_at, _CERT.serial)
         )
         return [certificate_view(row) for row in rows]
 
