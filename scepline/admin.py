@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import scepline_notifier.main as notifier
 from scepline_shared.broker.base import Broker
@@ -31,7 +32,14 @@ from scepline_shared.store.views import RequestView
 
 from .runtime import Runtime, intune_client, runtime
 
-__all__ = ["dead_letters", "purge", "replay", "revoke_certificate", "show_request"]
+__all__ = [
+    "dead_letters",
+    "prune_store",
+    "purge",
+    "replay",
+    "revoke_certificate",
+    "show_request",
+]
 
 
 async def show_request(settings: Settings, transaction_id: str) -> int:
@@ -80,6 +88,18 @@ async def revoke_certificate(settings: Settings, serial: str, reason: int) -> in
             f"{settings.crl_check_interval_seconds:g} s)"
         )
         return 0
+
+
+async def prune_store(settings: Settings, older_than_days: int) -> int:
+    """Retention: forget final requests and superseded CRLs older than N days."""
+    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+    async with runtime(settings, with_broker=False) as rt:
+        requests = await rt.repository.prune(untouched_since=cutoff)
+        crls = await rt.repository.prune_crls(expired_before=cutoff)
+    print(f"deleted {requests} final request(s) untouched since {cutoff:%Y-%m-%d %H:%M} UTC")
+    print("  (and their history; parked requests and issued certificates are kept)")
+    print(f"deleted {crls} superseded CRL(s) expired before then (each CA's latest is kept)")
+    return 0
 
 
 async def dead_letters(

@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="the state store").add_subparsers()
     db.add_parser("upgrade", help="apply the schema migrations").set_defaults(run=_db_upgrade)
+    prune = db.add_parser(
+        "prune",
+        help="delete final requests and superseded CRLs older than N days (certificates stay)",
+    )
+    prune.add_argument("--older-than-days", type=_positive_days, required=True, metavar="N")
+    prune.set_defaults(run=_db_prune)
 
     request = commands.add_parser("request", help="enrolment requests").add_subparsers()
     request_show = request.add_parser("show", help="a request's state and history")
@@ -311,6 +317,22 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     asyncio.run(upgrade_to_head(settings.effective_database_url))
     print("database schema is at head")
     return 0
+
+
+def _positive_days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError("at least 1 day")
+    return days
+
+
+def _db_prune(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin import prune_store
+
+    return asyncio.run(prune_store(settings, args.older_than_days))
 
 
 def _request_show(settings: Settings, args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -154,6 +154,24 @@ class CertificateRepository:
         except IntegrityError as exc:
             raise CrlNumberCollision(number) from exc
         return view
+
+    async def prune_crls(self, *, expired_before: datetime) -> int:
+        """Delete CRLs whose nextUpdate passed before `expired_before` and that a
+        newer CRL of the same CA replaced (each CA's latest always stays); how many."""
+        check_aware("expired_before", expired_before)
+        newer = CRL_TABLE.alias("newer")
+        superseded = (
+            select(func.count())
+            .select_from(newer)
+            .where(
+                newer.c.issuer_key_id == CRL_TABLE.c.issuer_key_id,
+                newer.c.number > CRL_TABLE.c.number,
+            )
+            .scalar_subquery()
+        )
+        return await self._db.rowcount(
+            delete(CRL_TABLE).where(CRL_TABLE.c.next_update < expired_before, superseded > 0)
+        )
 
     async def latest_crl(self, issuer_key_id: str) -> CrlView | None:
         row = await self._db.fetch_one(

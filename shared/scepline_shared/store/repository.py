@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,12 +31,18 @@ from scepline_shared.store._convert import (
     request_view,
 )
 from scepline_shared.store._sql import Dependent, RequestChange, reusable
-from scepline_shared.store.certificates import CertificateRepository, check_key_id, utc_now
+from scepline_shared.store.certificates import (
+    CertificateRepository,
+    check_aware,
+    check_key_id,
+    utc_now,
+)
 from scepline_shared.store.errors import IllegalTransition, SerialCollision, StoreError
 from scepline_shared.store.models import (
     ALLOWED_NOTIFY_TRANSITIONS,
     ALLOWED_TRANSITIONS,
     NON_TERMINAL_STATES,
+    TERMINAL_STATES,
     NotifyState,
     RequestState,
 )
@@ -318,6 +324,23 @@ class RequestRepository(CertificateRepository):
             .limit(limit)
         )
         return [request_view(row) for row in rows]
+
+    async def prune(self, *, untouched_since: datetime) -> int:
+        """Delete final requests (their history goes with them) untouched since
+        `untouched_since`, except those parked for an operator; how many.
+
+        Issued certificates are a separate table and stay: CRLs, GetCert and
+        renewals need them. A device that repeats a pruned request is a new
+        request (validated again).
+        """
+        check_aware("untouched_since", untouched_since)
+        return await self._db.rowcount(
+            delete(REQUEST_TABLE).where(
+                _REQ.state.in_(TERMINAL_STATES),
+                _REQ.parked_at.is_(None),
+                _REQ.updated_at < untouched_since,
+            )
+        )
 
     async def parked(self, *, limit: int = 1000) -> list[RequestView]:
         """Requests waiting for an operator, oldest first."""
