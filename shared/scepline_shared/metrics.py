@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "CA_NOT_AFTER",
     "INTUNE_LATENCY",
     "INTUNE_REVOCATIONS",
     "PIPELINE_STEP_SECONDS",
@@ -75,4 +76,12 @@ CRL_NEXT_UPDATE = Gauge(
     "scepline_crl_next_update_timestamp_seconds",
     "nextUpdate of the latest CRL seen per CA key id (alert well before it passes)",
     ["issuer_key_id"],
+)
+
+# The CA schedule (every process that loads it; scepline_shared.ca.schedule).
+CA_NOT_AFTER = Gauge(
+    "scepline_ca_certificate_not_after_timestamp_seconds",
+    "notAfter of each CA and RA certificate of the CA schedule, by generation "
+    "(alert well before the active one's: stage a rollover with scepline ca rollover)",
+    ["generation", "role"],
 )

@@ -38,6 +38,7 @@ from scepline_shared.ca.material import CaMaterial, CaPaths, load_certificate, l
 from scepline_shared.keys import KeyFileError, KeyPair, SigningKey, load_private_key
 from scepline_shared.keys.pkcs11 import HsmError, key_matches_certificate
 from scepline_shared.log import get_logger
+from scepline_shared.metrics import CA_NOT_AFTER
 
 __all__ = [
     "BACKDATE",
@@ -45,6 +46,7 @@ __all__ = [
     "CaSchedule",
     "CaScheduleWatcher",
     "ensure_lab_ca",
+    "export_expiries",
     "generation_numbers",
     "init_ca",
     "load_ca_material",
@@ -353,6 +355,16 @@ def _now(now: datetime | None) -> datetime:
     return datetime.now(UTC) if now is None else require_aware_utc(now, "now")
 
 
+def export_expiries(schedule: CaSchedule) -> None:
+    """Each generation's CA and RA notAfter as the CA_NOT_AFTER gauge (only the
+    generations this schedule holds)."""
+    CA_NOT_AFTER.clear()
+    for generation in schedule.generations:
+        for role, pair in (("ca", generation.material.ca), ("ra", generation.material.ra)):
+            expiry = pair.certificate.not_valid_after_utc.timestamp()
+            CA_NOT_AFTER.labels(str(generation.number), role).set(expiry)
+
+
 class CaScheduleWatcher:
     """The schedule a long-running process holds, reloaded when the files change.
 
@@ -381,6 +393,7 @@ class CaScheduleWatcher:
         self._prove = prove_keys
         self._snapshot = _snapshot(self._data_dir)
         self._schedule = load_ca_schedule(self._data_dir, keys, prove_keys=prove_keys)
+        export_expiries(self._schedule)
         self._failure: str | None = None
         self._stopping = threading.Event()
         self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -402,6 +415,7 @@ class CaScheduleWatcher:
             self._failure = reason
             return False
         self._snapshot, self._schedule, self._failure = snapshot, schedule, None
+        export_expiries(schedule)
         _log.info(
             "CA schedule reloaded",
             generations=len(schedule.generations),

@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from scepline_shared.ca import (
@@ -272,6 +273,26 @@ class TestWatcher:
         assert watcher.check() is True
         assert [g.number for g in watcher.current().generations] == [0, 1]
         assert watcher.current().staged() is not None
+
+    def test_each_generations_expiry_is_a_metric_for_alerting(self, tmp_path: Path) -> None:
+        lab(tmp_path)
+        watcher = CaScheduleWatcher(tmp_path, FILE, check_interval=60)
+
+        def expiry(generation: str, role: str) -> float | None:
+            return REGISTRY.get_sample_value(
+                "scepline_ca_certificate_not_after_timestamp_seconds",
+                {"generation": generation, "role": role},
+            )
+
+        first = watcher.current().active().material
+        assert expiry("0", "ca") == first.ca.certificate.not_valid_after_utc.timestamp()
+        assert expiry("0", "ra") == first.ra.certificate.not_valid_after_utc.timestamp()
+        assert expiry("1", "ca") is None
+        stage(tmp_path)
+        assert watcher.check() is True
+        staged = watcher.current().staged()
+        assert staged is not None
+        assert expiry("1", "ca") == staged.material.ca.certificate.not_valid_after_utc.timestamp()
 
     def test_failed_reload_keeps_the_previous_schedule(self, tmp_path: Path) -> None:
         lab(tmp_path)
