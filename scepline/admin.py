@@ -21,11 +21,12 @@ from datetime import UTC, datetime, timedelta
 
 import scepline_notifier.main as notifier
 from scepline_shared.broker.base import Broker
+from scepline_shared.ca.issue import parse_serial
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, StepHandler, Transient, next_step
 from scepline_shared.scep import FailInfo
 from scepline_shared.settings import Settings
-from scepline_shared.store.certificates import CRL_REASON_UNSPECIFIED
+from scepline_shared.store.certificates import CRL_REASON_UNSPECIFIED, REVOCATION_REASON_NAMES
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import RequestView
@@ -34,10 +35,12 @@ from .runtime import Runtime, intune_client, runtime
 
 __all__ = [
     "dead_letters",
+    "find_certificates",
     "prune_store",
     "purge",
     "replay",
     "revoke_certificate",
+    "show_certificate",
     "show_request",
 ]
 
@@ -67,13 +70,62 @@ async def show_request(settings: Settings, transaction_id: str) -> int:
         return 0
 
 
+async def show_certificate(settings: Settings, serial: str) -> int:
+    serial_number = _serial(serial)
+    if serial_number is None:
+        return 2
+    async with runtime(settings, with_broker=False) as rt:
+        certificate = await rt.repository.get_certificate(serial_number)
+    if certificate is None:
+        print(f"no certificate with serial {serial_number:x} was issued here")
+        return 1
+    print(f"serial       {certificate.serial}")
+    print(f"subject      {certificate.subject}")
+    print(f"issuer       {certificate.issuer}")
+    print(
+        f"valid        {certificate.not_before.isoformat()} .. {certificate.not_after.isoformat()}"
+    )
+    print(f"transaction  {certificate.transaction_id}  (scepline request show)")
+    if certificate.revoked_at is None:
+        print("status       not revoked")
+    else:
+        reason = _REASON_LABELS.get(certificate.revocation_reason or 0, "?")
+        print(f"status       revoked at {certificate.revoked_at.isoformat()} ({reason})")
+    return 0
+
+
+def _serial(text: str) -> int | None:
+    serial = parse_serial(text)
+    if serial is None:
+        print(f"not a hexadecimal serial number: {text!r}")
+    return serial
+
+
+_FIND_LIMIT = 50
+_REASON_LABELS = {code: name for name, code in REVOCATION_REASON_NAMES.items()}
+
+
+async def find_certificates(settings: Settings, subject_part: str) -> int:
+    async with runtime(settings, with_broker=False) as rt:
+        found = await rt.repository.find_certificates(subject_part, limit=_FIND_LIMIT)
+    for certificate in found:
+        status = "revoked" if certificate.revoked_at is not None else "valid"
+        if certificate.revoked_at is None and certificate.not_after < datetime.now(UTC):
+            status = "expired"
+        print(
+            f"{certificate.serial}  {certificate.not_before:%Y-%m-%d}  {status:<8} "
+            f"{certificate.subject}"
+        )
+    more = " (the newest; narrow the search)" if len(found) == _FIND_LIMIT else ""
+    print(f"{len(found)} certificate(s){more}")
+    return 0 if found else 1
+
+
 async def revoke_certificate(settings: Settings, serial: str, reason: int) -> int:
     """Record the revocation; the signers' CRL publishers see a revoked certificate
     missing from its CA's latest CRL and publish a new one at their next check."""
-    try:
-        serial_number = int(serial.replace(":", ""), 16)
-    except ValueError:
-        print(f"not a hexadecimal serial number: {serial!r}")
+    serial_number = _serial(serial)
+    if serial_number is None:
         return 2
     async with runtime(settings, with_broker=False) as rt:
         certificate = await rt.repository.revoke(serial_number, reason=reason)

@@ -11,20 +11,9 @@ from pathlib import Path
 from scepline_shared.log import configure_logging
 from scepline_shared.pipeline import Step
 from scepline_shared.settings import Settings
+from scepline_shared.store.certificates import REVOCATION_REASON_NAMES
 
 __all__ = ["main"]
-
-# RFC 5280 CRLReason codes by the names operators type (7 is unused).
-REVOCATION_REASON_NAMES: dict[str, int] = {
-    "unspecified": 0,
-    "key-compromise": 1,
-    "ca-compromise": 2,
-    "affiliation-changed": 3,
-    "superseded": 4,
-    "cessation-of-operation": 5,
-    "certificate-hold": 6,
-    "privilege-withdrawn": 9,
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="RFC 5280 CRLReason",
     )
     revoke.set_defaults(run=_cert_revoke)
+    show = cert.add_parser("show", help="a certificate: subject, validity, revocation, request")
+    show.add_argument("serial", help="serial number in hex")
+    show.set_defaults(run=_cert_show)
+    find = cert.add_parser("find", help="certificates whose subject contains TEXT, newest first")
+    find.add_argument("text", help="part of the subject DN, e.g. a device name (any case)")
+    find.set_defaults(run=_cert_find)
 
     sim = commands.add_parser(
         "intune-sim", help="run the Intune simulator (fake Entra ID, Graph and Intune) on loopback"
@@ -308,6 +303,18 @@ def _cert_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(
         revoke_certificate(settings, args.serial, REVOCATION_REASON_NAMES[args.reason])
     )
+
+
+def _cert_show(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin import show_certificate
+
+    return asyncio.run(show_certificate(settings, args.serial))
+
+
+def _cert_find(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin import find_certificates
+
+    return asyncio.run(find_certificates(settings, args.text))
 
 
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:

@@ -257,10 +257,18 @@ def test_a_revoked_certificate_is_on_the_token_signed_crl_at_its_distribution_po
     certificate = strongswan_enrolment.certificate
     assert certificate is not None, strongswan_enrolment.stdout[-3000:]
     serial = certificate.serial_number
+    common_name = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
 
+    # The operator finds the device's certificate by name, then revokes it.
+    found = cluster.scepline("cert", "find", str(common_name).upper())
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert f"{serial:x}" in found.stdout and "valid" in found.stdout
     revoked = cluster.scepline("cert", "revoke", f"{serial:x}", "--reason", "key-compromise")
     assert revoked.returncode == 0, revoked.stdout + revoked.stderr
     assert f"{serial:x}" in revoked.stdout.lower()
+    shown = cluster.scepline("cert", "show", f"{serial:x}")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "revoked at" in shown.stdout and "key-compromise" in shown.stdout
 
     (url,) = distribution_points(certificate)
     crl = crl_listing(url, serial, timeout=CRL_DEADLINE_SECONDS)

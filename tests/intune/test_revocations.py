@@ -10,11 +10,8 @@ import pytest
 from cryptography import x509
 
 from scepline.intune_sim import Route
-from scepline_notifier.revocations import (
-    CRL_REASON_CESSATION_OF_OPERATION,
-    RevocationSync,
-    parse_serial,
-)
+from scepline_notifier.revocations import CRL_REASON_CESSATION_OF_OPERATION, RevocationSync
+from scepline_shared.ca.issue import parse_serial
 from scepline_shared.intune import IntuneProtocolError
 from scepline_shared.intune.wire import RevocationError, parse_revocation_requests
 from scepline_shared.keys import spki_sha256_hex

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
+from scepline_shared.ca.issue import parse_serial
 from scepline_shared.intune import IntuneClient, IntuneError
 from scepline_shared.intune.wire import RevocationError, RevocationRequest, RevocationResult
 from scepline_shared.log import get_logger
@@ -23,23 +24,12 @@ from scepline_shared.periodic import repeat_until_stopped
 from scepline_shared.store.certificates import CertificateRepository
 from scepline_shared.store.views import CertificateView
 
-__all__ = ["CRL_REASON_CESSATION_OF_OPERATION", "RevocationSync", "parse_serial"]
+__all__ = ["CRL_REASON_CESSATION_OF_OPERATION", "RevocationSync"]
 
 log = get_logger(__name__)
 
 # RFC 5280 CRLReason: the device left management; nothing says its key leaked.
 CRL_REASON_CESSATION_OF_OPERATION = 5
-
-
-def parse_serial(text: str) -> int | None:
-    """A serial as Intune may spell it: hex, any case, with or without
-    separators; None if it is not one."""
-    compact = text.strip().replace(":", "").replace(" ", "").replace("-", "")
-    try:
-        value = int(compact, 16)
-    except ValueError:
-        return None
-    return value if value > 0 else None
 
 
 class RevocationSync:

@@ -19,7 +19,7 @@ from scepline_shared.ca.errors import CaMaterialError, PolicyViolation
 from scepline_shared.ca.profile import CertificateProfile
 from scepline_shared.keys import KeyPair
 
-__all__ = ["MAX_SERIAL", "issue_certificate", "new_serial", "serial_hex"]
+__all__ = ["MAX_SERIAL", "issue_certificate", "new_serial", "parse_serial", "serial_hex"]
 
 #: RFC 5280 4.1.2.2: serials are positive and at most 20 octets of DER content.
 MAX_SERIAL = (1 << 159) - 1
@@ -35,6 +35,17 @@ def new_serial() -> int:
     20), a constant 32-digit hex form, and far above the CA/B 64-bit entropy floor.
     """
     return secrets.randbits(_SERIAL_BITS - 1) | (1 << (_SERIAL_BITS - 1))
+
+
+def parse_serial(text: str) -> int | None:
+    """A serial as people and Intune spell it: hex, any case, with or without
+    ``:``, spaces or dashes; None if it is not one."""
+    compact = text.strip().replace(":", "").replace(" ", "").replace("-", "")
+    try:
+        value = int(compact, 16)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def serial_hex(serial: int) -> str:

@@ -31,6 +31,7 @@ from scepline_shared.store.views import CertificateView, CrlView, serial_hex
 __all__ = [
     "CRL_REASON_UNSPECIFIED",
     "REVOCATION_REASONS",
+    "REVOCATION_REASON_NAMES",
     "CertificateRepository",
     "check_aware",
     "check_key_id",
@@ -41,6 +42,18 @@ __all__ = [
 REVOCATION_REASONS: frozenset[int] = frozenset(range(11)) - {7}
 # What a certificate that was signed but never released is revoked with.
 CRL_REASON_UNSPECIFIED = 0
+# RFC 5280 CRLReason codes by the names operators type (7 is unused; 8,
+# removeFromCRL, belongs to delta CRLs; 10 to attribute authorities).
+REVOCATION_REASON_NAMES: dict[str, int] = {
+    "unspecified": 0,
+    "key-compromise": 1,
+    "ca-compromise": 2,
+    "affiliation-changed": 3,
+    "superseded": 4,
+    "cessation-of-operation": 5,
+    "certificate-hold": 6,
+    "privilege-withdrawn": 9,
+}
 
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -88,6 +101,22 @@ class CertificateRepository:
     async def get_certificate(self, serial: str | int) -> CertificateView | None:
         row = await self._db.fetch_one(_GET_CERTIFICATE, {"serial": serial_hex(serial)})
         return None if row is None else certificate_view(row)
+
+    async def find_certificates(
+        self, subject_part: str, *, limit: int = 50
+    ) -> list[CertificateView]:
+        """Certificates whose subject DN contains `subject_part` (any case),
+        newest first: how an operator finds a device's serial."""
+        if not subject_part:
+            raise ValueError("give part of a subject to search for")
+        escaped = subject_part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self._db.fetch_all(
+            select(*CERTIFICATE_COLUMNS)
+            .where(_CERT.subject.ilike(f"%{escaped}%", escape="\\"))
+            .order_by(_CERT.not_before.desc(), _CERT.serial)
+            .limit(limit)
+        )
+        return [certificate_view(row) for row in rows]
 
     async def revoke(
         self, serial: str | int, *, reason: int, at: datetime | None = None

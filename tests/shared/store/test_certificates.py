@@ -218,3 +218,30 @@ def test_issued_certificate_record_is_frozen() -> None:
     with pytest.raises(AttributeError):
         cert.serial = "ff"  # type: ignore[misc]
     assert isinstance(cert, IssuedCertificateRecord)
+
+
+async def test_certificates_are_found_by_part_of_their_subject_in_any_case(
+    repository: RequestRepository,
+) -> None:
+    for serial, subject, day in (
+        ("a1", "CN=LAPTOP-042,O=Contoso", 1),
+        ("a2", "CN=laptop-042,O=Contoso", 3),
+        ("a3", "CN=phone_7,O=Contoso", 2),
+        ("a4", "CN=phoneX7,O=Contoso", 2),
+    ):
+        transaction_id = f"txn-{serial}"
+        await validated(repository, transaction_id)
+        issued = certificate_record(serial, subject=subject, not_before=T0 + timedelta(days=day))
+        present(
+            await repository.issue_certificate(transaction_id=transaction_id, certificate=issued)
+        )
+
+    found = await repository.find_certificates("Laptop-042")
+    literal = await repository.find_certificates("phone_7")  # "_" is not a wildcard
+    everything = await repository.find_certificates("o=contoso", limit=2)
+
+    assert [c.serial for c in found] == ["a2", "a1"]  # newest first
+    assert [c.serial for c in literal] == ["a3"]
+    assert len(everything) == 2
+    with pytest.raises(ValueError):
+        await repository.find_certificates("")
