@@ -6,6 +6,7 @@ Nothing here runs at import: engines are built by whoever owns the process
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -155,7 +156,7 @@ def _prepare_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if wal:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _switch_to_wal(cursor)
                 # synchronous stays FULL: a commit that vanished on power loss
                 # could let a redelivered sign message issue a second certificate.
         finally:
@@ -168,6 +169,25 @@ def _prepare_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
         if options.get(_SQLITE_AUTOCOMMIT) or options.get("isolation_level") == "AUTOCOMMIT":
             return
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """WAL is a property of the database file: set once, every later connection
+    finds it. Switching needs the file to itself and SQLite answers "database
+    is locked" at once (no busy handler) while another connection is in it, as
+    when several processes start on a new file together: wait and retry."""
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as error:  # the driver's OperationalError, through the adapter
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _is_memory_database(url: URL) -> bool:
