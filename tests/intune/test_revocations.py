@@ -87,9 +87,10 @@ async def test_unknown_serials_are_reported_and_a_repeat_request_counts_as_done(
         # The first round revoked it but Intune did not take the results, so
         # the same request comes again: it must not read as a failure.
         intune_sim.admin.add_fault(Route.UPLOAD_REVOCATION_RESULTS, "false_value", count=1)
+        ours = product.embedded.material.ca.certificate.subject.rfc4514_string()
         intune_sim.admin.queue_revocations(transaction_id="tx-twice")
-        intune_sim.admin.queue_revocations(serial_number="abcdef1234", issuer_name="CN=elsewhere")
-        intune_sim.admin.queue_revocations(serial_number="not-a-serial", issuer_name="CN=x")
+        intune_sim.admin.queue_revocations(serial_number="abcdef1234", issuer_name=ours)
+        intune_sim.admin.queue_revocations(serial_number="not-a-serial", issuer_name=ours)
 
         first = await sync.sync_once()
         again = await sync.sync_once()
@@ -107,6 +108,23 @@ async def test_unknown_serials_are_reported_and_a_repeat_request_counts_as_done(
     uploaded = intune_sim.admin.revocations()["results"]
     assert sorted(r["error_code"] for r in uploaded) == [0, 4002, 4004]
     assert all(r["succeeded"] is (r["error_code"] == 0) for r in uploaded)
+
+
+async def test_requests_for_another_ca_of_the_tenant_are_left_to_it(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    async with running(deployment_settings) as product:
+        serial = await issued_serial(product, intune_sim, "ours")
+        sync = sync_for(product.embedded.repository, intune_sim)
+        intune_sim.admin.queue_revocations(transaction_id="tx-ours")
+        intune_sim.admin.queue_revocations(serial_number="abcdef1234", issuer_name="CN=Other CA")
+
+        [done] = await sync.sync_once()
+        revoked = await product.embedded.repository.get_certificate(serial)
+    assert done.error is RevocationError.NONE
+    assert revoked is not None and revoked.revoked_at is not None
+    [theirs] = intune_sim.admin.revocations()["pending"]
+    assert theirs["issuer_name"] == "CN=Other CA"
 
 
 async def test_an_intune_outage_leaves_the_requests_for_a_later_round(

@@ -7,8 +7,9 @@ in the store and uploads the results; the signers' CRL publishers list it in
 the next CRL. Requests come again until their results are uploaded, so every
 step is idempotent: a certificate revoked already counts as done, whatever
 round revoked it. Serial numbers are unique in the store (at least 64 random
-bits), so the serial alone names the certificate; the issuer Intune echoes is
-only compared for the log.
+bits), so the serial alone names the certificate. Requests are asked for per
+issuer name, as the success notifications gave it (``issuingCertificateAuthority``):
+a tenant may have other CAs, and their requests are not ours to answer.
 """
 
 from __future__ import annotations
@@ -48,10 +49,22 @@ class RevocationSync:
         self._stopped = asyncio.Event()
 
     async def sync_once(self) -> list[RevocationResult]:
-        """One round: download, revoke, upload. The results uploaded (or that
-        Intune would not take: they are sent again with the next download)."""
+        """One round: for each issuer this CA has issued under, download its
+        requests, revoke, upload. The results (uploaded, or resent with the
+        next download if Intune did not take them)."""
+        results: list[RevocationResult] = []
+        for issuer in await self._repository.issuers():
+            results += await self._sync_issuer(issuer)
+        return results
+
+    async def _sync_issuer(self, issuer: str) -> list[RevocationResult]:
+        # Asked per issuer, as it was sent in the success notifications: a
+        # tenant may have other CAs, whose requests are theirs to answer (a
+        # "not found" from us would use them up).
         try:
-            requests = await self._intune.download_revocation_requests(max_requests=self._batch)
+            requests = await self._intune.download_revocation_requests(
+                max_requests=self._batch, issuer_name=issuer
+            )
         except IntuneError as error:
             log.warning("could not download Intune's revocation requests", error=error.message)
             return []

@@ -102,6 +102,11 @@ class CertificateRepository:
         row = await self._db.fetch_one(_GET_CERTIFICATE, {"serial": serial_hex(serial)})
         return None if row is None else certificate_view(row)
 
+    async def issuers(self) -> list[str]:
+        """Every issuer name certificates were issued under (one per CA name)."""
+        rows = await self._db.fetch_all(select(_CERT.issuer).distinct().order_by(_CERT.issuer))
+        return [row[0] for row in rows]
+
     async def find_certificates(
         self, subject_part: str, *, limit: int = 50
     ) -> list[CertificateView]:
