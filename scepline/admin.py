@@ -15,6 +15,7 @@ validated.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -158,13 +159,14 @@ async def dead_letters(
     settings: Settings, action: str, steps: Sequence[Step], ids: Sequence[str] | None
 ) -> int:
     in_process = settings.broker_url.startswith("memory://")
-    async with (
-        intune_client(settings) as intune,
-        runtime(settings, with_broker=not in_process) as rt,
-    ):
+    # Only replay and purge may talk to the provider; listing works even while
+    # its configuration is broken (which is when dead letters pile up).
+    acts = action in ("replay", "purge")
+    provider = intune_client(settings) if acts else contextlib.nullcontext(None)
+    async with provider as intune, runtime(settings, with_broker=not in_process) as rt:
         report_failure = notifier.build_failure_reporter(rt.repository, intune)
         if in_process:
-            late_notify = notifier.build_handler(settings, rt.repository, intune)
+            late_notify = notifier.build_handler(settings, rt.repository, intune) if acts else None
             return await _parked_requests(rt, action, steps, ids, report_failure, late_notify)
         for step in steps:
             letters = await rt.broker.dead_letters(step, limit=1000)
@@ -226,7 +228,7 @@ async def _parked_requests(
     steps: Sequence[Step],
     ids: Sequence[str] | None,
     report_failure: notifier.FailureReporter | None,
-    notify: StepHandler,
+    notify: StepHandler | None,
 ) -> int:
     parked = [
         request
@@ -239,7 +241,7 @@ async def _parked_requests(
             _print_parked(request, full=action == "show")
         elif action == "replay":
             await rt.repository.unpark(transaction_id=request.transaction_id)
-            if request.state is RequestState.ISSUED:
+            if request.state is RequestState.ISSUED and notify is not None:
                 await _notify_released(rt.repository, request.transaction_id, notify)
             else:
                 print(f"  replayed {request.transaction_id}: the running scepline re-queues it")

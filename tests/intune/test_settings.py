@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from scepline.admin import dead_letters
 from scepline_shared.intune import IntuneConfig, IntuneConfigurationError
+from scepline_shared.pipeline import Step
 from scepline_shared.settings import Settings
 
 BASE: dict[str, Any] = {
@@ -65,3 +67,21 @@ def test_unreadable_credential_files_are_a_configuration_error(tmp_path: Path):
     )
     with pytest.raises(IntuneConfigurationError, match=r"missing\.pem"):
         IntuneConfig.from_settings(settings)
+
+
+async def test_dead_letters_can_be_listed_while_the_intune_credential_is_broken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # Broken configuration is when dead letters pile up: listing must still work;
+    # only replay and purge need the provider.
+    settings = Settings(
+        **BASE,
+        data_dir=tmp_path,
+        intune_client_certificate_file=tmp_path / "missing.pem",
+        intune_client_key_file=tmp_path / "missing.key",
+    )
+
+    assert await dead_letters(settings, "list", list(Step), None) == 0
+    assert "0 parked request(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="Intune provider"):
+        await dead_letters(settings, "replay", list(Step), None)
