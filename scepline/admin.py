@@ -37,6 +37,7 @@ from .runtime import Runtime, intune_client, runtime
 __all__ = [
     "dead_letters",
     "find_certificates",
+    "list_requests",
     "prune_store",
     "purge",
     "replay",
@@ -69,6 +70,21 @@ async def show_request(settings: Settings, transaction_id: str) -> int:
                 f"  {event.detail}"
             )
         return 0
+
+
+async def list_requests(settings: Settings, state: RequestState, limit: int) -> int:
+    """Requests in one state, most recently changed first: who is PENDING now."""
+    async with runtime(settings, with_broker=False) as rt:
+        found = await rt.repository.in_state(state, limit=limit)
+    for request in found:
+        parked = "  parked" if request.parked_at is not None else ""
+        print(
+            f"{request.updated_at:%Y-%m-%d %H:%M:%S}  {request.transaction_id}  "
+            f"{request.subject}{parked}"
+        )
+    more = f" (the {limit} most recent; --limit for more)" if len(found) == limit else ""
+    print(f"{len(found)} request(s) in {state.value}{more}")
+    return 0
 
 
 async def show_certificate(settings: Settings, serial: str) -> int:

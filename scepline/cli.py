@@ -12,6 +12,7 @@ from scepline_shared.log import configure_logging
 from scepline_shared.pipeline import Step
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import REVOCATION_REASON_NAMES
+from scepline_shared.store.models import RequestState
 
 __all__ = ["main"]
 
@@ -127,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     request_show = request.add_parser("show", help="a request's state and history")
     request_show.add_argument("transaction_id")
     request_show.set_defaults(run=_request_show)
+    request_list = request.add_parser(
+        "list", help="requests in one state, most recently changed first"
+    )
+    request_list.add_argument(
+        "--state", choices=[s.value for s in RequestState], default=RequestState.RECEIVED.value
+    )
+    request_list.add_argument("--limit", type=int, default=50)
+    request_list.set_defaults(run=_request_list)
 
     dlq = commands.add_parser("dlq", help="the dead-letter queues").add_subparsers()
     for name, helptext, takes_ids in (
@@ -340,6 +349,12 @@ def _db_prune(settings: Settings, args: argparse.Namespace) -> int:
     from .admin import prune_store
 
     return asyncio.run(prune_store(settings, args.older_than_days))
+
+
+def _request_list(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin import list_requests
+
+    return asyncio.run(list_requests(settings, RequestState(args.state), args.limit))
 
 
 def _request_show(settings: Settings, args: argparse.Namespace) -> int:

@@ -342,6 +342,16 @@ class RequestRepository(CertificateRepository):
             )
         )
 
+    async def in_state(self, state: RequestState, *, limit: int = 50) -> list[RequestView]:
+        """Requests in `state`, most recently changed first (`scepline request list`)."""
+        rows = await self._db.fetch_all(
+            select(*REQUEST_COLUMNS)
+            .where(_REQ.state == state)
+            .order_by(_REQ.updated_at.desc(), _REQ.id.desc())
+            .limit(limit)
+        )
+        return [request_view(row) for row in rows]
+
     async def parked(self, *, limit: int = 1000) -> list[RequestView]:
         """Requests waiting for an operator, oldest first."""
         rows = await self._db.fetch_all(
