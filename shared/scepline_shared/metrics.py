@@ -18,6 +18,7 @@ __all__ = [
     "REQUESTS_IN_FLIGHT",
     "SCEP_REQUESTS",
     "SIGNING_SECONDS",
+    "SWEPT_REQUESTS",
 ]
 
 SCEP_REQUESTS = Counter(
@@ -46,6 +47,12 @@ QUEUE_MESSAGES = Gauge(
     "Messages waiting in the broker per step and queue: work (for a worker), "
     "retry (for their backoff to pass), dlq (for an operator: scepline dlq replay)",
     ["step", "queue"],
+)
+SWEPT_REQUESTS = Counter(
+    "scepline_swept_requests_total",
+    "Requests the sweep handed back to the pipeline after nobody touched them "
+    "(a publish lost while the broker was down, a process that died mid-step)",
+    ["step"],
 )
 INTUNE_LATENCY = Histogram(
     "scepline_intune_request_seconds",

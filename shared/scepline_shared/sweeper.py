@@ -13,6 +13,7 @@ import asyncio
 from datetime import timedelta
 
 from .log import get_logger
+from .metrics import SWEPT_REQUESTS
 from .periodic import repeat_until_stopped
 from .pipeline import Pipeline, next_step
 from .store.repository import RequestRepository
@@ -47,6 +48,7 @@ class Sweeper:
             if step is not None:
                 await self._repository.mark_queued(view.transaction_id)
                 await self._pipeline.submit(view.transaction_id, step)
+                SWEPT_REQUESTS.labels(step.value).inc()
                 requeued += 1
         if requeued:
             log.info("re-queued stale requests", count=requeued)

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from prometheus_client import REGISTRY
 
 from scepline.admin import purge, replay
 from scepline_shared.challenge import (
@@ -143,7 +144,9 @@ async def test_request_recorded_while_the_broker_was_down_is_swept_into_the_pipe
         sweeper = Sweeper(
             repository=repository, pipeline=_pipeline(product), stale_after=timedelta(0)
         )
+        swept_before = _swept(Step.VALIDATE)
         assert await sweeper.sweep_once() >= 1
+        assert _swept(Step.VALIDATE) >= swept_before + 1  # operators see the sweep at work
         for _ in range(200):
             request = await repository.get("tx-swept")
             if request is not None and request.is_terminal:
@@ -208,6 +211,11 @@ async def test_unreadable_and_unknown_messages_are_dead_lettered_not_crashing_wo
         assert "no request with transaction id" in letters[0].reason
         # The workers are still alive: a real enrolment still goes through.
         assert (await enrol(product, "after", "tx-after")).status is PkiStatus.SUCCESS
+
+
+def _swept(step: Step) -> float:
+    value = REGISTRY.get_sample_value("scepline_swept_requests_total", {"step": step.value})
+    return value or 0.0
 
 
 def _pipeline(product: RunningScepline):  # type: ignore[no-untyped-def]
