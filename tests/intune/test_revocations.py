@@ -10,13 +10,14 @@ import pytest
 from cryptography import x509
 
 from scepline.intune_sim import Route
-from scepline_notifier.revocations import CRL_REASON_CESSATION_OF_OPERATION, RevocationSync
+from scepline_notifier.revocations import RevocationSync
 from scepline_shared.ca.issue import parse_serial
 from scepline_shared.intune import IntuneProtocolError
 from scepline_shared.intune.wire import RevocationError, parse_revocation_requests
 from scepline_shared.keys import spki_sha256_hex
 from scepline_shared.scep import PkiStatus
 from scepline_shared.settings import Settings
+from scepline_shared.store.certificates import CRL_REASON_CESSATION_OF_OPERATION
 from scepline_shared.store.repository import RequestRepository
 from tests.fixtures.scepline import RunningScepline, running
 from tests.intune.support import enrol, eventually, intune_client, mint

@@ -32,6 +32,7 @@ __all__ = [
     "hresult_for",
     "needs_failure_notification",
     "notify_intune",
+    "owes_failure_notification",
     "report_given_up",
     "was_validated",
 ]
@@ -55,14 +56,23 @@ async def was_validated(repository: RequestRepository, transaction_id: str) -> b
     return any(e.kind == "state" and e.to_state == RequestState.VALIDATED for e in history)
 
 
-async def needs_failure_notification(repository: RequestRepository, transaction_id: str) -> bool:
-    request = await repository.get(transaction_id)
+async def owes_failure_notification(
+    repository: RequestRepository, request: RequestView | None, *, after_dead: bool = False
+) -> bool:
+    """Is Intune owed a failureNotification: the request FAILED after Intune
+    validated it, and Intune was not told. ``after_dead``: a notification that
+    already failed (notify DEAD) counts as not told too (an operator's purge)."""
+    untold = _PENDING_NOTIFY if after_dead else (NotifyState.NONE,)
     return (
         request is not None
         and request.state is RequestState.FAILED
-        and request.notify_state is NotifyState.NONE
-        and await was_validated(repository, transaction_id)
+        and request.notify_state in untold
+        and await was_validated(repository, request.transaction_id)
     )
+
+
+async def needs_failure_notification(repository: RequestRepository, transaction_id: str) -> bool:
+    return await owes_failure_notification(repository, await repository.get(transaction_id))
 
 
 async def report_given_up(
@@ -74,11 +84,8 @@ async def report_given_up(
     A request whose success notification went DEAD is included: Intune heard
     nothing of it."""
     request = await repository.get(transaction_id)
-    if (
-        request is not None
-        and request.state is RequestState.FAILED
-        and request.notify_state in _PENDING_NOTIFY
-        and await was_validated(repository, transaction_id)
+    if request is not None and await owes_failure_notification(
+        repository, request, after_dead=True
     ):
         await _notify_failure(repository, intune, request)
 
@@ -105,11 +112,7 @@ async def notify_intune(
     if request.state is RequestState.ISSUED and request.notify_state in _PENDING_NOTIFY:
         await _notify_released(repository, intune, request)
         return RequestState.ISSUED
-    if (
-        request.state is RequestState.FAILED
-        and request.notify_state is NotifyState.NONE
-        and await was_validated(repository, request.transaction_id)
-    ):
+    if await owes_failure_notification(repository, request):
         await _notify_failure(repository, intune, request)
     return request.state
 

@@ -22,15 +22,15 @@ from scepline_shared.intune.wire import RevocationError, RevocationRequest, Revo
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import INTUNE_REVOCATIONS
 from scepline_shared.periodic import repeat_until_stopped
-from scepline_shared.store.certificates import CertificateRepository
+from scepline_shared.store.certificates import (
+    CRL_REASON_CESSATION_OF_OPERATION,
+    CertificateRepository,
+)
 from scepline_shared.store.views import CertificateView
 
-__all__ = ["CRL_REASON_CESSATION_OF_OPERATION", "RevocationSync"]
+__all__ = ["RevocationSync"]
 
 log = get_logger(__name__)
-
-# RFC 5280 CRLReason: the device left management; nothing says its key leaked.
-CRL_REASON_CESSATION_OF_OPERATION = 5
 
 
 class RevocationSync:

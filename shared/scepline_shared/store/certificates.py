@@ -29,6 +29,7 @@ from scepline_shared.store.errors import CrlNumberCollision
 from scepline_shared.store.views import CertificateView, CrlView, serial_hex
 
 __all__ = [
+    "CRL_REASON_CESSATION_OF_OPERATION",
     "CRL_REASON_UNSPECIFIED",
     "REVOCATION_REASONS",
     "REVOCATION_REASON_NAMES",
@@ -40,8 +41,6 @@ __all__ = [
 
 # RFC 5280 CRLReason values; 7 is unassigned.
 REVOCATION_REASONS: frozenset[int] = frozenset(range(11)) - {7}
-# What a certificate that was signed but never released is revoked with.
-CRL_REASON_UNSPECIFIED = 0
 # RFC 5280 CRLReason codes by the names operators type (7 is unused; 8,
 # removeFromCRL, belongs to delta CRLs; 10 to attribute authorities).
 REVOCATION_REASON_NAMES: dict[str, int] = {
@@ -54,6 +53,10 @@ REVOCATION_REASON_NAMES: dict[str, int] = {
     "certificate-hold": 6,
     "privilege-withdrawn": 9,
 }
+# A certificate signed but never released (nothing is known against it).
+CRL_REASON_UNSPECIFIED = REVOCATION_REASON_NAMES["unspecified"]
+# A device Intune retired or wiped: it left management; nothing says its key leaked.
+CRL_REASON_CESSATION_OF_OPERATION = REVOCATION_REASON_NAMES["cessation-of-operation"]
 
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
