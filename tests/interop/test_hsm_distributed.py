@@ -15,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from scepline_shared.keys.pkcs11 import Pkcs11Config, Pkcs11Token
 from tests.fixtures.processes import ClusterInfo, scepline_cluster
 from tests.interop.clients import EnrolResult, enrol_certmonger, enrol_strongswan
 from tests.interop.test_clients import CHALLENGE, Server, assert_enrolled, common_name
+from tests.support.commands import run_scepline
 from tests.support.pkcs11 import assert_never_leaves_the_token, private_key_attributes
 
 pytestmark = [pytest.mark.interop, pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -70,14 +70,7 @@ class HsmCluster:
 
     def scepline(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``scepline ARGS`` as an operator runs it beside the cluster."""
-        done = subprocess.run(
-            [sys.executable, "-m", "scepline", *args],
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_scepline(self.env, *args)
         self.transcripts.append(f"$ scepline {' '.join(args)}\n{done.stdout}{done.stderr}")
         return done
 

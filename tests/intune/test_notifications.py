@@ -215,9 +215,14 @@ async def test_a_notifier_outage_parks_devices_and_replay_completes_each_once(
         assert await repository.parked() == []
 
 
+@pytest.mark.parametrize("replayed_by", ["broker", "command"])
 async def test_release_before_notify_hands_out_the_certificate_first(
-    deployment_settings: Settings, intune_sim: IntuneSim
+    deployment_settings: Settings, intune_sim: IntuneSim, replayed_by: str
 ):
+    # The notification dead-lettered after the release is sent once replayed,
+    # through the broker or by `scepline dlq replay --step notify` as its own
+    # process would run it. (In-process broker: the request is final, so there
+    # is no step for the running process's sweep; the command sends it itself.)
     intune_sim.admin.add_fault(
         Route.SUCCESS_NOTIFICATION, "unavailable", count=100_000, retry_after=0
     )
@@ -238,13 +243,18 @@ async def test_release_before_notify_hands_out_the_certificate_first(
         assert request is not None
         assert (request.state, request.notify_state) == (RequestState.ISSUED, NotifyState.DEAD)
         intune_sim.admin.clear_faults()
-        await replay(broker, repository, Step.NOTIFY, ids=None)
+        if replayed_by == "broker":
+            await replay(broker, repository, Step.NOTIFY, ids=None)
+        else:
+            assert await dead_letters(eager, "replay", [Step.NOTIFY], None) == 0
 
         async def sent() -> bool:
             request = await repository.get("tx-eager")
             return request is not None and request.notify_state is NotifyState.SENT
 
         await eventually(sent, "the late success notification")
+        parked = await repository.parked()
+    assert parked == []
     assert len(success_notifications(intune_sim, "tx-eager")) == 1
 
 
@@ -287,41 +297,3 @@ async def test_purging_a_parked_notification_revokes_the_unreleased_certificate_
     assert certificate is not None and certificate.revoked_at is not None
     [failure] = failure_notifications(intune_sim, "tx-abandoned")
     assert failure["hResult"] == HRESULT_BAD_REQUEST
-
-
-async def test_scepline_dlq_replay_sends_a_late_notification_on_both_brokers(
-    deployment_settings: Settings, intune_sim: IntuneSim
-):
-    # Released before notifying, the notification dead-lettered: the operator's
-    # `scepline dlq replay --step notify`, run as its own process would run it,
-    # gets it sent. (In-process broker: the request is final, so there is no
-    # step for the running process's sweep; the command sends it itself.)
-    intune_sim.admin.add_fault(
-        Route.SUCCESS_NOTIFICATION, "unavailable", count=100_000, retry_after=0
-    )
-    eager = deployment_settings.model_copy(
-        update={
-            "release_before_notify": True,
-            "sync_wait_seconds": 5,
-            "intune_retry_budget_seconds": 0.5,
-        }
-    )
-    async with running(eager) as product:
-        rep = await enrol(product, "late", "tx-late", mint(intune_sim, "late"))
-        assert rep.status is PkiStatus.SUCCESS
-        await wait_for_dead_letters(product.embedded.broker, Step.NOTIFY, 1)
-        await eventually(lambda: notify_dead(product, "tx-late"), "notify_state DEAD")
-        intune_sim.admin.clear_faults()
-
-        assert await dead_letters(eager, "replay", [Step.NOTIFY], None) == 0
-
-        repository = product.embedded.repository
-
-        async def sent() -> bool:
-            request = await repository.get("tx-late")
-            return request is not None and request.notify_state is NotifyState.SENT
-
-        await eventually(sent, "the late success notification")
-        parked = await repository.parked()
-    assert parked == []
-    assert len(success_notifications(intune_sim, "tx-late")) == 1

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 from scepline_shared.store import RequestRepository, RequestState
 from tests.shared.store.helpers import FakeClock, record, validated
+from tests.support.commands import run_scepline
 
 
 async def test_requests_are_listed_by_state_most_recently_changed_first(
@@ -31,12 +29,8 @@ async def test_requests_are_listed_by_state_most_recently_changed_first(
 
 
 def test_the_command_lists_a_state(tmp_path: Path) -> None:
-    listed = subprocess.run(
-        [sys.executable, "-m", "scepline", "request", "list", "--state", "SIGNED"],
-        env={**os.environ, "SCEPLINE_DATA_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    listed = run_scepline(
+        {"SCEPLINE_DATA_DIR": str(tmp_path)}, "request", "list", "--state", "SIGNED"
     )
     assert listed.returncode == 0, listed.stderr
     assert "0 request(s) in SIGNED" in listed.stdout

@@ -1,0 +1,22 @@
+"""Running ``scepline`` commands as an operator would: their own process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+
+__all__ = ["run_scepline"]
+
+
+def run_scepline(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``scepline ARGS`` with ``env`` over this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "scepline", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
