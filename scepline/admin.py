@@ -123,6 +123,9 @@ _REASON_LABELS = {code: name for name, code in REVOCATION_REASON_NAMES.items()}
 
 
 async def find_certificates(settings: Settings, subject_part: str) -> int:
+    if not subject_part.strip():
+        print("give part of a subject to search for, e.g. a device name")
+        return 2
     async with runtime(settings, with_broker=False) as rt:
         found = await rt.repository.find_certificates(subject_part, limit=_FIND_LIMIT)
     for certificate in found:

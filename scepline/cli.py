@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         "prune",
         help="delete final requests and superseded CRLs older than N days (certificates stay)",
     )
-    prune.add_argument("--older-than-days", type=_positive_days, required=True, metavar="N")
+    prune.add_argument("--older-than-days", type=_at_least_one, required=True, metavar="N")
     prune.set_defaults(run=_db_prune)
 
     request = commands.add_parser("request", help="enrolment requests").add_subparsers()
@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     request_list.add_argument(
         "--state", choices=[s.value for s in RequestState], default=RequestState.RECEIVED.value
     )
-    request_list.add_argument("--limit", type=int, default=50)
+    request_list.add_argument("--limit", type=_at_least_one, default=50)
     request_list.set_defaults(run=_request_list)
 
     dlq = commands.add_parser("dlq", help="the dead-letter queues").add_subparsers()
@@ -335,14 +335,14 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_days(text: str) -> int:
+def _at_least_one(text: str) -> int:
     try:
-        days = int(text)
+        number = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if days < 1:
-        raise argparse.ArgumentTypeError("at least 1 day")
-    return days
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return number
 
 
 def _db_prune(settings: Settings, args: argparse.Namespace) -> int:
