@@ -531,6 +531,7 @@ def enrol_strongswan(
     renew_key: Path | None = None,
     poll_interval: int | None = None,
     max_poll_time: int | None = None,
+    rsa_padding: str = "pkcs1",
 ) -> EnrolResult:
     """Enrol with strongSwan ``pki --scep`` (5.9.8).
 
@@ -550,6 +551,8 @@ def enrol_strongswan(
     strongSwan then sends a RenewalReq (messageType 17) for the new key, signed with the
     old certificate. ``poll_interval``/``max_poll_time`` map to ``--interval`` and
     ``--maxpolltime``. On PENDING strongSwan polls with CertPoll, every 60 s by default.
+    ``rsa_padding`` maps to ``--rsa-padding``: ``"pss"`` signs the pkiMessage (SignerInfo
+    ``rsassaPss`` with explicit parameters) and the self-signed certificate with RSASSA-PSS.
 
     Known 5.9.8 bugs (spec §4): its GetCACaps checks test enum indexes as bit masks. The
     default ``cipher="aes"`` fails unless the server also advertises ``DES3``
@@ -609,6 +612,8 @@ def enrol_strongswan(
         cipher,
         "--digest",
         digest,
+        "--rsa-padding",
+        rsa_padding,
         "--outform",
         "pem",
         "--debug",

@@ -151,6 +151,20 @@ def test_strongswan_enrols_with_sans(server: Server, tmp_path: Path):
     assert san_values(certificate) == {"vpn-gw.example.com", "ops@example.com", "192.0.2.7"}
 
 
+def test_strongswan_enrols_with_rsa_pss_signatures(server: Server, tmp_path: Path):
+    """``--rsa-padding pss``: the pkiMessage, its signer certificate and the CSR
+    are RSASSA-PSS signed (SHA-256, MGF1 with SHA-256, 32 bytes of salt)."""
+    result = enrol_strongswan(
+        server.url,
+        tmp_path,
+        challenge=CHALLENGE,
+        dn="C=US, O=scepline, CN=strongswan-pss",
+        rsa_padding="pss",
+    )
+    certificate = assert_enrolled(server, result)
+    assert common_name(certificate) == "strongswan-pss"
+
+
 def test_strongswan_renews_with_renewal_req_and_a_new_key(server: Server, tmp_path: Path):
     first = enrol_strongswan(
         server.url, tmp_path / "a", challenge=CHALLENGE, dn="CN=strongswan-renew"

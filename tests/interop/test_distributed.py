@@ -40,7 +40,10 @@ def cluster(
         )
 
 
-def test_strongswan_polls_a_pending_request_until_it_is_issued(cluster: Cluster, tmp_path: Path):
+@pytest.mark.parametrize("rsa_padding", ["pkcs1", "pss"])
+def test_strongswan_polls_a_pending_request_until_it_is_issued(
+    cluster: Cluster, tmp_path: Path, rsa_padding: str
+):
     result = enrol_strongswan(
         cluster.pending.url,
         tmp_path,
@@ -49,6 +52,7 @@ def test_strongswan_polls_a_pending_request_until_it_is_issued(cluster: Cluster,
         sans=["dns:polled.example.com"],
         poll_interval=1,
         max_poll_time=60,
+        rsa_padding=rsa_padding,
     )
     certificate = assert_enrolled(cluster.pending, result)
     assert common_name(certificate) == "polled-by-strongswan"
