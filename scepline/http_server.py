@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import http
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,13 +163,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self.transport.write(_answer(status, reason))
+        if not self.transport.can_write_eof():  # TLS
+            self.transport.close()
+            return
         # Half-close, and drop what the client still sends for a moment: closing
         # with its bytes unread would reset the connection, and a client still
         # sending would lose the answer with it.
         self.transport.write_eof()
         self._arm(LINGER_SECONDS, self.transport.close)
 
-    def _arm(self, seconds: float, then: Any) -> None:
+    def _arm(self, seconds: float, then: Callable[[], object]) -> None:
         self._disarm()
         self._deadline = self.loop.call_later(seconds, then)
 

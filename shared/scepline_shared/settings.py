@@ -34,10 +34,11 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Limits of every HTTP server a process starts (SCEP and health ports): a
     # request head larger or with more fields is answered 431; one not complete
-    # this long after the connection (or the previous response) 408; a
-    # PKIOperation body not received this long after its head 408. Idle kept-alive
+    # this long after the connection opened or the request's first byte 408; a
+    # PKIOperation body not received this long after its head 408 (a body the app
+    # does not read gets as long, then the connection closes). Idle kept-alive
     # connections close after the keep-alive timeout; connections beyond the cap
-    # are answered 503.
+    # (per port) are answered 503.
     http_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     http_max_headers: int = Field(default=100, ge=10, le=1000)
     http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)

@@ -1,6 +1,10 @@
-"""``LimitedHttpToolsProtocol`` subclasses uvicorn's httptools protocol: these
-tests fail when a uvicorn release renames, stops calling or changes a method it
-overrides (uvicorn is pinned below its next minor release for this reason)."""
+"""The limits of every HTTP server (``scepline.http_server``).
+
+``LimitedHttpToolsProtocol`` subclasses uvicorn's httptools protocol: the tests
+below fail when a uvicorn release renames, stops calling or changes a method it
+overrides (uvicorn is pinned below its next minor release for this reason). The
+limits' effects on a running ``scepline up`` are tested in
+``tests/integration/test_http_limits.py``."""
 
 from __future__ import annotations
 
@@ -12,12 +16,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
+from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scepline.http_server import HttpLimits, LimitedHttpToolsProtocol
+from scepline_shared.settings import Settings
 from tests.fixtures.processes import free_port
 
 HOOKS = [
@@ -39,6 +46,35 @@ LIMITS = HttpLimits(
     keepalive_timeout=5.0,
     max_connections=3,
 )
+
+
+def test_the_defaults_are_safe():
+    assert HttpLimits.from_settings(Settings()) == HttpLimits(
+        max_header_bytes=16384,
+        max_headers=100,
+        header_timeout=10.0,
+        body_timeout=30.0,
+        keepalive_timeout=5.0,
+        max_connections=1024,
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("http_max_header_bytes", 100),
+        ("http_max_header_bytes", 2 * 1024 * 1024),
+        ("http_max_headers", 0),
+        ("http_header_timeout_seconds", 0),
+        ("http_header_timeout_seconds", 3600),
+        ("http_body_timeout_seconds", 0),
+        ("http_keepalive_timeout_seconds", 0),
+        ("http_max_connections", 0),
+    ],
+)
+def test_limits_out_of_range_are_refused_at_start(setting: str, value: float):
+    with pytest.raises(ValidationError, match=setting):
+        Settings(**{setting: value})
 
 
 def test_every_hook_overrides_a_method_of_uvicorns_protocol_with_its_parameters():
