@@ -47,6 +47,7 @@ from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 from .http_server import Listener, serve_http
 
 __all__ = [
+    "UP_HEALTH_PORT",
     "Embedded",
     "Runtime",
     "create_ca",
@@ -56,6 +57,7 @@ __all__ = [
     "serve_embedded",
     "serve_ingress",
     "serve_worker",
+    "up_health_port",
 ]
 
 log = get_logger(__name__)
@@ -322,6 +324,7 @@ def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
 
 
 def up_health_port(settings: Settings) -> int:
+    """Where ``scepline up`` serves its health port."""
     return UP_HEALTH_PORT if settings.health_port is None else settings.health_port
 
 
