@@ -153,11 +153,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(settings: Settings, _args: argparse.Namespace) -> int:
-    from .runtime import Embedded, serve_embedded
+    from .runtime import Embedded, serve_embedded, up_health_port
 
     def announce(product: Embedded) -> None:
         url = f"http://{settings.http_host}:{settings.http_port}/scep"
         print(f"scepline serving SCEP at {url}", flush=True)
+        health = f"http://{settings.health_host}:{up_health_port(settings)}"
+        print(f"Metrics and health checks at {health}/metrics, /healthz, /readyz", flush=True)
         print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
         if product.challenge_file is not None:
             # The path, not the challenge: the console may well be a log.

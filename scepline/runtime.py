@@ -17,10 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,6 +31,7 @@ from scepline_shared.broker_pipeline import BrokerPipeline
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
+from scepline_shared.health import ReadinessCheck, health_app
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
@@ -46,7 +44,10 @@ from scepline_shared.store.repository import RequestRepository
 from scepline_shared.sweeper import Sweeper
 from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 
+from .http_server import Listener, serve_http
+
 __all__ = [
+    "UP_HEALTH_PORT",
     "Embedded",
     "Runtime",
     "create_ca",
@@ -56,9 +57,14 @@ __all__ = [
     "serve_embedded",
     "serve_ingress",
     "serve_worker",
+    "up_health_port",
 ]
 
 log = get_logger(__name__)
+
+# Where `scepline up` serves /metrics, /healthz and /readyz when
+# SCEPLINE_HEALTH_PORT is unset (on SCEPLINE_HEALTH_HOST, loopback by default).
+UP_HEALTH_PORT = 9100
 
 
 @dataclass
@@ -242,7 +248,9 @@ def build_worker(
 
 
 @contextlib.asynccontextmanager
-async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]:
+async def _ingress(
+    rt: Runtime, ca: CaScheduleWatcher, ready: ReadinessCheck
+) -> AsyncIterator[FastAPI]:
     settings = rt.settings
     pipeline = BrokerPipeline(broker=rt.broker)
     await pipeline.start()
@@ -259,13 +267,14 @@ async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]
             identity=schedule_identities(ca.current),
             repository=rt.repository,
             pipeline=pipeline,
-            readiness=_readiness(rt, ca),
+            readiness=ready,
         )
 
 
 @dataclass(frozen=True)
 class Embedded:
-    app: FastAPI
+    app: FastAPI  # the SCEP port's
+    health_app: FastAPI  # the health port's: /metrics, /healthz, /readyz
     ca: CaScheduleWatcher
     challenge_file: Path | None  # the generated static challenge, when none was configured
     repository: RequestRepository
@@ -296,11 +305,12 @@ async def embedded(
             await worker.start(prefetch=settings.worker_prefetch)
         crls = _crl_publisher(rt, ca)
         await crls.run_once()  # GetCRL and the CDP answer from the first request on
+        ready = _readiness(rt, ca)
         async with (
             _background((ca.run, ca.stop), (crls.run, crls.stop), *_revocations(rt, intune)),
-            _ingress(rt, ca) as app,
+            _ingress(rt, ca, ready) as app,
         ):
-            yield Embedded(app, ca, generated, rt.repository, rt.broker)
+            yield Embedded(app, health_app(ready), ca, generated, rt.repository, rt.broker)
 
 
 def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
@@ -313,20 +323,31 @@ def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
     return signer.build_crl_publisher(rt.settings, rt.repository, lambda: issuing_cas(ca.current()))
 
 
+def up_health_port(settings: Settings) -> int:
+    """Where ``scepline up`` serves its health port."""
+    return UP_HEALTH_PORT if settings.health_port is None else settings.health_port
+
+
 async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None]) -> None:
     async with embedded(settings) as product:
         announce(product)
-        await _serve_http(product.app, settings.http_host, settings.http_port)
+        await serve_http(
+            settings,
+            Listener(product.app, settings.http_host, settings.http_port),
+            Listener(product.health_app, settings.health_host, up_health_port(settings)),
+        )
 
 
 async def serve_ingress(settings: Settings) -> None:
     ca = await asyncio.to_thread(open_ca, settings)
-    async with (
-        runtime(settings) as rt,
-        _background((ca.run, ca.stop)),
-        _ingress(rt, ca) as app,
-    ):
-        await _serve_http(app, settings.http_host, settings.http_port)
+    async with runtime(settings) as rt, _background((ca.run, ca.stop)):
+        ready = _readiness(rt, ca)
+        async with _ingress(rt, ca, ready) as app:
+            await serve_http(
+                settings,
+                Listener(app, settings.http_host, settings.http_port),
+                *_health_listener(settings, ready),
+            )
 
 
 async def serve_worker(settings: Settings, step: Step) -> None:
@@ -349,15 +370,21 @@ async def serve_worker(settings: Settings, step: Step) -> None:
         await worker.start(prefetch=settings.worker_prefetch)
         log.info("worker started", step=step.value, broker=_redacted(settings.broker_url))
         async with _background(*jobs):
-            if settings.health_port is not None:
-                await _serve_http(
-                    _health_app(_readiness(rt, ca)), settings.http_host, settings.health_port
-                )
+            health = _health_listener(settings, _readiness(rt, ca))
+            if health:
+                await serve_http(settings, *health)
             else:
                 await _until_signalled()
 
 
-def _readiness(rt: Runtime, ca: CaScheduleWatcher | None) -> Callable[[], Awaitable[bool]]:
+def _health_listener(settings: Settings, ready: ReadinessCheck) -> list[Listener]:
+    """The health port's server, where SCEPLINE_HEALTH_PORT asks for one."""
+    if settings.health_port is None:
+        return []
+    return [Listener(health_app(ready), settings.health_host, settings.health_port)]
+
+
+def _readiness(rt: Runtime, ca: CaScheduleWatcher | None) -> ReadinessCheck:
     """Ready: the store and the broker answer and, where keys live in an HSM,
     the token does too (a process that cannot sign or decrypt says so, for the
     load balancer and the operator's alerting)."""
@@ -379,30 +406,6 @@ async def _keys_reachable(ca: CaScheduleWatcher) -> bool:
         except Exception:  # noqa: BLE001 - readiness reports, it does not raise
             return False
     return True
-
-
-def _health_app(ready: Callable[[], Awaitable[bool]]) -> FastAPI:
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/healthz")
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok\n")
-
-    @app.get("/readyz")
-    async def readyz() -> PlainTextResponse:
-        is_ready = await ready()
-        return PlainTextResponse("ready\n" if is_ready else "not ready\n", 200 if is_ready else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return app
-
-
-async def _serve_http(app: FastAPI, host: str, port: int) -> None:
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning")
-    await uvicorn.Server(config).serve()
 
 
 async def _until_signalled() -> None:
