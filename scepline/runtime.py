@@ -260,7 +260,9 @@ async def _ingress(
         stale_after=timedelta(seconds=settings.sweep_stale_after_seconds),
         interval=settings.sweep_interval_seconds,
     )
-    depths = QueueDepthReporter(rt.broker, interval=settings.queue_metrics_interval_seconds)
+    depths = QueueDepthReporter(
+        rt.broker, rt.repository, interval=settings.queue_metrics_interval_seconds
+    )
     async with _background((sweeper.run, sweeper.stop), (depths.run, depths.stop)):
         yield build_ingress_app(
             settings,

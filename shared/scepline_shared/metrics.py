@@ -52,7 +52,8 @@ QUEUE_LAG = Histogram(
 QUEUE_MESSAGES = Gauge(
     "scepline_queue_messages",
     "Messages waiting in the broker per step and queue: work (for a worker), "
-    "retry (for their backoff to pass), dlq (for an operator: scepline dlq replay)",
+    "retry (for their backoff to pass), dlq (for an operator: scepline dlq replay), "
+    "dlq_resolved (dead letters whose request finished anyway: replay drops them)",
     ["step", "queue"],
 )
 SWEPT_REQUESTS = Counter(

@@ -12,7 +12,7 @@ PostgreSQL (one transaction on SQLite); reads are one round trip. See `_sql.py`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -361,6 +361,20 @@ class RequestRepository(CertificateRepository):
             .limit(limit)
         )
         return [request_view(row) for row in rows]
+
+    async def unfinished(self, transaction_ids: Collection[str]) -> set[str]:
+        """Those of `transaction_ids` whose request still needs the pipeline or
+        an operator: not final, or parked. The others are final and unparked,
+        or gone (pruned): a dead letter of theirs needs nobody."""
+        if not transaction_ids:
+            return set()
+        rows = await self._db.fetch_all(
+            select(_REQ.transaction_id).where(
+                _REQ.transaction_id.in_(list(transaction_ids)),
+                _REQ.state.in_(NON_TERMINAL_STATES) | _REQ.parked_at.is_not(None),
+            )
+        )
+        return {row.transaction_id for row in rows}
 
     async def park(self, *, transaction_id: str, reason: str) -> bool:
         """Mark a request as waiting in a dead-letter queue; the sweep skips it."""
