@@ -38,6 +38,7 @@ from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step
+from scepline_shared.private_files import private_directory
 from scepline_shared.queue_metrics import QueueDepthReporter
 from scepline_shared.settings import Settings
 from scepline_shared.store.database import create_engine_for, session_factory
@@ -84,7 +85,7 @@ class Runtime:
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings, *, with_broker: bool = True) -> AsyncIterator[Runtime]:
     """The store (migrated to head) and, unless told otherwise, the broker."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     url = settings.effective_database_url
     await _patiently("migrate the store", lambda: upgrade_to_head(url))
     engine = create_engine_for(
@@ -135,7 +136,7 @@ def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHo
 
 def create_ca(settings: Settings, keys: KeySource | None = None) -> CaSchedule:
     """Create the CA and RA where missing (files or token, as configured); idempotent."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     return init_ca(
         settings.data_dir,
         keys if keys is not None else KeySource.from_settings(settings),
