@@ -16,6 +16,6 @@ RUN uv sync --locked --no-dev
 ENV PATH="/app/.venv/bin:$PATH" SCEPLINE_DATA_DIR=/var/lib/scepline \
     SCEPLINE_HTTP_HOST=0.0.0.0 SCEPLINE_HEALTH_HOST=0.0.0.0
 RUN useradd --system --home /var/lib/scepline scepline && mkdir -p /var/lib/scepline \
-    && chown scepline /var/lib/scepline
+    && chown scepline /var/lib/scepline && chmod 0700 /var/lib/scepline
 USER scepline
 ENTRYPOINT ["scepline"]

@@ -36,11 +36,15 @@ from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step
+from scepline_shared.private_files import private_directory
 from scepline_shared.queue_metrics import QueueDepthReporter
 from scepline_shared.settings import Settings
 from scepline_shared.store.database import create_engine_for, session_factory
+from scepline_shared.store.errors import StoreKeyError
 from scepline_shared.store.migrate import upgrade_to_head
 from scepline_shared.store.repository import RequestRepository
+from scepline_shared.store.seal_legacy import seal_legacy_csrs
+from scepline_shared.store.store_key import STORE_KEY_FILE, CsrSealer, load_store_key
 from scepline_shared.sweeper import Sweeper
 from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 
@@ -89,8 +93,9 @@ class Runtime:
 
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings, *, with_broker: bool = True) -> AsyncIterator[Runtime]:
-    """The store (migrated to head) and, unless told otherwise, the broker."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """The store (migrated to head, its CSRs sealed) and, unless told otherwise, the broker."""
+    private_directory(settings.data_dir)
+    sealer = _store_sealer(settings)
     url = settings.effective_database_url
     await _patiently("migrate the store", lambda: upgrade_to_head(url))
     engine = create_engine_for(
@@ -98,13 +103,34 @@ async def runtime(settings: Settings, *, with_broker: bool = True) -> AsyncItera
     )
     broker = create_broker(settings.broker_url, namespace=settings.broker_namespace)
     try:
+        try:
+            sealed = await seal_legacy_csrs(engine, sealer)
+        except StoreKeyError as error:
+            raise SystemExit(
+                f"SCEPLINE_STORE_KEY_FILE {_store_key_path(settings)}: {error}"
+            ) from None
+        if sealed:
+            log.info("sealed CSRs stored before sealing existed", count=sealed)
         if with_broker:
             await _patiently("connect to the broker", broker.start)
-        yield Runtime(settings, engine, RequestRepository(session_factory(engine)), broker)
+        repository = RequestRepository(session_factory(engine), sealer=sealer)
+        yield Runtime(settings, engine, repository, broker)
     finally:
         if with_broker:
             await broker.close()
         await engine.dispose()
+
+
+def _store_key_path(settings: Settings) -> Path:
+    return settings.store_key_file or settings.data_dir / STORE_KEY_FILE
+
+
+def _store_sealer(settings: Settings) -> CsrSealer:
+    """The store key: generated in the data directory unless the operator gives one."""
+    try:
+        return load_store_key(_store_key_path(settings), create=settings.store_key_file is None)
+    except StoreKeyError as error:
+        raise SystemExit(f"SCEPLINE_STORE_KEY_FILE: {error}") from None
 
 
 async def _patiently(
@@ -141,7 +167,7 @@ def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHo
 
 def create_ca(settings: Settings, keys: KeySource | None = None) -> CaSchedule:
     """Create the CA and RA where missing (files or token, as configured); idempotent."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     return init_ca(
         settings.data_dir,
         keys if keys is not None else KeySource.from_settings(settings),

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # all processes below PostgreSQL's max_connections (100 by default).
     database_pool_size: int = Field(default=8, ge=1)
     database_max_overflow: int = Field(default=4, ge=0)
+    # The key stored CSRs are sealed with (32 random bytes; they carry the device's
+    # challenge). Unset: data_dir/store.key, generated on first start. Every process
+    # on one store needs the same key; back it up with the database.
+    store_key_file: Path | None = None
 
     # Challenge provider for enrolment: a static shared secret (labs) or Intune.
     challenge_provider: Literal["static", "intune"] = "static"

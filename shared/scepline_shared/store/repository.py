@@ -46,6 +46,7 @@ from scepline_shared.store.models import (
     NotifyState,
     RequestState,
 )
+from scepline_shared.store.store_key import CsrSealer
 from scepline_shared.store.views import (
     EventView,
     IssuedCertificateRecord,
@@ -110,17 +111,20 @@ _CERTIFICATE_ROW: Dependent = (
 class RequestRepository(CertificateRepository):
     """Requests and their history, plus (inherited) certificates and CRLs.
 
-    Built from one `async_sessionmaker` bound to an `AsyncEngine`; `clock`
-    exists for tests and must return aware datetimes.
+    Built from one `async_sessionmaker` bound to an `AsyncEngine` and the
+    store key's `sealer`: CSRs are stored sealed and handed out opened (see
+    `store_key.py`). `clock` exists for tests and must return aware datetimes.
     """
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
+        sealer: CsrSealer,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         super().__init__(sessions, clock=clock)
+        self._sealer = sealer
         # INSERT ... ON CONFLICT DO NOTHING is spelled per dialect, hence built here.
         self._record = RequestChange(
             self._db.insert_unless_present(REQUEST_TABLE, "transaction_id")
@@ -164,7 +168,7 @@ class RequestRepository(CertificateRepository):
             "transaction_id": transaction_id,
             "signer_key_id": signer_key_id,
             "message_type": message_type,
-            "csr_der": csr_der,
+            "csr_der": self._sealer.seal(csr_der, transaction_id),
             "signer_cert_der": signer_cert_der,
             "subject": subject,
             "renewal_of_serial": renewal,
@@ -185,7 +189,7 @@ class RequestRepository(CertificateRepository):
         for _ in range(2):
             row = await self._db.change_request(self._record, parameters)
             if row is not None:
-                return RecordResult(request=request_view(row), created=True)
+                return RecordResult(request=request_view(row, self._sealer), created=True)
             existing = await self.get(transaction_id)
             if existing is not None:
                 return RecordResult(request=existing, created=False)
@@ -193,7 +197,7 @@ class RequestRepository(CertificateRepository):
 
     async def get(self, transaction_id: str) -> RequestView | None:
         row = await self._db.fetch_one(_GET, {"transaction_id": transaction_id})
-        return None if row is None else request_view(row)
+        return None if row is None else request_view(row, self._sealer)
 
     async def transition(
         self,
@@ -323,7 +327,7 @@ class RequestRepository(CertificateRepository):
             .order_by(last_seen, _REQ.id)
             .limit(limit)
         )
-        return [request_view(row) for row in rows]
+        return [request_view(row, self._sealer) for row in rows]
 
     async def prune(self, *, untouched_since: datetime) -> int:
         """Delete final requests (their history goes with them) untouched since
@@ -350,7 +354,7 @@ class RequestRepository(CertificateRepository):
             .order_by(_REQ.updated_at.desc(), _REQ.id.desc())
             .limit(limit)
         )
-        return [request_view(row) for row in rows]
+        return [request_view(row, self._sealer) for row in rows]
 
     async def parked(self, *, limit: int = 1000) -> list[RequestView]:
         """Requests waiting for an operator, oldest first."""
@@ -360,7 +364,7 @@ class RequestRepository(CertificateRepository):
             .order_by(_REQ.parked_at, _REQ.id)
             .limit(limit)
         )
-        return [request_view(row) for row in rows]
+        return [request_view(row, self._sealer) for row in rows]
 
     async def unfinished(self, transaction_ids: Collection[str]) -> set[str]:
         """Those of `transaction_ids` whose request still needs the pipeline or
@@ -439,7 +443,7 @@ class RequestRepository(CertificateRepository):
         }
         change = _cas_change(column, frozenset(values), certificate is not None)
         row = await self._db.change_request(change, parameters)
-        return None if row is None else request_view(row)
+        return None if row is None else request_view(row, self._sealer)
 
 
 @cache
