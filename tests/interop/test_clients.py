@@ -44,8 +44,9 @@ class Server:
         return self._process.log  # type: ignore[attr-defined,no-any-return]
 
     def pki_operations(self) -> Counter[tuple[str, str]]:
-        """PKIOperations answered so far, by (messageType, outcome), from /metrics."""
-        metrics = httpx.get(self.url.removesuffix("/scep") + "/metrics", timeout=5).text
+        """PKIOperations answered so far, by (messageType, outcome), from /metrics
+        on the process's health port (operator surfaces stay off the SCEP port)."""
+        metrics = httpx.get(self._process.metrics_url, timeout=5).text  # type: ignore[attr-defined]
         answered: Counter[tuple[str, str]] = Counter()
         for family in text_string_to_metric_families(metrics):
             for sample in family.samples:
