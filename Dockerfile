@@ -11,8 +11,11 @@ COPY shared shared
 COPY services services
 COPY scepline scepline
 RUN uv sync --locked --no-dev
-ENV PATH="/app/.venv/bin:$PATH" SCEPLINE_DATA_DIR=/var/lib/scepline SCEPLINE_HTTP_HOST=0.0.0.0
+# Containers publish what they need: SCEP on SCEPLINE_HTTP_PORT; /metrics, /healthz and
+# /readyz on SCEPLINE_HEALTH_PORT (for the container network, never the internet).
+ENV PATH="/app/.venv/bin:$PATH" SCEPLINE_DATA_DIR=/var/lib/scepline \
+    SCEPLINE_HTTP_HOST=0.0.0.0 SCEPLINE_HEALTH_HOST=0.0.0.0
 RUN useradd --system --home /var/lib/scepline scepline && mkdir -p /var/lib/scepline \
-    && chown scepline /var/lib/scepline
+    && chown scepline /var/lib/scepline && chmod 0700 /var/lib/scepline
 USER scepline
 ENTRYPOINT ["scepline"]

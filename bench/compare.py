@@ -146,7 +146,8 @@ def scepline_env(workdir: Path, port: int) -> dict[str, str]:
 
 def embedded(workdir: Path) -> Deployment:
     port = free_port()
-    env = scepline_env(workdir, port)
+    # Not the default 9100: another `scepline up` on this machine may hold it.
+    env = {**scepline_env(workdir, port), "SCEPLINE_HEALTH_PORT": str(free_port())}
     command = [sys.executable, "-m", "scepline", "up"]
     return Deployment([("scepline-up", command, env)], f"http://127.0.0.1:{port}/scep")
 

@@ -51,6 +51,7 @@ from scepline_shared.store.database import create_engine_for, session_factory
 from scepline_shared.store.migrate import upgrade_to_head
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
+from scepline_shared.store.store_key import STORE_KEY_FILE, load_store_key
 
 RABBITMQ = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -124,11 +125,13 @@ def csrs(count: int) -> list[tuple[bytes, str]]:
     return out
 
 
-async def prepare(database_url: str, namespace: str, count: int) -> None:
-    """N VALIDATED requests in the store and N sign messages in the queue."""
+async def prepare(database_url: str, data_dir: Path, namespace: str, count: int) -> None:
+    """N VALIDATED requests in the store and N sign messages in the queue, their
+    CSRs sealed with the data directory's store key, which the signers will use."""
     await upgrade_to_head(database_url)
     engine = create_engine_for(database_url, pool_size=8, max_overflow=0)
-    repository = RequestRepository(session_factory(engine))
+    sealer = load_store_key(data_dir / STORE_KEY_FILE, create=True)
+    repository = RequestRepository(session_factory(engine), sealer=sealer)
     broker = create_broker(RABBITMQ, namespace=namespace)
     await broker.start()
     requests = csrs(count)
@@ -294,7 +297,14 @@ def measure(backend: str, processes: int, args: argparse.Namespace) -> dict[str,
                 check=True,
                 capture_output=True,
             )
-            asyncio.run(prepare(database_url, env["SCEPLINE_BROKER_NAMESPACE"], args.requests))
+            asyncio.run(
+                prepare(
+                    database_url,
+                    Path(env["SCEPLINE_DATA_DIR"]),
+                    env["SCEPLINE_BROKER_NAMESPACE"],
+                    args.requests,
+                )
+            )
             profile = args.py_spy / f"{backend}-x{processes}" if args.py_spy else None
             cpu = run_signers(env, processes, workdir, args.requests, profile)
             figures = {"issued_per_s": steady_rate(asyncio.run(signing_times(database_url)))}

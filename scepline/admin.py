@@ -11,6 +11,10 @@ request: it ends FAILED, so the device gets a clear answer instead of PENDING
 forever; a certificate signed for it but never released is revoked, and with
 the Intune provider Intune gets a failureNotification for a request it had
 validated.
+
+A dead letter whose request finished anyway is *resolved*
+(``scepline_shared.dead_letters``): listed as such, dropped by replay rather
+than sent back, and purged without touching its final request.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import scepline_notifier.main as notifier
 from scepline_shared.broker.base import Broker
 from scepline_shared.ca.issue import parse_serial
+from scepline_shared.dead_letters import resolved_letters
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, StepHandler, Transient, resume_step
 from scepline_shared.scep import FailInfo
@@ -35,6 +41,7 @@ from scepline_shared.store.views import RequestView
 from .runtime import Runtime, intune_client, runtime
 
 __all__ = [
+    "Replayed",
     "dead_letters",
     "find_certificates",
     "list_requests",
@@ -189,35 +196,52 @@ async def dead_letters(
             return await _parked_requests(rt, action, steps, ids, report_failure, late_notify)
         for step in steps:
             letters = await rt.broker.dead_letters(step, limit=1000)
+            resolved = await resolved_letters(rt.repository, letters)
             chosen = [d for d in letters if ids is None or d.id in ids]
             if action == "list":
-                _print_list(step, letters)
+                _print_list(step, letters, resolved)
             elif action == "show":
                 for letter in chosen:
-                    print(json.dumps(_as_dict(letter), indent=2, default=str))
+                    shown = {**_as_dict(letter), "resolved": letter.id in resolved}
+                    print(json.dumps(shown, indent=2, default=str))
             elif action == "replay":
-                count = await replay(rt.broker, rt.repository, step, ids=ids)
-                print(f"{step.value}: replayed {count}")
+                done = await replay(rt.broker, rt.repository, step, ids=ids)
+                print(f"{step.value}: replayed {done.replayed}, dropped {done.dropped} resolved")
             elif action == "purge":
                 count = await purge(
                     rt.broker, rt.repository, step, ids=ids, report_failure=report_failure
                 )
-                print(f"{step.value}: purged {count}")
+                final = len(resolved & {letter.id for letter in chosen})
+                note = f" ({final} resolved: their requests stay as they were)" if final else ""
+                print(f"{step.value}: purged {count}{note}")
         return 0
+
+
+@dataclass(frozen=True)
+class Replayed:
+    replayed: int
+    dropped: int
+    """Resolved letters removed instead: their requests had finished anyway."""
 
 
 async def replay(
     broker: Broker, repository: RequestRepository, step: Step, *, ids: Sequence[str] | None
-) -> int:
-    """Send dead letters back to their step; their requests are the pipeline's again."""
+) -> Replayed:
+    """Send dead letters back to their step; their requests are the pipeline's
+    again. Resolved letters are dropped instead: running a step again for a
+    final request would only unpark it and waste a round trip."""
+    letters = await _chosen(broker, step, ids)
+    resolved = await resolved_letters(repository, letters)
+    dropped = await broker.purge(step, ids=resolved) if resolved else 0
     # Unpark first: should the replay publish fail, the sweep still has them.
-    for letter in await _chosen(broker, step, ids):
-        if letter.message is not None:
+    for letter in letters:
+        if letter.message is not None and letter.id not in resolved:
             await repository.unpark(
                 transaction_id=letter.message.transaction_id,
                 detail=f"{step.value} dead letter replayed",
             )
-    return await broker.replay(step, ids=ids)
+    rest = None if ids is None else [letter for letter in ids if letter not in resolved]
+    return Replayed(replayed=await broker.replay(step, ids=rest), dropped=dropped)
 
 
 async def purge(
@@ -229,7 +253,8 @@ async def purge(
     report_failure: notifier.FailureReporter | None = None,
 ) -> int:
     """Drop dead letters and give up on their requests (FAILED, not PENDING
-    forever); ``report_failure`` tells the provider (Intune) of each."""
+    forever); ``report_failure`` tells the provider (Intune) of each. A request
+    that is final already (a resolved letter's) is left as it is."""
     for letter in await _chosen(broker, step, ids):
         if letter.message is not None:
             await _give_up(repository, letter.message.transaction_id, report_failure)
@@ -328,11 +353,15 @@ def _print_parked(request: RequestView, *, full: bool) -> None:
         print(f"    state {request.state}, notify {request.notify_state}, {request.subject}")
 
 
-def _print_list(step: Step, letters: Sequence[DeadLetter]) -> None:
-    print(f"{step.value}: {len(letters)} dead letter(s)")
+def _print_list(step: Step, letters: Sequence[DeadLetter], resolved: set[str]) -> None:
+    note = " (their requests finished anyway: replay drops them)" if resolved else ""
+    print(f"{step.value}: {len(letters)} dead letter(s), {len(resolved)} resolved{note}")
     for letter in letters:
         transaction = letter.message.transaction_id if letter.message else "(unreadable)"
-        print(f"  {letter.id}  {letter.dead_at.isoformat()}  {transaction}  {letter.reason}")
+        status = "resolved" if letter.id in resolved else "waiting "
+        print(
+            f"  {letter.id}  {letter.dead_at.isoformat()}  {status}  {transaction}  {letter.reason}"
+        )
 
 
 def _as_dict(letter: DeadLetter) -> dict[str, object]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from scepline_shared.log import configure_logging
 from scepline_shared.pipeline import Step
+from scepline_shared.private_files import private_directory
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import REVOCATION_REASON_NAMES
 from scepline_shared.store.models import RequestState
@@ -18,6 +20,9 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A CA writes nothing meant for other local users: whatever a library or a
+    # later change creates without an explicit mode stays private too.
+    os.umask(0o077)
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
@@ -165,11 +170,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(settings: Settings, _args: argparse.Namespace) -> int:
-    from .runtime import Embedded, serve_embedded
+    from .runtime import Embedded, serve_embedded, up_health_port
 
     def announce(product: Embedded) -> None:
         url = f"http://{settings.http_host}:{settings.http_port}/scep"
         print(f"scepline serving SCEP at {url}", flush=True)
+        health = f"http://{settings.health_host}:{up_health_port(settings)}"
+        print(f"Metrics and health checks at {health}/metrics, /healthz, /readyz", flush=True)
         print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
         if product.challenge_file is not None:
             # The path, not the challenge: the console may well be a log.
@@ -206,7 +213,7 @@ def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
     from scepline_shared.ca.keysource import KeySource
     from scepline_shared.keys.pkcs11 import HsmError
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     try:
         imported = load_certificate(args.import_ca_cert) if args.import_ca_cert else None
         schedule = init_ca(
@@ -369,7 +376,7 @@ def _cert_find(settings: Settings, args: argparse.Namespace) -> int:
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     from scepline_shared.store.migrate import upgrade_to_head
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     asyncio.run(upgrade_to_head(settings.effective_database_url))
     print("database schema is at head")
     return 0

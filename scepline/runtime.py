@@ -17,10 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,19 +31,27 @@ from scepline_shared.broker_pipeline import BrokerPipeline
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
+from scepline_shared.health import ReadinessCheck, health_app
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step
+from scepline_shared.private_files import private_directory
 from scepline_shared.queue_metrics import QueueDepthReporter
 from scepline_shared.settings import Settings
 from scepline_shared.store.database import create_engine_for, session_factory
+from scepline_shared.store.errors import StoreKeyError
 from scepline_shared.store.migrate import upgrade_to_head
 from scepline_shared.store.repository import RequestRepository
+from scepline_shared.store.seal_legacy import seal_legacy_csrs
+from scepline_shared.store.store_key import STORE_KEY_FILE, CsrSealer, load_store_key
 from scepline_shared.sweeper import Sweeper
 from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 
+from .http_server import Listener, serve_http
+
 __all__ = [
+    "UP_HEALTH_PORT",
     "Embedded",
     "Runtime",
     "create_ca",
@@ -56,9 +61,14 @@ __all__ = [
     "serve_embedded",
     "serve_ingress",
     "serve_worker",
+    "up_health_port",
 ]
 
 log = get_logger(__name__)
+
+# Where `scepline up` serves /metrics, /healthz and /readyz when
+# SCEPLINE_HEALTH_PORT is unset (on SCEPLINE_HEALTH_HOST, loopback by default).
+UP_HEALTH_PORT = 9100
 
 
 @dataclass
@@ -83,8 +93,9 @@ class Runtime:
 
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings, *, with_broker: bool = True) -> AsyncIterator[Runtime]:
-    """The store (migrated to head) and, unless told otherwise, the broker."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """The store (migrated to head, its CSRs sealed) and, unless told otherwise, the broker."""
+    private_directory(settings.data_dir)
+    sealer = _store_sealer(settings)
     url = settings.effective_database_url
     await _patiently("migrate the store", lambda: upgrade_to_head(url))
     engine = create_engine_for(
@@ -92,13 +103,34 @@ async def runtime(settings: Settings, *, with_broker: bool = True) -> AsyncItera
     )
     broker = create_broker(settings.broker_url, namespace=settings.broker_namespace)
     try:
+        try:
+            sealed = await seal_legacy_csrs(engine, sealer)
+        except StoreKeyError as error:
+            raise SystemExit(
+                f"SCEPLINE_STORE_KEY_FILE {_store_key_path(settings)}: {error}"
+            ) from None
+        if sealed:
+            log.info("sealed CSRs stored before sealing existed", count=sealed)
         if with_broker:
             await _patiently("connect to the broker", broker.start)
-        yield Runtime(settings, engine, RequestRepository(session_factory(engine)), broker)
+        repository = RequestRepository(session_factory(engine), sealer=sealer)
+        yield Runtime(settings, engine, repository, broker)
     finally:
         if with_broker:
             await broker.close()
         await engine.dispose()
+
+
+def _store_key_path(settings: Settings) -> Path:
+    return settings.store_key_file or settings.data_dir / STORE_KEY_FILE
+
+
+def _store_sealer(settings: Settings) -> CsrSealer:
+    """The store key: generated in the data directory unless the operator gives one."""
+    try:
+        return load_store_key(_store_key_path(settings), create=settings.store_key_file is None)
+    except StoreKeyError as error:
+        raise SystemExit(f"SCEPLINE_STORE_KEY_FILE: {error}") from None
 
 
 async def _patiently(
@@ -135,7 +167,7 @@ def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHo
 
 def create_ca(settings: Settings, keys: KeySource | None = None) -> CaSchedule:
     """Create the CA and RA where missing (files or token, as configured); idempotent."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     return init_ca(
         settings.data_dir,
         keys if keys is not None else KeySource.from_settings(settings),
@@ -242,7 +274,9 @@ def build_worker(
 
 
 @contextlib.asynccontextmanager
-async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]:
+async def _ingress(
+    rt: Runtime, ca: CaScheduleWatcher, ready: ReadinessCheck
+) -> AsyncIterator[FastAPI]:
     settings = rt.settings
     pipeline = BrokerPipeline(broker=rt.broker)
     await pipeline.start()
@@ -252,20 +286,23 @@ async def _ingress(rt: Runtime, ca: CaScheduleWatcher) -> AsyncIterator[FastAPI]
         stale_after=timedelta(seconds=settings.sweep_stale_after_seconds),
         interval=settings.sweep_interval_seconds,
     )
-    depths = QueueDepthReporter(rt.broker, interval=settings.queue_metrics_interval_seconds)
+    depths = QueueDepthReporter(
+        rt.broker, rt.repository, interval=settings.queue_metrics_interval_seconds
+    )
     async with _background((sweeper.run, sweeper.stop), (depths.run, depths.stop)):
         yield build_ingress_app(
             settings,
             identity=schedule_identities(ca.current),
             repository=rt.repository,
             pipeline=pipeline,
-            readiness=_readiness(rt, ca),
+            readiness=ready,
         )
 
 
 @dataclass(frozen=True)
 class Embedded:
-    app: FastAPI
+    app: FastAPI  # the SCEP port's
+    health_app: FastAPI  # the health port's: /metrics, /healthz, /readyz
     ca: CaScheduleWatcher
     challenge_file: Path | None  # the generated static challenge, when none was configured
     repository: RequestRepository
@@ -297,11 +334,12 @@ async def embedded(
         await signer.journal_ca_certificates(rt.repository, ca.current())
         crls = _crl_publisher(rt, ca)
         await crls.run_once()  # GetCRL and the CDP answer from the first request on
+        ready = _readiness(rt, ca)
         async with (
             _background((ca.run, ca.stop), (crls.run, crls.stop), *_revocations(rt, intune)),
-            _ingress(rt, ca) as app,
+            _ingress(rt, ca, ready) as app,
         ):
-            yield Embedded(app, ca, generated, rt.repository, rt.broker)
+            yield Embedded(app, health_app(ready), ca, generated, rt.repository, rt.broker)
 
 
 def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
@@ -314,20 +352,31 @@ def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
     return signer.build_crl_publisher(rt.settings, rt.repository, lambda: issuing_cas(ca.current()))
 
 
+def up_health_port(settings: Settings) -> int:
+    """Where ``scepline up`` serves its health port."""
+    return UP_HEALTH_PORT if settings.health_port is None else settings.health_port
+
+
 async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None]) -> None:
     async with embedded(settings) as product:
         announce(product)
-        await _serve_http(product.app, settings.http_host, settings.http_port)
+        await serve_http(
+            settings,
+            Listener(product.app, settings.http_host, settings.http_port),
+            Listener(product.health_app, settings.health_host, up_health_port(settings)),
+        )
 
 
 async def serve_ingress(settings: Settings) -> None:
     ca = await asyncio.to_thread(open_ca, settings)
-    async with (
-        runtime(settings) as rt,
-        _background((ca.run, ca.stop)),
-        _ingress(rt, ca) as app,
-    ):
-        await _serve_http(app, settings.http_host, settings.http_port)
+    async with runtime(settings) as rt, _background((ca.run, ca.stop)):
+        ready = _readiness(rt, ca)
+        async with _ingress(rt, ca, ready) as app:
+            await serve_http(
+                settings,
+                Listener(app, settings.http_host, settings.http_port),
+                *_health_listener(settings, ready),
+            )
 
 
 async def serve_worker(settings: Settings, step: Step) -> None:
@@ -351,15 +400,21 @@ async def serve_worker(settings: Settings, step: Step) -> None:
         await worker.start(prefetch=settings.worker_prefetch)
         log.info("worker started", step=step.value, broker=_redacted(settings.broker_url))
         async with _background(*jobs):
-            if settings.health_port is not None:
-                await _serve_http(
-                    _health_app(_readiness(rt, ca)), settings.http_host, settings.health_port
-                )
+            health = _health_listener(settings, _readiness(rt, ca))
+            if health:
+                await serve_http(settings, *health)
             else:
                 await _until_signalled()
 
 
-def _readiness(rt: Runtime, ca: CaScheduleWatcher | None) -> Callable[[], Awaitable[bool]]:
+def _health_listener(settings: Settings, ready: ReadinessCheck) -> list[Listener]:
+    """The health port's server, where SCEPLINE_HEALTH_PORT asks for one."""
+    if settings.health_port is None:
+        return []
+    return [Listener(health_app(ready), settings.health_host, settings.health_port)]
+
+
+def _readiness(rt: Runtime, ca: CaScheduleWatcher | None) -> ReadinessCheck:
     """Ready: the store and the broker answer and, where keys live in an HSM,
     the token does too (a process that cannot sign or decrypt says so, for the
     load balancer and the operator's alerting)."""
@@ -381,30 +436,6 @@ async def _keys_reachable(ca: CaScheduleWatcher) -> bool:
         except Exception:  # noqa: BLE001 - readiness reports, it does not raise
             return False
     return True
-
-
-def _health_app(ready: Callable[[], Awaitable[bool]]) -> FastAPI:
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/healthz")
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok\n")
-
-    @app.get("/readyz")
-    async def readyz() -> PlainTextResponse:
-        is_ready = await ready()
-        return PlainTextResponse("ready\n" if is_ready else "not ready\n", 200 if is_ready else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return app
-
-
-async def _serve_http(app: FastAPI, host: str, port: int) -> None:
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning")
-    await uvicorn.Server(config).serve()
 
 
 async def _until_signalled() -> None:

@@ -1,7 +1,7 @@
 """Prometheus metrics, one place for every name.
 
-Each process exposes them at ``/metrics`` (ingress on its HTTP port, workers on
-their own health port).
+Each process exposes them at ``/metrics`` on its health port
+(``scepline_shared.health``), never on the SCEP port.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "CA_NOT_AFTER",
+    "HTTP_REFUSED",
     "INTUNE_LATENCY",
     "INTUNE_REVOCATIONS",
     "PIPELINE_STEP_SECONDS",
@@ -25,6 +26,12 @@ SCEP_REQUESTS = Counter(
     "scepline_scep_requests_total",
     "SCEP HTTP requests by operation, message type and outcome",
     ["operation", "message_type", "outcome"],
+)
+HTTP_REFUSED = Counter(
+    "scepline_http_refused_total",
+    "HTTP connections answered and closed by a limit, by status: 431 (request head "
+    "too large), 408 (head not received in time), 503 (too many connections)",
+    ["status"],
 )
 SIGNING_SECONDS = Histogram(
     "scepline_signing_seconds",
@@ -45,7 +52,8 @@ QUEUE_LAG = Histogram(
 QUEUE_MESSAGES = Gauge(
     "scepline_queue_messages",
     "Messages waiting in the broker per step and queue: work (for a worker), "
-    "retry (for their backoff to pass), dlq (for an operator: scepline dlq replay)",
+    "retry (for their backoff to pass), dlq (for an operator: scepline dlq replay), "
+    "dlq_resolved (dead letters whose request finished anyway: replay drops them)",
     ["step", "queue"],
 )
 SWEPT_REQUESTS = Counter(

@@ -32,6 +32,19 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=1, le=65535)
     # Largest PKIOperation body (POST) or decoded GET message we read.
     http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Limits of every HTTP server a process starts (SCEP and health ports): a
+    # request head larger or with more fields is answered 431; one not complete
+    # this long after the connection opened or the request's first byte 408; a
+    # PKIOperation body not received this long after its head 408 (a body the app
+    # does not read gets as long, then the connection closes). Idle kept-alive
+    # connections close after the keep-alive timeout; connections beyond the cap
+    # (per port) are answered 503.
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    http_max_headers: int = Field(default=100, ge=10, le=1000)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    http_keepalive_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    http_max_connections: int = Field(default=1024, ge=1, le=100_000)
 
     # State store: SQLite file under data_dir unless set (postgresql://… works too).
     database_url: str | None = None
@@ -39,6 +52,10 @@ class Settings(BaseSettings):
     # all processes below PostgreSQL's max_connections (100 by default).
     database_pool_size: int = Field(default=8, ge=1)
     database_max_overflow: int = Field(default=4, ge=0)
+    # The key stored CSRs are sealed with (32 random bytes; they carry the device's
+    # challenge). Unset: data_dir/store.key, generated on first start. Every process
+    # on one store needs the same key; back it up with the database.
+    store_key_file: Path | None = None
 
     # Challenge provider for enrolment: a static shared secret (labs) or Intune.
     challenge_provider: Literal["static", "intune"] = "static"
@@ -98,7 +115,10 @@ class Settings(BaseSettings):
     # Deliveries of one step before its message goes to the dead-letter queue.
     retry_max_attempts: int = Field(default=6, ge=1)
     retry_base_delay_seconds: float = Field(default=1.0, gt=0)
-    # Worker processes serve /healthz, /readyz and /metrics here (unset: none).
+    # Every process serves /healthz, /readyz and /metrics on this port (the
+    # operator's, never the SCEP port). Unset: none, except `scepline up`, which
+    # serves them on 9100.
+    health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=None, ge=0, le=65535)
     # Requests untouched this long (and not dead-lettered) are re-queued.
     sweep_stale_after_seconds: float = Field(default=60.0, gt=0)

@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +101,10 @@ class EnrolResult:
     stdout: str  # transcript of every step: command line, exit status, duration, stdout
     stderr: str  # the steps' stderr (for certmonger: the daemon's debug log)
     workdir: Path
+    # certmonger only: the request's ``status`` and ``ca-error`` in ``getcert list`` at the
+    # end, e.g. MONITORING, CA_REJECTED (the CA refused) or CA_UNREACHABLE.
+    certmonger_status: str = ""
+    certmonger_ca_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -531,6 +535,7 @@ def enrol_strongswan(
     renew_key: Path | None = None,
     poll_interval: int | None = None,
     max_poll_time: int | None = None,
+    rsa_padding: str = "pkcs1",
 ) -> EnrolResult:
     """Enrol with strongSwan ``pki --scep`` (5.9.8).
 
@@ -550,6 +555,8 @@ def enrol_strongswan(
     strongSwan then sends a RenewalReq (messageType 17) for the new key, signed with the
     old certificate. ``poll_interval``/``max_poll_time`` map to ``--interval`` and
     ``--maxpolltime``. On PENDING strongSwan polls with CertPoll, every 60 s by default.
+    ``rsa_padding`` maps to ``--rsa-padding``: ``"pss"`` signs the pkiMessage (SignerInfo
+    ``rsassaPss`` with explicit parameters) and the self-signed certificate with RSASSA-PSS.
 
     Known 5.9.8 bugs (spec §4): its GetCACaps checks test enum indexes as bit masks. The
     default ``cipher="aes"`` fails unless the server also advertises ``DES3``
@@ -609,6 +616,8 @@ def enrol_strongswan(
         cipher,
         "--digest",
         digest,
+        "--rsa-padding",
+        rsa_padding,
         "--outform",
         "pem",
         "--debug",
@@ -697,6 +706,8 @@ def enrol_certmonger(
        -N SUBJECT [SAN flags] -w --wait-timeout T -v``. ``subject`` is certmonger
        syntax, e.g. ``"CN=dev1,O=test"``. SANs map to ``-D`` (dns), ``-E`` (email),
        ``-A`` (ip) and ``-K`` (principal). certmonger generates ``key.pem`` (RSA 2048).
+       If the answer was PENDING (status CA_WORKING), ``getcert refresh`` until the CA
+       decides (see below).
     3. If ``renew``: keep the first certificate as ``cert-initial.pem``, run
        ``getcert resubmit -s -i interop -v``, and wait until certmonger has rewritten
        ``cert.pem`` and is back in MONITORING, or has reached a failure state. As
@@ -708,7 +719,8 @@ def enrol_certmonger(
        transactionID with the certificate it already issued.
     4. ``getcert list -s``, whose output goes into ``stdout`` (with every step's
        output). ``stderr`` is the daemon's debug log, which has the scep-submit helper's
-       messages.
+       messages. The request's final ``status`` and ``ca-error`` are also returned as
+       ``certmonger_status`` and ``certmonger_ca_error``.
 
     When the driver exits, the daemon exits too. Its pid file is then checked and a
     daemon still running is killed.
@@ -722,8 +734,11 @@ def enrol_certmonger(
     Leave it None to test what certmonger does by itself.
 
     PKIOperation goes over GET even when ``POSTPKIOperation`` is advertised; it uses
-    AES-256-CBC if ``AES`` is advertised and SHA-256 if ``SHA-256`` is. On PENDING it
-    polls with GetCertInitial/CertPoll.
+    AES-256-CBC if ``AES`` is advertised and SHA-256 if ``SHA-256`` is. On PENDING the
+    request waits in CA_WORKING, and certmonger polls only a week later (a SCEP CA gives
+    it no delay), by sending the same PKCSReq again (it builds a GetCertInitial but does
+    not send it). The driver then runs ``getcert refresh -s -i interop`` every second
+    (each makes it poll now) until the request is issued or rejected.
     """
     for tool in ("dbus-run-session", "getcert"):
         _require(tool)
@@ -792,6 +807,7 @@ def enrol_certmonger(
 
     driver_log = ""
     returncode = step.returncode
+    status = ca_error = ""
     try:
         outcome = json.loads(result_path.read_text())
     except (OSError, ValueError):
@@ -801,6 +817,7 @@ def enrol_certmonger(
         driver_log = "[harness] the certmonger driver wrote no result\n"
     if outcome is not None:
         driver_log = outcome["transcript"]
+        status, ca_error = outcome["status"], outcome["ca_error"]
         if returncode == 0:
             returncode = int(outcome["returncode"])
     cert = load_certificate(cert_path) if returncode == 0 else None
@@ -814,6 +831,8 @@ def enrol_certmonger(
         stdout=driver_log + "\n" + tr.stdout(),
         stderr=tr.stderr(),
         workdir=workdir,
+        certmonger_status=status,
+        certmonger_ca_error=ca_error,
     )
 
 
@@ -866,12 +885,15 @@ def _certmonger_driver(spec_path: str) -> int:
             )
         return cp
 
-    def status() -> str:
+    def request_field(name: str) -> str:
         out = getcert("list", "-s", "-i", spec["id"], quiet=True).stdout
         for line in out.splitlines():
-            if line.strip().startswith("status:"):
+            if line.strip().startswith(f"{name}:"):
                 return line.split(":", 1)[1].strip()
         return ""
+
+    def status() -> str:
+        return request_field("status")
 
     rc = 0
     add = ["add-scep-ca", "-s", "-c", spec["ca"], "-u", spec["url"]]
@@ -911,6 +933,8 @@ def _certmonger_driver(spec_path: str) -> int:
             "-v",
         ]
         rc = getcert(*request).returncode
+        if status() == "CA_WORKING":
+            rc = _poll_pending(getcert, status, spec["id"], deadline, lines)
         cert = Path(spec["cert"])
         if rc == 0 and not cert.exists():
             rc = 1
@@ -933,8 +957,38 @@ def _certmonger_driver(spec_path: str) -> int:
                 rc = 1
                 lines.append(f"[driver] renewal did not complete (status {status()!r})\n")
     getcert("list", "-s")
-    Path(spec["result"]).write_text(json.dumps({"returncode": rc, "transcript": "\n".join(lines)}))
+    outcome = {
+        "returncode": rc,
+        "transcript": "\n".join(lines),
+        "status": status(),
+        "ca_error": request_field("ca-error"),
+    }
+    Path(spec["result"]).write_text(json.dumps(outcome))
     return 0
+
+
+def _poll_pending(
+    getcert: Callable[..., subprocess.CompletedProcess[str]],
+    status: Callable[[], str],
+    request_id: str,
+    deadline: float,
+    lines: list[str],
+) -> int:
+    """Poll a PENDING request (CA_WORKING) until the CA decides; 0 once it is issued.
+
+    certmonger polls by itself only a week later (it gets no delay from a SCEP CA);
+    ``getcert refresh`` makes it poll now, as an administrator would.
+    """
+    lines.append("[driver] the CA answered PENDING; polling with getcert refresh\n")
+    next_poll = 0.0
+    while (current := status()) not in ("MONITORING", *_CM_FAILED_STATES):
+        if time.monotonic() > deadline:
+            break
+        if current == "CA_WORKING" and time.monotonic() >= next_poll:
+            getcert("refresh", "-s", "-i", request_id)
+            next_poll = time.monotonic() + 1
+        time.sleep(0.2)
+    return 0 if current == "MONITORING" else 1
 
 
 def _certmonger_ca_ready(cas_dir: str, ca: str) -> bool:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.processes import scepline_up
 from tests.interop.clients import (
@@ -40,6 +43,20 @@ class Server:
     def log(self) -> str:
         return self._process.log  # type: ignore[attr-defined,no-any-return]
 
+    def pki_operations(self) -> Counter[tuple[str, str]]:
+        """PKIOperations answered so far, by (messageType, outcome), from /metrics
+        on the process's health port (operator surfaces stay off the SCEP port)."""
+        metrics = httpx.get(self._process.metrics_url, timeout=5).text  # type: ignore[attr-defined]
+        answered: Counter[tuple[str, str]] = Counter()
+        for family in text_string_to_metric_families(metrics):
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name == "scepline_scep_requests_total" and (
+                    labels["operation"] == "PKIOperation"
+                ):
+                    answered[labels["message_type"], labels["outcome"]] = int(sample.value)
+        return answered
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -53,6 +70,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("interop-strict") / "var"
     with scepline_up(data_dir, static_challenge=CHALLENGE) as (url, proc):
+        yield Server(url, data_dir, proc)
+
+
+@pytest.fixture(scope="module")
+def pending_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Answers every new enrolment PENDING (SCEPLINE_SYNC_WAIT_SECONDS=0): clients poll."""
+    data_dir = tmp_path_factory.mktemp("interop-pending") / "var"
+    with scepline_up(data_dir, static_challenge=CHALLENGE, sync_wait_seconds="0") as (url, proc):
         yield Server(url, data_dir, proc)
 
 
@@ -151,6 +176,20 @@ def test_strongswan_enrols_with_sans(server: Server, tmp_path: Path):
     assert san_values(certificate) == {"vpn-gw.example.com", "ops@example.com", "192.0.2.7"}
 
 
+def test_strongswan_enrols_with_rsa_pss_signatures(server: Server, tmp_path: Path):
+    """``--rsa-padding pss``: the pkiMessage, its signer certificate and the CSR
+    are RSASSA-PSS signed (SHA-256, MGF1 with SHA-256, 32 bytes of salt)."""
+    result = enrol_strongswan(
+        server.url,
+        tmp_path,
+        challenge=CHALLENGE,
+        dn="C=US, O=scepline, CN=strongswan-pss",
+        rsa_padding="pss",
+    )
+    certificate = assert_enrolled(server, result)
+    assert common_name(certificate) == "strongswan-pss"
+
+
 def test_strongswan_renews_with_renewal_req_and_a_new_key(server: Server, tmp_path: Path):
     first = enrol_strongswan(
         server.url, tmp_path / "a", challenge=CHALLENGE, dn="CN=strongswan-renew"
@@ -207,3 +246,61 @@ def test_certmonger_renews_with_a_pkcsreq_signed_by_the_old_certificate(
     initial = x509.load_pem_x509_certificate((result.workdir / "cert-initial.pem").read_bytes())
     assert new.serial_number != initial.serial_number
     assert new.public_key() == initial.public_key()  # certmonger keeps its key
+
+
+def assert_certmonger_rejected(result: EnrolResult) -> None:
+    """certmonger took the CertRep FAILURE as the CA's refusal, not as an unreachable CA
+    (which it would retry for ever)."""
+    assert not result.ok
+    assert result.certmonger_status == "CA_REJECTED", (
+        f"{result.certmonger_status}: {result.certmonger_ca_error}\n{result.stderr[-3000:]}"
+    )
+    # certmonger's words for failInfo badRequest.
+    assert "not permitted" in result.certmonger_ca_error
+
+
+def test_certmonger_with_a_wrong_challenge_is_rejected_by_the_ca(server: Server, tmp_path: Path):
+    result = enrol_certmonger(
+        server.url, tmp_path, challenge="wrong", subject="CN=certmonger-intruder"
+    )
+    assert_certmonger_rejected(result)
+
+
+def polled_pending(server: Server, before: Counter[tuple[str, str]], outcome: str) -> None:
+    """Since ``before``, certmonger's PKCSReq was answered PENDING, and its poll got
+    ``outcome``. certmonger 0.79 polls by sending the same PKCSReq again, not a CertPoll."""
+    answered = server.pki_operations() - before
+    assert answered["PKCS_REQ", "PENDING"] >= 1, answered
+    assert answered["PKCS_REQ", outcome] == 1, answered
+    assert not any(message_type == "CERT_POLL" for message_type, _ in answered), answered
+
+
+def test_certmonger_polls_a_pending_request_until_it_is_issued(
+    pending_server: Server, tmp_path: Path
+):
+    before = pending_server.pki_operations()
+    result = enrol_certmonger(
+        pending_server.url, tmp_path, challenge=CHALLENGE, subject="CN=certmonger-pending"
+    )
+    certificate = assert_enrolled(pending_server, result)
+    assert common_name(certificate) == "certmonger-pending"
+    assert result.certmonger_status == "MONITORING"
+    polled_pending(pending_server, before, "SUCCESS")
+
+
+def test_certmonger_polls_a_pending_request_until_it_is_rejected(
+    pending_server: Server, tmp_path: Path
+):
+    before = pending_server.pki_operations()
+    result = enrol_certmonger(
+        pending_server.url, tmp_path, challenge="wrong", subject="CN=certmonger-refused"
+    )
+    assert_certmonger_rejected(result)
+    polled_pending(pending_server, before, "FAILURE_badRequest")
+
+
+def test_strongswan_with_a_wrong_challenge_reads_the_failure(server: Server, tmp_path: Path):
+    result = enrol_strongswan(server.url, tmp_path, challenge="wrong", dn="CN=strongswan-intruder")
+    assert not result.ok
+    assert "pkiStatus:    FAILURE" in result.stderr
+    assert "badRequest" in result.stderr

@@ -12,7 +12,15 @@ import pytest
 
 from tests.fixtures.processes import scepline_cluster
 from tests.interop.clients import enrol_certmonger, enrol_scepclient, enrol_strongswan
-from tests.interop.test_clients import CHALLENGE, Server, assert_enrolled, common_name, san_values
+from tests.interop.test_clients import (
+    CHALLENGE,
+    Server,
+    assert_certmonger_rejected,
+    assert_enrolled,
+    common_name,
+    polled_pending,
+    san_values,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -40,7 +48,10 @@ def cluster(
         )
 
 
-def test_strongswan_polls_a_pending_request_until_it_is_issued(cluster: Cluster, tmp_path: Path):
+@pytest.mark.parametrize("rsa_padding", ["pkcs1", "pss"])
+def test_strongswan_polls_a_pending_request_until_it_is_issued(
+    cluster: Cluster, tmp_path: Path, rsa_padding: str
+):
     result = enrol_strongswan(
         cluster.pending.url,
         tmp_path,
@@ -49,6 +60,7 @@ def test_strongswan_polls_a_pending_request_until_it_is_issued(cluster: Cluster,
         sans=["dns:polled.example.com"],
         poll_interval=1,
         max_poll_time=60,
+        rsa_padding=rsa_padding,
     )
     certificate = assert_enrolled(cluster.pending, result)
     assert common_name(certificate) == "polled-by-strongswan"
@@ -72,3 +84,27 @@ def test_micromdm_scepclient_enrols_through_the_pipeline(cluster: Cluster, tmp_p
     result = enrol_scepclient(cluster.waiting.url, tmp_path, challenge=CHALLENGE, cn="sc-dist")
     certificate = assert_enrolled(cluster.waiting, result)
     assert common_name(certificate) == "sc-dist"
+
+
+def test_certmonger_polls_a_pending_request_until_it_is_issued(cluster: Cluster, tmp_path: Path):
+    before = cluster.pending.pki_operations()
+    result = enrol_certmonger(
+        cluster.pending.url,
+        tmp_path,
+        challenge=CHALLENGE,
+        subject="CN=certmonger-polled",
+        sans=["dns:cm-polled.example.com"],
+    )
+    certificate = assert_enrolled(cluster.pending, result)
+    assert san_values(certificate) == {"cm-polled.example.com"}
+    assert result.certmonger_status == "MONITORING"
+    polled_pending(cluster.pending, before, "SUCCESS")
+
+
+def test_certmonger_polls_a_pending_request_until_it_is_rejected(cluster: Cluster, tmp_path: Path):
+    before = cluster.pending.pki_operations()
+    result = enrol_certmonger(
+        cluster.pending.url, tmp_path, challenge="wrong", subject="CN=certmonger-refused"
+    )
+    assert_certmonger_rejected(result)
+    polled_pending(cluster.pending, before, "FAILURE_badRequest")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -41,7 +42,10 @@ class Exchange:
         recipient: x509.Certificate | None = None,
         signing_time: dt.datetime | None = None,
         method: str = "POST",
+        rewrite: Callable[[bytes], bytes] | None = None,
     ) -> CertRep:
+        """Send a pkiMessage and read the answer; ``rewrite`` changes the
+        message before it goes out."""
         client = self.scepline.client
         await client.get_ca_certs()
         nonce = os.urandom(16)
@@ -57,7 +61,7 @@ class Exchange:
             sender_nonce=nonce,
             signing_time=signing_time,
         )
-        response = await client.send(der, method=method)
+        response = await client.send(rewrite(der) if rewrite else der, method=method)
         return read_cert_rep(
             response.content,
             expected_signer=client.ra_certificate,

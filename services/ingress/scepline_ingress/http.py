@@ -1,8 +1,10 @@
-"""The SCEP HTTP binding (RFC 8894 §4), the CRL distribution point and the
-health/metrics endpoints.
+"""The SCEP HTTP binding (RFC 8894 §4) and the CRL distribution point: what
+the public SCEP port serves, and nothing else (metrics and the like are on the
+health port, ``scepline_shared.health``; ``/healthz`` and ``/readyz`` are here
+too, for load balancers).
 
 Only HTTP concerns live here: routing, decoding the GET message from the raw
-query string, the body size limit and content types.
+query string, the body size and time limits and content types.
 
 CRLs: ``GET /crl/<issuer_key_id>.crl`` (the CA's spki_sha256_hex, the URL the
 signer writes into issued certificates' CRL distribution points) and
@@ -11,18 +13,19 @@ signer writes into issued certificates' CRL distribution points) and
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
 import email.utils
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from scepline_shared.health import ReadinessCheck, health_routes
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import SCEP_REQUESTS
 
@@ -34,8 +37,6 @@ __all__ = ["PKIX_CRL", "create_app", "decode_get_message", "is_scep_path"]
 log = get_logger(__name__)
 
 PKIX_CRL = "application/pkix-crl"
-
-ReadinessCheck = Callable[[], Awaitable[bool]]
 
 _SCEP_ROOT = "scep"
 _WINDOWS_SUFFIX = "pkiclient.exe"
@@ -74,23 +75,18 @@ def create_app(
     service: ScepService,
     *,
     max_body_bytes: int,
+    body_timeout_seconds: float,
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="scepline", docs_url=None, redoc_url=None, lifespan=lifespan)  # type: ignore[arg-type]
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok\n")
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> PlainTextResponse:
-        ready = readiness is None or await readiness()
-        return PlainTextResponse("ready\n" if ready else "not ready\n", 200 if ready else 503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    app = FastAPI(
+        title="scepline",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,  # type: ignore[arg-type]
+    )
+    app.include_router(health_routes(readiness))
 
     @app.api_route("/crl", methods=["GET", "HEAD"], include_in_schema=False)
     async def active_crl() -> Response:
@@ -128,7 +124,7 @@ def create_app(
         if operation != "PKIOperation":
             SCEP_REQUESTS.labels("unknown", "", "bad_operation").inc()
             return PlainTextResponse("unknown or missing operation\n", status_code=400)
-        message = await _read_message(request, parameters, max_body_bytes)
+        message = await _read_message(request, parameters, max_body_bytes, body_timeout_seconds)
         if isinstance(message, Response):
             return message
         try:
@@ -160,7 +156,7 @@ def _http_date(moment: dt.datetime) -> str:
 
 
 async def _read_message(
-    request: Request, parameters: dict[str, bytes], max_body_bytes: int
+    request: Request, parameters: dict[str, bytes], max_body_bytes: int, timeout: float
 ) -> bytes | Response:
     if request.method == "GET":
         raw = parameters.get("message", b"")
@@ -175,10 +171,14 @@ async def _read_message(
         if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
             return _too_large() if declared.isdigit() else _bad_request("bad Content-Length")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                return _too_large()
+        try:
+            async with asyncio.timeout(timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > max_body_bytes:
+                        return _too_large()
+        except TimeoutError:
+            return _too_slow()
         message = bytes(body)
     if not message:
         return _bad_request("empty PKIOperation message")
@@ -190,6 +190,16 @@ async def _read_message(
 def _too_large() -> Response:
     SCEP_REQUESTS.labels("PKIOperation", "unknown", "too_large").inc()
     return PlainTextResponse("PKIOperation message too large\n", status_code=413)
+
+
+def _too_slow() -> Response:
+    SCEP_REQUESTS.labels("PKIOperation", "unknown", "too_slow").inc()
+    # Close: the rest of the body may still be on its way.
+    return PlainTextResponse(
+        "PKIOperation message not received in time\n",
+        status_code=408,
+        headers={"Connection": "close"},
+    )
 
 
 def _bad_request(reason: str) -> Response:

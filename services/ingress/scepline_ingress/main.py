@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
+from scepline_shared.health import ReadinessCheck
 from scepline_shared.pipeline import Pipeline
 from scepline_shared.settings import Settings
 from scepline_shared.store.repository import RequestRepository
 
-from .http import ReadinessCheck, create_app
+from .http import create_app
 from .identity import IdentitySource, ScepIdentity
 from .service import ScepOptions, ScepService
 
@@ -48,6 +49,7 @@ def build_ingress_app(
     return create_app(
         service,
         max_body_bytes=settings.http_max_body_bytes,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
         readiness=readiness,
         lifespan=lifespan,
     )

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import secrets
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from scepline_shared.challenge import (
 from scepline_shared.intune import IntuneClient
 from scepline_shared.issuance import profile_from
 from scepline_shared.pipeline import Step, StepHandler
+from scepline_shared.private_files import private_directory, read_or_create_secret
 from scepline_shared.settings import Settings
 from scepline_shared.store.repository import RequestRepository
 
@@ -56,23 +54,12 @@ def lab_challenge(data_dir: Path) -> tuple[str, Path]:
     (mode 0600), then read by every process that shares the data directory, so
     it survives restarts and a separately started validator agrees with it.
 
-    It goes to a file, never to the console or a log. Created by linking a
-    complete temporary file into place, so a process racing this one reads
-    either nothing (and links its own) or the whole challenge.
+    It goes to a file, never to the console or a log; processes racing to
+    create it all end up with one challenge (`read_or_create_secret`).
     """
-    path = data_dir / LAB_CHALLENGE_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=data_dir, prefix=".challenge-")
-        try:
-            with os.fdopen(descriptor, "w") as file:  # mkstemp: mode 0600
-                file.write(secrets.token_urlsafe(18) + "\n")
-            # Another process may have won the race: then its challenge is used.
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            os.unlink(temporary)
-    challenge = path.read_text().strip()
+    path = private_directory(data_dir) / LAB_CHALLENGE_FILE
+    generated = read_or_create_secret(path, lambda: (secrets.token_urlsafe(18) + "\n").encode())
+    challenge = generated.decode().strip()
     if not challenge:
         raise ValueError(f"{path} is empty: delete it to generate a new challenge")
     return challenge, path

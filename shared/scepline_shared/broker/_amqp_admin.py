@@ -9,16 +9,20 @@ old place. So every operation walks the whole queue - as many messages as it
 held at the start - even to show ten: returned all together, in the order they
 were taken, they keep their order. A DLQ of n messages costs n gets per call;
 dead letters that arrive during a walk end up ahead of the walked ones.
-Operations on one DLQ are meant to run one at a time (an operator's CLI).
+
+Letters held by one walk are invisible to another, which would miss them (a
+replay would leave them behind while ingress reads the DLQ for its metrics).
+So operations on one DLQ take turns, across processes too: see ``_taking_turns``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from aiormq.exceptions import ChannelLockedResource
 
 from ..log import get_logger
 from ..messages import DeadLetter
@@ -48,6 +52,9 @@ class AmqpAdmin:
         self._topology = topology
         self._open_channel = open_channel
         self._timeout = timeout
+        # An exclusive queue shuts out other connections only; tasks of this
+        # process take turns on these.
+        self._turns = {step: asyncio.Lock() for step in Step}
 
     async def _release(self, channel: AbstractRobustChannel) -> None:
         with contextlib.suppress(BrokerUnavailable):
@@ -69,27 +76,64 @@ class AmqpAdmin:
             what="get",
         )
 
+    @contextlib.asynccontextmanager
+    async def _taking_turns(self, step: Step) -> AsyncIterator[None]:
+        """Have ``step``'s DLQ to ourselves, waiting up to the timeout for it.
+
+        The turn is an exclusive queue beside the DLQ: one connection at a time
+        can declare it, and RabbitMQ deletes it with its connection, so a
+        process that dies in its turn does not keep it."""
+        async with self._turns[step]:
+            name = f"{self._topology.dead_letter_queue(step)}.turn"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._timeout
+            while True:
+                channel = await self._open_channel()
+                try:
+                    turn = await bounded(
+                        channel.declare_queue(name, exclusive=True, robust=False),
+                        timeout=self._timeout,
+                        what=f"take a turn on {name}",
+                    )
+                    break
+                except BrokerUnavailable as error:
+                    await self._release(channel)
+                    if not isinstance(error.__cause__, ChannelLockedResource):
+                        raise
+                    if loop.time() > deadline:
+                        raise BrokerUnavailable(
+                            f"{name}: another process is still reading these dead letters"
+                        ) from error
+                await asyncio.sleep(0.02)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(BrokerUnavailable):
+                    await bounded(turn.delete(), timeout=self._timeout, what=f"delete {name}")
+                await self._release(channel)
+
     async def _walk(self, step: Step, visit: Visit) -> None:
         """Show ``visit`` every message the DLQ held when called, oldest first.
 
         Bounded by the count at the start, so a replayed message that fails
         again and lands behind us cannot keep the walk going forever."""
-        name = self._topology.dead_letter_queue(step)
-        channel = await self._open_channel()
-        walked = removed = 0
-        try:
-            queue = await self._passive(channel, name)
-            remaining = queue.declaration_result.message_count or 0
-            while remaining > 0:
-                incoming = await self._get(queue)
-                if incoming is None:
-                    break
-                remaining -= 1
-                walked += 1
-                removed += await visit(incoming)
-        finally:
-            await self._release(channel)
-        await self._returned(name, walked - removed)
+        async with self._taking_turns(step):
+            name = self._topology.dead_letter_queue(step)
+            channel = await self._open_channel()
+            walked = removed = 0
+            try:
+                queue = await self._passive(channel, name)
+                remaining = queue.declaration_result.message_count or 0
+                while remaining > 0:
+                    incoming = await self._get(queue)
+                    if incoming is None:
+                        break
+                    remaining -= 1
+                    walked += 1
+                    removed += await visit(incoming)
+            finally:
+                await self._release(channel)
+            await self._returned(name, walked - removed)
 
     async def _returned(self, name: str, expected: int) -> None:
         """Wait until the messages handed back are ready again.
@@ -124,12 +168,13 @@ class AmqpAdmin:
         return found
 
     async def purge_all(self, step: Step) -> int:
-        channel = await self._open_channel()
-        try:
-            queue = await self._passive(channel, self._topology.dead_letter_queue(step))
-            result = await bounded(queue.purge(), timeout=self._timeout, what="purge")
-        finally:
-            await self._release(channel)
+        async with self._taking_turns(step):  # a purge leaves letters held by a walk
+            channel = await self._open_channel()
+            try:
+                queue = await self._passive(channel, self._topology.dead_letter_queue(step))
+                result = await bounded(queue.purge(), timeout=self._timeout, what="purge")
+            finally:
+                await self._release(channel)
         return int(result.message_count or 0)
 
     async def take(

@@ -77,7 +77,7 @@ class PkiMessage:
     message_type: MessageType
     signer_certificate: x509.Certificate
     certificates: tuple[x509.Certificate, ...]
-    envelope: bytes | None  # the pkcsPKIEnvelope (ContentInfo DER), None if absent
+    envelope: bytes | None  # the pkcsPKIEnvelope (ContentInfo DER), None if absent or empty
     pki_status: PkiStatus | None = None
     fail_info: FailInfo | None = None
     fail_info_text: str | None = None
@@ -135,7 +135,8 @@ def read_pki_message(der: bytes) -> PkiMessage:
             message_type=message_type,
             signer_certificate=signed.signer_certificate,
             certificates=signed.certificates,
-            envelope=signed.content,
+            # An empty eContent (a FAILURE or PENDING CertRep) is no envelope.
+            envelope=signed.content or None,
             pki_status=PkiStatus(status) if status is not None else None,
             fail_info=FailInfo(fail_info) if fail_info is not None else None,
             fail_info_text=fail_text.native if fail_text is not None else None,
@@ -228,9 +229,11 @@ def build_cert_rep(
     """A CertRep answering ``request`` (RFC 8894 §3.3.2).
 
     SUCCESS carries certificates (or CRLs) encrypted to ``recipient``;
-    FAILURE and PENDING carry no envelope.
+    FAILURE and PENDING carry no envelope, but an empty eContent: clients on
+    OpenSSL's PKCS#7 API (certmonger) cannot read a SignedData without content,
+    and other servers (micromdm, EJBCA) send it empty too.
     """
-    content: bytes | None = None
+    content = b""
     if status is PkiStatus.SUCCESS:
         if recipient is None or encryption is None:
             raise TypeError("a SUCCESS CertRep needs a recipient and an encryption algorithm")

@@ -20,7 +20,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.asymmetric.padding import MGF1, PSS, PKCS1v15
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import asn1
@@ -113,16 +114,78 @@ def verify_signed_message(message: SignedMessage) -> None:
         public_key = message.signer_certificate.public_key()
     except (UnsupportedAlgorithm, ValueError) as exc:
         raise BadAlg("the signer certificate's key type is not supported") from exc
-    hash_algorithm = message.digest.hash_algorithm()
     try:
-        if isinstance(public_key, rsa.RSAPublicKey):
-            public_key.verify(signature, signed_bytes, PKCS1v15(), hash_algorithm)
-        elif isinstance(public_key, ec.EllipticCurvePublicKey):
-            public_key.verify(signature, signed_bytes, ec.ECDSA(hash_algorithm))
-        else:
-            raise BadAlg("the signer key is neither RSA nor ECDSA")
+        _verify_signature(
+            public_key,
+            message.signer_info["signature_algorithm"],
+            signature,
+            signed_bytes,
+            message.digest,
+        )
     except InvalidSignature as exc:
         raise BadMessageCheck("the pkiMessage signature does not verify") from exc
+
+
+# Some signers name the key's algorithm instead of a signature algorithm:
+# rsaEncryption (asn1crypto's rsassa_pkcs1v15, what we send) and id-ecPublicKey.
+_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+
+
+def _verify_signature(
+    public_key: CertificatePublicKeyTypes,
+    algorithm: algos.SignedDigestAlgorithm,
+    signature: bytes,
+    data: bytes,
+    digest: Digest,
+) -> None:
+    """Verify with the scheme the SignerInfo names; BadAlg for one we do not support.
+
+    PKCS#1 v1.5 and ECDSA hash with the SignerInfo's digest algorithm,
+    RSASSA-PSS with the hash its parameters name.
+    """
+    oid = algorithm["algorithm"].dotted
+    try:
+        scheme = "ecdsa" if oid == _EC_PUBLIC_KEY else algorithm.signature_algo
+    except ValueError:
+        raise BadAlg(f"unsupported signature algorithm {oid}") from None
+    if isinstance(public_key, rsa.RSAPublicKey) and scheme == "rsassa_pkcs1v15":
+        public_key.verify(signature, data, PKCS1v15(), digest.hash_algorithm())
+    elif isinstance(public_key, rsa.RSAPublicKey) and scheme == "rsassa_pss":
+        pss, hash_algorithm = _pss_padding(algorithm, public_key.key_size)
+        public_key.verify(signature, data, pss, hash_algorithm)
+    elif isinstance(public_key, ec.EllipticCurvePublicKey) and scheme == "ecdsa":
+        public_key.verify(signature, data, ec.ECDSA(digest.hash_algorithm()))
+    else:
+        raise BadAlg(f"signature algorithm {scheme} is not supported for the signer's key")
+
+
+def _pss_padding(
+    algorithm: algos.SignedDigestAlgorithm, key_size: int
+) -> tuple[PSS, hashes.HashAlgorithm]:
+    """The padding and message hash of id-RSASSA-PSS's parameters (RFC 4055 §3.1)."""
+    try:
+        parameters = algorithm["parameters"]
+        if not isinstance(parameters, algos.RSASSAPSSParams):
+            raise BadAlg("RSASSA-PSS without parameters")
+        mask = parameters["mask_gen_algorithm"]
+        if mask["algorithm"].native != "mgf1":
+            raise BadAlg(f"unsupported RSASSA-PSS mask generation {mask['algorithm'].native}")
+        mask_hash_name = mask["parameters"]["algorithm"].native
+        hash_name = parameters["hash_algorithm"]["algorithm"].native
+        salt_length = parameters["salt_length"].native
+        trailer = parameters["trailer_field"].native
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BadAlg("malformed RSASSA-PSS parameters") from exc
+    hash_digest = Digest.from_asn1_name(hash_name)
+    mask_digest = Digest.from_asn1_name(mask_hash_name)
+    if hash_digest is None or mask_digest is None:
+        raise BadAlg(f"unsupported RSASSA-PSS hash {hash_name} or MGF1 hash {mask_hash_name}")
+    if trailer != "trailer_field_bc":
+        raise BadAlg(f"unsupported RSASSA-PSS trailer field {trailer}")
+    if not 0 <= salt_length <= key_size // 8:
+        raise BadAlg(f"RSASSA-PSS salt length {salt_length} does not fit the key")
+    pss = PSS(mgf=MGF1(mask_digest.hash_algorithm()), salt_length=salt_length)
+    return pss, hash_digest.hash_algorithm()
 
 
 def sign_data(

@@ -2,7 +2,8 @@
 
 The store is the source of truth for every SCEP request; services reach it
 only through `RequestRepository` (and `CertificateRepository`) and the
-frozen views they return.
+frozen views they return. CSRs are stored sealed with the store key
+(`store_key.py`).
 """
 
 from scepline_shared.store.certificates import REVOCATION_REASONS, CertificateRepository
@@ -16,6 +17,8 @@ from scepline_shared.store.errors import (
     IllegalTransition,
     SerialCollision,
     StoreError,
+    StoreKeyError,
+    UnreadableCsr,
     UnsupportedDatabaseUrl,
 )
 from scepline_shared.store.migrate import upgrade_to_head, upgrade_to_head_sync
@@ -33,6 +36,8 @@ from scepline_shared.store.repository import (
     RequestRepository,
     utc_now,
 )
+from scepline_shared.store.seal_legacy import seal_legacy_csrs
+from scepline_shared.store.store_key import STORE_KEY_FILE, CsrSealer, load_store_key
 from scepline_shared.store.views import (
     CertificateView,
     CrlView,
@@ -50,12 +55,14 @@ __all__ = [
     "MESSAGE_TYPES",
     "NON_TERMINAL_STATES",
     "REVOCATION_REASONS",
+    "STORE_KEY_FILE",
     "TERMINAL_STATES",
     "TRANSITION_FIELDS",
     "CertificateRepository",
     "CertificateView",
     "CrlNumberCollision",
     "CrlView",
+    "CsrSealer",
     "EventView",
     "IllegalTransition",
     "IssuedCertificateRecord",
@@ -66,9 +73,13 @@ __all__ = [
     "RequestView",
     "SerialCollision",
     "StoreError",
+    "StoreKeyError",
+    "UnreadableCsr",
     "UnsupportedDatabaseUrl",
     "create_engine_for",
+    "load_store_key",
     "normalise_database_url",
+    "seal_legacy_csrs",
     "serial_hex",
     "session_factory",
     "spki_key_id",

@@ -19,6 +19,7 @@ from scepline_shared.store.models import (
     RequestEvent,
     ScepRequest,
 )
+from scepline_shared.store.store_key import CsrSealer
 from scepline_shared.store.views import (
     CertificateView,
     CrlView,
@@ -62,10 +63,16 @@ CERTIFICATE_COLUMNS = _columns(CERTIFICATE_TABLE, CertificateView)
 CRL_COLUMNS = _columns(CRL_TABLE, CrlView)
 JOURNAL_COLUMNS = _columns(JOURNAL_TABLE, JournalEntry)
 
+_REQUEST_FIELDS = [field.name for field in fields(RequestView)]
+_CSR = _REQUEST_FIELDS.index("csr_der")
+_TRANSACTION_ID = _REQUEST_FIELDS.index("transaction_id")
 
-def request_view(row: Sequence[Any]) -> RequestView:
-    """A row of REQUEST_COLUMNS."""
-    return RequestView(*row)
+
+def request_view(row: Sequence[Any], sealer: CsrSealer) -> RequestView:
+    """A row of REQUEST_COLUMNS, its CSR opened (stored rows hold it sealed)."""
+    values = list(row)
+    values[_CSR] = sealer.open(values[_CSR], values[_TRANSACTION_ID])
+    return RequestView(*values)
 
 
 def event_view(row: Sequence[Any]) -> EventView:

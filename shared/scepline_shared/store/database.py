@@ -7,6 +7,7 @@ Nothing here runs at import: engines are built by whoever owns the process
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from scepline_shared.private_files import create_private_file, keep_private
 from scepline_shared.store.errors import UnsupportedDatabaseUrl
 
 __all__ = [
@@ -85,7 +87,8 @@ def create_engine_for(
     A caller that finds them all busy waits up to `pool_timeout` seconds.
 
     SQLite also gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE`
-    transactions (see `_prepare_sqlite`).
+    transactions (see `_prepare_sqlite`), and its files are its owner's only
+    (see `_keep_sqlite_files_private`).
     """
     pool_args: dict[str, Any] = {
         "pool_size": pool_size + max_overflow,
@@ -95,6 +98,8 @@ def create_engine_for(
     normalised = normalise_database_url(url)
     if normalised.startswith("sqlite"):
         in_memory = _is_memory_database(make_url(normalised))
+        if not in_memory:
+            _keep_sqlite_files_private(Path(make_url(normalised).database or ""))
         # :memory: must keep SQLAlchemy's StaticPool (one connection, one database).
         engine = create_async_engine(normalised, echo=echo, **({} if in_memory else pool_args))
         _prepare_sqlite(engine, wal=not in_memory)
@@ -188,6 +193,18 @@ def _switch_to_wal(cursor: Any) -> None:
             if "locked" not in str(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def _keep_sqlite_files_private(database: Path) -> None:
+    """The database file exists, mode 0600, before SQLite first opens it: SQLite
+    gives its -wal, -shm and -journal files the database file's permissions, and
+    they hold every request it recorded. Files left readable by others are
+    tightened. Where the directory is missing SQLite reports it."""
+    if not database.parent.is_dir():
+        return
+    create_private_file(database)
+    for suffix in ("-wal", "-shm", "-journal"):
+        keep_private(database.with_name(database.name + suffix))
 
 
 def _is_memory_database(url: URL) -> bool:

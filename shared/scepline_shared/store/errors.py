@@ -11,6 +11,8 @@ __all__ = [
     "IllegalTransition",
     "SerialCollision",
     "StoreError",
+    "StoreKeyError",
+    "UnreadableCsr",
     "UnsupportedDatabaseUrl",
 ]
 
@@ -60,3 +62,20 @@ class UnsupportedDatabaseUrl(StoreError, ValueError):
     def __init__(self, scheme: str) -> None:
         super().__init__(f"unsupported database URL scheme {scheme!r}")
         self.scheme = scheme
+
+
+class StoreKeyError(StoreError, ValueError):
+    """The store key cannot be used: its file is missing, unreadable or the
+    wrong size, or it is not the key the stored CSRs were sealed with."""
+
+
+class UnreadableCsr(StoreError):
+    """A stored CSR does not open with the store key: it was sealed under
+    another key, altered, or copied from another request's row."""
+
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__(
+            f"the stored CSR of request {transaction_id!r} does not open with the store key "
+            "(sealed under another key, altered, or moved from another request)"
+        )
+        self.transaction_id = transaction_id

@@ -12,7 +12,7 @@ PostgreSQL (one transaction on SQLite); reads are one round trip. See `_sql.py`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -52,6 +52,7 @@ from scepline_shared.store.models import (
     NotifyState,
     RequestState,
 )
+from scepline_shared.store.store_key import CsrSealer
 from scepline_shared.store.views import (
     EventView,
     IssuedCertificateRecord,
@@ -168,17 +169,20 @@ _RECORD_SIGNED = RequestChange(
 class RequestRepository(CertificateRepository):
     """Requests and their history, plus (inherited) certificates and CRLs.
 
-    Built from one `async_sessionmaker` bound to an `AsyncEngine`; `clock`
-    exists for tests and must return aware datetimes.
+    Built from one `async_sessionmaker` bound to an `AsyncEngine` and the
+    store key's `sealer`: CSRs are stored sealed and handed out opened (see
+    `store_key.py`). `clock` exists for tests and must return aware datetimes.
     """
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
+        sealer: CsrSealer,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         super().__init__(sessions, clock=clock)
+        self._sealer = sealer
         # INSERT ... ON CONFLICT DO NOTHING is spelled per dialect, hence built here.
         self._record = RequestChange(
             self._db.insert_unless_present(REQUEST_TABLE, "transaction_id")
@@ -222,7 +226,7 @@ class RequestRepository(CertificateRepository):
             "transaction_id": transaction_id,
             "signer_key_id": signer_key_id,
             "message_type": message_type,
-            "csr_der": csr_der,
+            "csr_der": self._sealer.seal(csr_der, transaction_id),
             "signer_cert_der": signer_cert_der,
             "subject": subject,
             "renewal_of_serial": renewal,
@@ -243,7 +247,7 @@ class RequestRepository(CertificateRepository):
         for _ in range(2):
             row = await self._db.change_request(self._record, parameters)
             if row is not None:
-                return RecordResult(request=request_view(row), created=True)
+                return RecordResult(request=request_view(row, self._sealer), created=True)
             existing = await self.get(transaction_id)
             if existing is not None:
                 return RecordResult(request=existing, created=False)
@@ -251,7 +255,7 @@ class RequestRepository(CertificateRepository):
 
     async def get(self, transaction_id: str) -> RequestView | None:
         row = await self._db.fetch_one(_GET, {"transaction_id": transaction_id})
-        return None if row is None else request_view(row)
+        return None if row is None else request_view(row, self._sealer)
 
     async def transition(
         self,
@@ -350,7 +354,7 @@ class RequestRepository(CertificateRepository):
         except IntegrityError as exc:
             raise SerialCollision(claim.serial) from exc
         if row is not None:
-            return request_view(row)
+            return request_view(row, self._sealer)
         current = await self.get(transaction_id)
         if current is not None and current.state is RequestState.VALIDATED:
             raise SerialCollision(claim.serial)  # a certificate from before the journal has it
@@ -385,7 +389,7 @@ class RequestRepository(CertificateRepository):
             **_certificate_row(transaction_id, certificate),
         }
         row = await self._db.change_request(_RECORD_SIGNED, parameters)
-        return None if row is None else request_view(row)
+        return None if row is None else request_view(row, self._sealer)
 
     async def void_claim(
         self,
@@ -465,7 +469,7 @@ class RequestRepository(CertificateRepository):
                     issuer_key_id=claimed.issuer_key_id,
                 )
             )
-        return request_view(row)
+        return request_view(row, self._sealer)
 
     async def fail_and_revoke(
         self,
@@ -531,7 +535,7 @@ class RequestRepository(CertificateRepository):
                     .where(_CERT.serial == row.cert_serial, _CERT.revoked_at.is_(None))
                     .values(revoked_at=now, revocation_reason=reason)
                 )
-        return request_view(row)
+        return request_view(row, self._sealer)
 
     async def mark_queued(self, transaction_id: str) -> bool:
         """Note that the request was just handed to the pipeline (again).
@@ -563,7 +567,7 @@ class RequestRepository(CertificateRepository):
             .order_by(last_seen, _REQ.id)
             .limit(limit)
         )
-        return [request_view(row) for row in rows]
+        return [request_view(row, self._sealer) for row in rows]
 
     async def prune(self, *, untouched_since: datetime) -> int:
         """Delete final requests (their history goes with them) untouched since
@@ -590,7 +594,7 @@ class RequestRepository(CertificateRepository):
             .order_by(_REQ.updated_at.desc(), _REQ.id.desc())
             .limit(limit)
         )
-        return [request_view(row) for row in rows]
+        return [request_view(row, self._sealer) for row in rows]
 
     async def parked(self, *, limit: int = 1000) -> list[RequestView]:
         """Requests waiting for an operator, oldest first."""
@@ -600,7 +604,21 @@ class RequestRepository(CertificateRepository):
             .order_by(_REQ.parked_at, _REQ.id)
             .limit(limit)
         )
-        return [request_view(row) for row in rows]
+        return [request_view(row, self._sealer) for row in rows]
+
+    async def unfinished(self, transaction_ids: Collection[str]) -> set[str]:
+        """Those of `transaction_ids` whose request still needs the pipeline or
+        an operator: not final, or parked. The others are final and unparked,
+        or gone (pruned): a dead letter of theirs needs nobody."""
+        if not transaction_ids:
+            return set()
+        rows = await self._db.fetch_all(
+            select(_REQ.transaction_id).where(
+                _REQ.transaction_id.in_(list(transaction_ids)),
+                _REQ.state.in_(NON_TERMINAL_STATES) | _REQ.parked_at.is_not(None),
+            )
+        )
+        return {row.transaction_id for row in rows}
 
     async def park(self, *, transaction_id: str, reason: str) -> bool:
         """Mark a request as waiting in a dead-letter queue; the sweep skips it."""
@@ -665,7 +683,7 @@ class RequestRepository(CertificateRepository):
         }
         change = _cas_change(column, frozenset(values), certificate is not None)
         row = await self._db.change_request(change, parameters)
-        return None if row is None else request_view(row)
+        return None if row is None else request_view(row, self._sealer)
 
 
 @cache

@@ -8,7 +8,10 @@ import datetime as dt
 import os
 
 import pytest
+from asn1crypto import algos
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_shared.ca import build_crl
@@ -28,7 +31,7 @@ from scepline_shared.scep_client import Requester, build_csr
 from scepline_shared.settings import Settings
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, running
 from tests.support.exchange import Exchange
-from tests.support.pki import name, requester, rsa_key, self_signed
+from tests.support.pki import name, requester, resigned, rsa_key, rsassa_pss, self_signed
 
 
 @pytest.fixture
@@ -229,6 +232,41 @@ async def test_signature_that_does_not_verify_is_bad_message_check(scep: Exchang
     )
     assert rep.status is PkiStatus.FAILURE
     assert rep.fail_info is FailInfo.BAD_MESSAGE_CHECK
+
+
+async def test_rsassa_pss_signed_pkcs_req_is_issued(scep: Exchange):
+    """strongSwan pki --rsa-padding pss: SHA-256, MGF1 with SHA-256, 32 bytes of salt."""
+    who = requester("pss")
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    rep = await scep.enrol(
+        who,
+        transaction_id="tx-pss",
+        rewrite=lambda der: resigned(
+            der, rsassa_pss(), lambda data: who.key.sign(data, pss, hashes.SHA256())
+        ),
+    )
+    assert rep.status is PkiStatus.SUCCESS
+    assert rep.certificates[0].public_key() == who.key.public_key()
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [rsassa_pss("sha3_256"), algos.SignedDigestAlgorithm({"algorithm": "1.3.6.1.4.1.55555.1.2"})],
+    ids=["pss-with-sha3", "unknown-oid"],
+)
+async def test_signature_algorithm_we_do_not_support_is_failure_bad_alg(
+    scep: Exchange, algorithm: algos.SignedDigestAlgorithm
+):
+    who = requester("alg")
+    rep = await scep.enrol(
+        who,
+        transaction_id="tx-alg",
+        rewrite=lambda der: resigned(
+            der, algorithm, lambda data: who.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        ),
+    )
+    assert rep.status is PkiStatus.FAILURE
+    assert rep.fail_info is FailInfo.BAD_ALG
 
 
 @pytest.mark.parametrize("message_type", [18, 99, int(MessageType.CERT_REP)])

@@ -99,11 +99,17 @@ async def test_unknown_path_is_404(scepline: RunningScepline):
     assert response.status_code == 404
 
 
-async def test_health_readiness_and_metrics(scepline: RunningScepline):
+async def test_health_and_readiness_on_the_scep_port_metrics_on_the_health_port(
+    scepline: RunningScepline,
+):
     assert (await scepline.http.get("/healthz")).status_code == 200
     assert (await scepline.http.get("/readyz")).status_code == 200
+    for path in ["/metrics", "/openapi.json", "/docs", "/redoc"]:
+        assert (await scepline.http.get(path)).status_code == 404, path
+    assert (await scepline.health.get("/healthz")).status_code == 200
+    assert (await scepline.health.get("/readyz")).status_code == 200
     await scepline.http.get("/scep", params={"operation": "GetCACaps"})
-    metrics = (await scepline.http.get("/metrics")).text
+    metrics = (await scepline.health.get("/metrics")).text
     assert 'scepline_scep_requests_total{message_type="",operation="GetCACaps",outcome="ok"}' in (
         metrics
     )

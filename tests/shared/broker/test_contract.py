@@ -214,6 +214,37 @@ async def test_purge_deletes_chosen_then_all_dead_letters(broker: Broker) -> Non
     assert (await broker.queue_depths())["validate.work"] == 0
 
 
+async def test_dead_letters_read_meanwhile_by_another_process_are_all_replayed(
+    broker_harness: BrokerHarness,
+) -> None:
+    # Ingress reads the dead letters for its metrics while an operator replays them.
+    broker = broker_harness.broker
+    inbox = Inbox()
+    await broker.consume(Step.VALIDATE, inbox, prefetch=1)
+    dead = await park(broker, inbox, *(f"tx-{i}" for i in range(20)))
+    for _ in dead:
+        await inbox.next()
+    inbox.policy = ack
+    reader = broker if broker_harness.kind == "memory" else await broker_harness.another()
+    seen: list[int] = []
+    replayed = asyncio.Event()
+
+    async def keep_reading() -> None:
+        while not replayed.is_set():
+            seen.append(len(await reader.dead_letters(Step.VALIDATE, limit=1000)))
+            await asyncio.sleep(0)  # the in-process broker answers without ever waiting
+
+    reading = asyncio.create_task(keep_reading())
+    await eventually(lambda: seen, lambda readings: len(readings) > 0)
+    try:
+        assert await broker.replay(Step.VALIDATE) == len(dead)
+    finally:
+        replayed.set()
+        await reading
+    assert set(seen) <= {0, len(dead)}, "a reading saw part of the letters"
+    assert await broker.dead_letters(Step.VALIDATE) == []
+
+
 async def test_prefetch_bounds_the_deliveries_in_flight(broker: Broker) -> None:
     release = asyncio.Event()
     in_flight = peak = 0

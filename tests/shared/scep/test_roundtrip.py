@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from scepline_shared.scep import (
@@ -87,10 +88,9 @@ def test_pkcs_req_round_trip_and_success_reply(encryption: ContentEncryption, di
     assert rep.certificates == (client.certificate,)
 
 
-@pytest.mark.parametrize("status", [PkiStatus.FAILURE, PkiStatus.PENDING])
-def test_failure_and_pending_carry_no_envelope(status: PkiStatus):
+def failure_or_pending(status: PkiStatus) -> bytes:
     message = read_pki_message(pkcs_req(ContentEncryption.AES128_CBC, Digest.SHA256, b"n" * 16))
-    reply = build_cert_rep(
+    return build_cert_rep(
         request=message.header,
         status=status,
         fail_info=FailInfo.BAD_REQUEST if status is PkiStatus.FAILURE else None,
@@ -98,6 +98,15 @@ def test_failure_and_pending_carry_no_envelope(status: PkiStatus):
         signer_key=RA_KEY,
         signer_certificate=RA,
     )
+
+
+@pytest.mark.parametrize("status", [PkiStatus.FAILURE, PkiStatus.PENDING], ids=lambda s: s.name)
+def test_failure_and_pending_carry_an_empty_content_and_no_envelope(status: PkiStatus):
+    reply = failure_or_pending(status)
+    # An empty id-data eContent, as micromdm's and EJBCA's FAILURE/PENDING carry.
+    encapsulated = cms.ContentInfo.load(reply)["content"]["encap_content_info"]
+    assert encapsulated["content_type"].native == "data"
+    assert encapsulated["content"].native == b""  # present, and empty
     parsed = read_pki_message(reply)
     assert parsed.envelope is None
     assert parsed.pki_status is status
@@ -105,6 +114,21 @@ def test_failure_and_pending_carry_no_envelope(status: PkiStatus):
     if status is PkiStatus.FAILURE:
         assert parsed.fail_info is FailInfo.BAD_REQUEST
         assert parsed.fail_info_text == "challenge wrong"
+
+
+@pytest.mark.parametrize("status", [PkiStatus.FAILURE, PkiStatus.PENDING], ids=lambda s: s.name)
+def test_failure_and_pending_verify_with_openssl_pkcs7(tmp_path: Path, status: PkiStatus):
+    """certmonger reads CertReps with OpenSSL's PKCS#7 API, which refuses a SignedData
+    without content ("PKCS7 routines::no content"); ``openssl smime`` uses that API."""
+    (tmp_path / "rep.der").write_bytes(failure_or_pending(status))
+    verify = subprocess.run(
+        ["openssl", "smime", "-verify", "-noverify", "-inform", "DER", "-in", "rep.der"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
 
 
 def test_cert_rep_verifies_and_decrypts_with_openssl(tmp_path: Path):

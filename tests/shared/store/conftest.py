@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scepline_shared.store import RequestRepository, session_factory
+from scepline_shared.store.store_key import CsrSealer
 from tests.shared.store.helpers import FakeClock
 
 
@@ -15,5 +16,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def clocked_repository(store_engine: AsyncEngine, clock: FakeClock) -> RequestRepository:
-    return RequestRepository(session_factory(store_engine), clock=clock)
+def clocked_repository(
+    store_engine: AsyncEngine, store_sealer: CsrSealer, clock: FakeClock
+) -> RequestRepository:
+    return RequestRepository(session_factory(store_engine), sealer=store_sealer, clock=clock)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -141,5 +144,58 @@ async def test_sqlite_autocommit_connections_take_no_write_lock(tmp_path: Path) 
         async with engine.begin() as connection:
             await connection.execute(text("SELECT 1"))
         assert sent == ["BEGIN IMMEDIATE", "SELECT 1"]
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """The common 022, so a file left to the umask would be readable by everyone."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+async def test_a_new_sqlite_store_and_its_wal_files_are_readable_by_the_owner_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.db"
+    engine = create_engine_for(f"sqlite:///{path}")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (x BLOB)"))
+        # -wal and -shm exist while a connection is open.
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT count(*) FROM t"))
+            files = [path, path.with_name("store.db-wal"), path.with_name("store.db-shm")]
+            assert {file.name: _mode(file) for file in files} == {
+                file.name: 0o600 for file in files
+            }
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.usefixtures("permissive_umask")
+async def test_an_existing_sqlite_store_readable_by_others_is_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    files = [path, path.with_name("store.db-wal"), path.with_name("store.db-shm")]
+    for file in files:  # as an earlier version left them (SQLite recovers an empty -wal)
+        file.touch()
+        file.chmod(0o644)
+
+    engine = create_engine_for(f"sqlite:///{path}")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            assert {file.name: _mode(file) for file in files} == {
+                file.name: 0o600 for file in files
+            }
     finally:
         await engine.dispose()

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
 from scepline_shared.store import (
+    CsrSealer,
     NotifyState,
     RequestRepository,
     RequestState,
@@ -33,7 +34,7 @@ _FAIL = reusable(text("SELECT 1 / 0"))
 async def test_views_come_back_typed_as_through_sqlalchemy(postgres_url: str) -> None:
     engine = create_engine_for(postgres_url)
     try:
-        repo = RequestRepository(session_factory(engine))
+        repo = RequestRepository(session_factory(engine), sealer=CsrSealer.generate())
         created = (await record(repo, "txn-1", queued=True)).request
         read = await repo.get("txn-1")
         assert read == created
@@ -55,7 +56,7 @@ async def test_views_come_back_typed_as_through_sqlalchemy(postgres_url: str) ->
 async def test_a_cancelled_statement_does_not_poison_the_pool(postgres_url: str) -> None:
     engine = create_engine_for(postgres_url, pool_size=1, max_overflow=0, pool_timeout=5)
     try:
-        repo = RequestRepository(session_factory(engine))
+        repo = RequestRepository(session_factory(engine), sealer=CsrSealer.generate())
         await record(repo, "txn-1")
         sleeping = asyncio.create_task(repo._db.fetch_one(_SLEEP))
         await asyncio.sleep(0.3)
@@ -74,7 +75,7 @@ async def test_a_failing_statement_raises_sqlalchemys_error_and_keeps_the_connec
 ) -> None:
     engine = create_engine_for(postgres_url, pool_size=1, max_overflow=0, pool_timeout=5)
     try:
-        repo = RequestRepository(session_factory(engine))
+        repo = RequestRepository(session_factory(engine), sealer=CsrSealer.generate())
         with pytest.raises(DatabaseError):
             await repo._db.fetch_one(_FAIL)
         assert await repo.get("nothing") is None

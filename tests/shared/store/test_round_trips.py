@@ -16,10 +16,12 @@ from sqlalchemy import event, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from scepline_shared.store import (
+    CsrSealer,
     NotifyState,
     RequestRepository,
     RequestState,
     create_engine_for,
+    seal_legacy_csrs,
     session_factory,
 )
 from scepline_shared.store.models import ScepRequest
@@ -79,7 +81,7 @@ async def test_each_call_is_one_statement_without_a_transaction(
 ) -> None:
     # The counter sees BEGIN/COMMIT (above), so these lists prove there are none.
     engine, sent = counted
-    repo = RequestRepository(session_factory(engine))
+    repo = RequestRepository(session_factory(engine), sealer=CsrSealer.generate())
     R = RequestState
 
     # A change and its history entry (and certificate) go in one WITH statement.
@@ -127,10 +129,24 @@ async def test_each_call_is_one_statement_without_a_transaction(
     ]
 
 
+@pytest.mark.postgres
+async def test_a_start_up_with_nothing_to_seal_costs_two_reads(
+    counted: tuple[AsyncEngine, Sent],
+) -> None:
+    engine, sent = counted
+    sealer = CsrSealer.generate()
+    repo = RequestRepository(session_factory(engine), sealer=sealer)
+    for index in range(3):
+        await sent.during(record(repo, f"txn-{index}"))
+
+    # The newest row proves the key, the oldest shows nothing is left in the clear.
+    assert await sent.during(seal_legacy_csrs(engine, sealer)) == ["SELECT", "SELECT"]
+
+
 async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
     engine = create_engine_for(sqlite_url)
     try:
-        repo = RequestRepository(session_factory(engine))
+        repo = RequestRepository(session_factory(engine), sealer=CsrSealer.generate())
         original = (await record(repo, "txn-1")).request
         async with engine.begin() as writer:  # BEGIN IMMEDIATE: holds the write lock
             await writer.execute(update(ScepRequest).values(subject="CN=uncommitted"))
@@ -143,4 +159,4 @@ async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
 
 def test_the_repository_needs_an_engine() -> None:
     with pytest.raises(TypeError, match="AsyncEngine"):
-        RequestRepository(async_sessionmaker())
+        RequestRepository(async_sessionmaker(), sealer=CsrSealer.generate())
