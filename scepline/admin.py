@@ -110,7 +110,9 @@ async def show_certificate(settings: Settings, serial: str) -> int:
         f"valid        {certificate.not_before.isoformat()} .. {certificate.not_after.isoformat()}"
     )
     print(f"transaction  {certificate.transaction_id}  (scepline request show)")
-    if certificate.revoked_at is None:
+    if certificate.is_voided:
+        print("status       voided: claimed for signing, never stored; revoked (superseded)")
+    elif certificate.revoked_at is None:
         print("status       not revoked")
     else:
         reason = _REASON_LABELS.get(certificate.revocation_reason or 0, "?")
@@ -137,7 +139,9 @@ async def find_certificates(settings: Settings, subject_part: str) -> int:
         found = await rt.repository.find_certificates(subject_part, limit=_FIND_LIMIT)
     for certificate in found:
         status = "revoked" if certificate.revoked_at is not None else "valid"
-        if certificate.revoked_at is None and certificate.not_after < datetime.now(UTC):
+        if certificate.is_voided:
+            status = "voided"
+        elif certificate.revoked_at is None and certificate.not_after < datetime.now(UTC):
             status = "expired"
         print(
             f"{certificate.serial}  {certificate.not_before:%Y-%m-%d}  {status:<8} "

@@ -345,7 +345,9 @@ async def test_withholding_a_certificate_and_revoking_it_happen_together(
 ):
     """A crash between marking the request FAILED and revoking its certificate
     must not leave a failed request whose certificate still counts as valid."""
-    intune_sim.admin.add_fault(Route.SUCCESS_NOTIFICATION, "code", code="SimInventedUnknownCode")
+    intune_sim.admin.add_fault(
+        Route.SUCCESS_NOTIFICATION, "code", code="SimInventedUnknownCode", count=10_000
+    )
     patient = deployment_settings.model_copy(
         update={"sync_wait_seconds": 0, "retry_max_attempts": 50}
     )
