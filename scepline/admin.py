@@ -30,10 +30,10 @@ from scepline_shared.broker.base import Broker
 from scepline_shared.ca.issue import parse_serial
 from scepline_shared.dead_letters import resolved_letters
 from scepline_shared.messages import DeadLetter
-from scepline_shared.pipeline import Step, StepHandler, Transient, next_step
+from scepline_shared.pipeline import Step, StepHandler, Transient, resume_step
 from scepline_shared.scep import FailInfo
 from scepline_shared.settings import Settings
-from scepline_shared.store.certificates import CRL_REASON_UNSPECIFIED, REVOCATION_REASON_NAMES
+from scepline_shared.store.certificates import REVOCATION_REASON_NAMES
 from scepline_shared.store.models import RequestState
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import RequestView
@@ -110,7 +110,9 @@ async def show_certificate(settings: Settings, serial: str) -> int:
         f"valid        {certificate.not_before.isoformat()} .. {certificate.not_after.isoformat()}"
     )
     print(f"transaction  {certificate.transaction_id}  (scepline request show)")
-    if certificate.revoked_at is None:
+    if certificate.is_voided:
+        print("status       voided: claimed for signing, never stored; revoked (superseded)")
+    elif certificate.revoked_at is None:
         print("status       not revoked")
     else:
         reason = _REASON_LABELS.get(certificate.revocation_reason or 0, "?")
@@ -137,7 +139,9 @@ async def find_certificates(settings: Settings, subject_part: str) -> int:
         found = await rt.repository.find_certificates(subject_part, limit=_FIND_LIMIT)
     for certificate in found:
         status = "revoked" if certificate.revoked_at is not None else "valid"
-        if certificate.revoked_at is None and certificate.not_after < datetime.now(UTC):
+        if certificate.is_voided:
+            status = "voided"
+        elif certificate.revoked_at is None and certificate.not_after < datetime.now(UTC):
             status = "expired"
         print(
             f"{certificate.serial}  {certificate.not_before:%Y-%m-%d}  {status:<8} "
@@ -320,10 +324,12 @@ async def _give_up(
     request = await repository.get(transaction_id)
     if request is None or request.is_terminal:
         return
-    failed = await repository.transition(
+    # A certificate signed but never handed out (its notification was purged),
+    # or a serial claimed for signing, must never count as valid: revoked with
+    # the FAILED state, in one transaction.
+    failed = await repository.fail_and_revoke(
         transaction_id=transaction_id,
         from_state=request.state,
-        to_state=RequestState.FAILED,
         detail="dead letter purged by an operator",
         fail_info=int(FailInfo.BAD_REQUEST),
         fail_reason="the request could not be completed",
@@ -331,11 +337,8 @@ async def _give_up(
     await repository.unpark(transaction_id=transaction_id, detail="purged")
     if failed is None:
         return  # a worker moved it meanwhile: not ours to fail
-    if failed.cert_serial is not None:
-        # Signed but never handed out (its notification was purged): it must
-        # never count as a valid certificate.
-        await repository.revoke(failed.cert_serial, reason=CRL_REASON_UNSPECIFIED)
-        print(f"  revoked certificate {failed.cert_serial}: signed, never released")
+    if request.cert_serial is not None:
+        print(f"  revoked certificate {request.cert_serial}: signed, never released")
     if report_failure is not None:
         await report_failure(transaction_id)
 
@@ -343,7 +346,7 @@ async def _give_up(
 def _parked_at_step(request: RequestView) -> Step | None:
     """The step whose dead-letter queue holds a parked request. A final request
     is only ever parked by the notify step (a notification after the release)."""
-    return Step.NOTIFY if request.is_terminal else next_step(request.state)
+    return Step.NOTIFY if request.is_terminal else resume_step(request.state)
 
 
 def _print_parked(request: RequestView, *, full: bool) -> None:

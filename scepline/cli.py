@@ -86,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--switch-at", help="ISO-8601 time with a zone, e.g. 2027-01-31T00:00Z")
     when.add_argument("--switch-in-days", type=float, help="days from now")
     rollover.set_defaults(run=_ca_rollover)
+    journal = ca.add_parser(
+        "journal",
+        help="every signature the CA keys made (certificates, CRLs, CA and RA certificates), "
+        "one a line with its serial in hex, oldest first",
+    )
+    journal.add_argument(
+        "--check",
+        action="store_true",
+        help="reconcile it with the certificates and CRLs the store holds; exit 1 on a mismatch",
+    )
+    journal.add_argument("--json", action="store_true", help="one JSON object a line")
+    journal.set_defaults(run=_ca_journal)
 
     cert = commands.add_parser("cert", help="issued certificates").add_subparsers()
     revoke = cert.add_parser(
@@ -218,6 +230,7 @@ def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
         print(f"scepline ca init: {error}", file=sys.stderr)
         return 1
     _print_schedule(schedule)
+    _journal_ca(settings, schedule)
     return 0
 
 
@@ -273,11 +286,38 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
         print(f"scepline ca rollover: {error}", file=sys.stderr)
         return 1
     _print_schedule(schedule)
+    _journal_ca(settings, schedule)
     print(
         "Running services pick the staged CA up within seconds: GetNextCACert serves it "
         "now and it issues from the switch time on."
     )
     return 0
+
+
+def _ca_journal(settings: Settings, args: argparse.Namespace) -> int:
+    from .journal import print_journal
+
+    return asyncio.run(print_journal(settings, check=args.check, as_json=args.json))
+
+
+def _journal_ca(settings: Settings, schedule: object) -> None:
+    """Record the CA and RA certificates just made in the issuance journal; a
+    store that cannot be reached now is caught up by the signer when it starts."""
+    from scepline_signer.main import journal_ca_certificates
+
+    from .runtime import runtime
+
+    async def journal() -> int:
+        async with runtime(settings, with_broker=False) as rt:
+            return await journal_ca_certificates(rt.repository, schedule)  # type: ignore[arg-type]
+
+    try:
+        added = asyncio.run(asyncio.wait_for(journal(), timeout=30))
+    except Exception as error:  # noqa: BLE001 - the CA exists; journaling can wait
+        print(f"issuance journal not updated now ({error}); the signer records it at start")
+        return
+    if added:
+        print(f"issuance journal: {added} CA/RA certificate(s) recorded")
 
 
 def _print_schedule(schedule: object) -> None:

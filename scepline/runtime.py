@@ -248,7 +248,7 @@ def build_worker(
     settings = rt.settings
     if step is Step.VALIDATE:
         assert challenge is not None
-        handler = validator.build_handler(rt.repository, challenge)
+        handler = validator.build_handler(settings, rt.repository, challenge)
     elif step is Step.SIGN:
         assert ca is not None
         watcher = ca
@@ -331,6 +331,7 @@ async def embedded(
         for step in Step:
             worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
+        await signer.journal_ca_certificates(rt.repository, ca.current())
         crls = _crl_publisher(rt, ca)
         await crls.run_once()  # GetCRL and the CDP answer from the first request on
         ready = _readiness(rt, ca)
@@ -390,6 +391,7 @@ async def serve_worker(settings: Settings, step: Step) -> None:
             challenge = validator.challenge_provider(settings, intune)[0]
         jobs: list[Job] = []
         if ca is not None:
+            await signer.journal_ca_certificates(rt.repository, ca.current())
             crls = _crl_publisher(rt, ca)
             jobs = [(ca.run, ca.stop), (crls.run, crls.stop)]
         if step is Step.NOTIFY:

@@ -1,7 +1,7 @@
 """The enrolment pipeline's contract: steps, typed retry outcomes, and ports.
 
-A request moves RECEIVED → (validate) → VALIDATED → (sign) → SIGNED →
-(notify) → ISSUED, or ends REJECTED/FAILED. The state store is the truth: the
+A request moves RECEIVED → (validate) → VALIDATED → (sign: SIGNING, the
+claim, then SIGNED) → (notify) → ISSUED, or ends REJECTED/FAILED. The state store is the truth: the
 step to run next is a pure function of the stored state, so a message only says
 "look at transaction X", and any step may be delivered twice.
 
@@ -30,6 +30,7 @@ __all__ = [
     "UnknownTransaction",
     "backoff_delay",
     "next_step",
+    "resume_step",
     "state_after",
 ]
 
@@ -52,9 +53,20 @@ def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2**attempt))
 
 
+# SIGNING is not routed on: a signer holds the request. Only a request left
+# behind in it (the signer died) is handed to the sign step again, by the sweep.
+_RESUME_STEP: dict[RequestState, Step] = {**_NEXT_STEP, RequestState.SIGNING: Step.SIGN}
+
+
 def next_step(state: RequestState) -> Step | None:
-    """The step that moves a request on from ``state``; None when it is final."""
+    """The step that moves a request on from ``state`` (after a step ran); None
+    when it is final, or while a signer holds it."""
     return _NEXT_STEP.get(state)
+
+
+def resume_step(state: RequestState) -> Step | None:
+    """The step that picks up a request nobody moved on for a while (the sweep)."""
+    return _RESUME_STEP.get(state)
 
 
 class Transient(Exception):

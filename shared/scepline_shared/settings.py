@@ -171,6 +171,16 @@ class Settings(BaseSettings):
     cert_key_types: CommaList = ["rsa", "P-256", "P-384"]
     cert_min_rsa_bits: int = Field(default=2048, ge=2048)
     cert_max_rsa_bits: int = Field(default=8192, ge=2048)
+    # Names a shared challenge cannot vouch for, refused unless allowed here.
+    cert_allow_wildcard_dns: bool = False
+    cert_allow_control_characters: bool = False
+    cert_allow_ca_subject: bool = False
+    # Account SANs (upn, sid: Intune's strong-mapping URI) issued only when the
+    # challenge provider vouched for the names (Intune) or a renewal keeps them.
+    cert_vouched_san_types: CommaList = ["upn", "sid"]
+    # A renewal without a challenge keeps the renewed certificate's identity: the
+    # same subject and "subset" (the same SANs or fewer) or "exact" (the same SANs).
+    renewal_san_match: Literal["subset", "exact"] = "subset"
 
     # CRLs: the signer publishes one per CA when a revocation is newer than the
     # latest CRL or half its validity has passed, checking this often.
@@ -201,6 +211,7 @@ class Settings(BaseSettings):
         "cert_extended_key_usage",
         "cert_san_types",
         "cert_key_types",
+        "cert_vouched_san_types",
         mode="before",
     )
     @classmethod

@@ -15,7 +15,7 @@ from datetime import timedelta
 from .log import get_logger
 from .metrics import SWEPT_REQUESTS
 from .periodic import repeat_until_stopped
-from .pipeline import Pipeline, next_step
+from .pipeline import Pipeline, resume_step
 from .store.repository import RequestRepository
 
 __all__ = ["Sweeper"]
@@ -44,7 +44,7 @@ class Sweeper:
         stale = await self._repository.find_stale(older_than=self._stale_after, limit=self._batch)
         requeued = 0
         for view in stale:
-            step = next_step(view.state)
+            step = resume_step(view.state)
             if step is not None:
                 await self._repository.mark_queued(view.transaction_id)
                 await self._pipeline.submit(view.transaction_id, step)

@@ -16,6 +16,7 @@ from scepline_shared.intune import MAX_ERROR_DESCRIPTION
 from scepline_shared.pipeline import Step
 from scepline_shared.scep import FailInfo, PkiStatus
 from scepline_shared.settings import Settings
+from scepline_shared.store.database import create_engine_for
 from scepline_shared.store.models import NotifyState, RequestState
 from tests.fixtures.scepline import RunningScepline, running
 from tests.intune.support import (
@@ -298,3 +299,83 @@ async def test_purging_a_parked_notification_revokes_the_unreleased_certificate_
     assert certificate is not None and certificate.revoked_at is not None
     [failure] = failure_notifications(intune_sim, "tx-abandoned")
     assert failure["hResult"] == HRESULT_BAD_REQUEST
+
+
+class RevocationFault:
+    """Makes the store refuse to revoke a certificate while it is on: a crash
+    between withholding a certificate and revoking it, as the database sees it."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+
+    async def _run(self, *statements: str) -> None:
+        engine = create_engine_for(self._url)
+        try:
+            async with engine.begin() as connection:
+                for statement in statements:
+                    await connection.exec_driver_sql(statement)
+        finally:
+            await engine.dispose()
+
+    async def arm(self) -> None:
+        if self._url.startswith("sqlite"):
+            await self._run(
+                "CREATE TABLE fault (on_ INTEGER)",
+                "INSERT INTO fault VALUES (1)",
+                "CREATE TRIGGER refuse_revocation BEFORE UPDATE OF revoked_at ON certificate "
+                "WHEN EXISTS (SELECT 1 FROM fault) BEGIN SELECT RAISE(ABORT, 'injected'); END",
+            )
+            return
+        await self._run(
+            "CREATE TABLE fault (on_ INTEGER)",
+            "INSERT INTO fault VALUES (1)",
+            "CREATE FUNCTION refuse_revocation() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN IF EXISTS (SELECT 1 FROM fault) THEN RAISE EXCEPTION 'injected'; END IF; "
+            "RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_revocation BEFORE UPDATE OF revoked_at ON certificate "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_revocation()",
+        )
+
+    async def clear(self) -> None:
+        await self._run("DELETE FROM fault")
+
+
+async def test_withholding_a_certificate_and_revoking_it_happen_together(
+    deployment_settings: Settings, intune_sim: IntuneSim
+):
+    """A crash between marking the request FAILED and revoking its certificate
+    must not leave a failed request whose certificate still counts as valid."""
+    intune_sim.admin.add_fault(
+        Route.SUCCESS_NOTIFICATION, "code", code="SimInventedUnknownCode", count=10_000
+    )
+    patient = deployment_settings.model_copy(
+        update={"sync_wait_seconds": 0, "retry_max_attempts": 50}
+    )
+    fault = RevocationFault(patient.effective_database_url)
+    async with running(patient) as product:
+        await fault.arm()
+        await enrol(product, "atomic", "tx-atomic", mint(intune_sim, "atomic"))
+        repository = product.embedded.repository
+
+        async def tried_to_withhold() -> bool:
+            request = await repository.get("tx-atomic")
+            failed = request is not None and request.state is RequestState.FAILED
+            return failed or len(intune_sim.admin.calls(Route.SUCCESS_NOTIFICATION)) >= 2
+
+        await eventually(tried_to_withhold, "the notify step trying to withhold")
+        during = await repository.get("tx-atomic")
+        assert during is not None and during.cert_serial is not None
+        certificate = await repository.get_certificate(during.cert_serial)
+        assert certificate is not None
+        # Either both happened or neither: never FAILED with a valid certificate.
+        assert during.state is RequestState.SIGNED and not certificate.is_revoked
+
+        await fault.clear()
+
+        async def withheld() -> bool:
+            request = await repository.get("tx-atomic")
+            return request is not None and request.state is RequestState.FAILED
+
+        await eventually(withheld, "the certificate withheld")
+        certificate = await repository.get_certificate(during.cert_serial)
+    assert certificate is not None and certificate.is_revoked

@@ -333,7 +333,12 @@ class ScepService:
 
     async def _get_cert(self, exchange: _Exchange, content: IssuerAndSerial) -> ScepReply:
         certificate = await self._repository.get_certificate(serial_hex(content.serial_number))
-        if certificate is None or not _names_one_of(content.issuer, exchange.identity):
+        # A voided serial (claimed, never stored) has no certificate to give.
+        if (
+            certificate is None
+            or certificate.der is None
+            or not _names_one_of(content.issuer, exchange.identity)
+        ):
             raise BadCertId("no certificate with this issuer and serial").with_header(
                 exchange.message.header
             )
@@ -361,7 +366,7 @@ class ScepService:
         named = [ca for ca in identity.ca_certificates if ca.subject == content.issuer]
         if len(named) > 1:
             stored = await self._repository.get_certificate(serial_hex(content.serial_number))
-            if stored is not None:
+            if stored is not None and stored.der is not None:
                 issuer = identity.issuer_of(x509.load_der_x509_certificate(stored.der))
                 if issuer is not None and issuer in named:
                     return issuer

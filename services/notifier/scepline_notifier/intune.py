@@ -23,7 +23,6 @@ from scepline_shared.intune import IntuneClient, IntuneError, IntuneResult, Intu
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Transient, state_after
 from scepline_shared.scep import FailInfo
-from scepline_shared.store.certificates import CRL_REASON_UNSPECIFIED
 from scepline_shared.store.models import NotifyState, RequestState
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import RequestView
@@ -50,15 +49,12 @@ def hresult_for(fail_info: int | None) -> int:
     return _HRESULT_GENERIC if fail_info is None else _HRESULT_FAILINFO_BASE + fail_info
 
 
-async def was_validated(repository: RequestRepository, transaction_id: str) -> bool:
-    """Did Intune approve this request at some point (VALIDATED is in its history)?"""
-    history = await repository.history(transaction_id)
-    return any(e.kind == "state" and e.to_state == RequestState.VALIDATED for e in history)
+def was_validated(request: RequestView) -> bool:
+    """Did the provider approve this request (its approval is recorded with VALIDATED)?"""
+    return request.approval is not None
 
 
-async def owes_failure_notification(
-    repository: RequestRepository, request: RequestView | None, *, after_dead: bool = False
-) -> bool:
+def owes_failure_notification(request: RequestView | None, *, after_dead: bool = False) -> bool:
     """Is Intune owed a failureNotification: the request FAILED after Intune
     validated it, and Intune was not told. ``after_dead``: a notification that
     already failed (notify DEAD) counts as not told too (an operator's purge)."""
@@ -67,12 +63,12 @@ async def owes_failure_notification(
         request is not None
         and request.state is RequestState.FAILED
         and request.notify_state in untold
-        and await was_validated(repository, request.transaction_id)
+        and was_validated(request)
     )
 
 
 async def needs_failure_notification(repository: RequestRepository, transaction_id: str) -> bool:
-    return await owes_failure_notification(repository, await repository.get(transaction_id))
+    return owes_failure_notification(await repository.get(transaction_id))
 
 
 async def report_given_up(
@@ -84,9 +80,7 @@ async def report_given_up(
     A request whose success notification went DEAD is included: Intune heard
     nothing of it."""
     request = await repository.get(transaction_id)
-    if request is not None and await owes_failure_notification(
-        repository, request, after_dead=True
-    ):
+    if request is not None and owes_failure_notification(request, after_dead=True):
         await _notify_failure(repository, intune, request)
 
 
@@ -112,7 +106,7 @@ async def notify_intune(
     if request.state is RequestState.ISSUED and request.notify_state in _PENDING_NOTIFY:
         await _notify_released(repository, intune, request)
         return RequestState.ISSUED
-    if await owes_failure_notification(repository, request):
+    if owes_failure_notification(request):
         await _notify_failure(repository, intune, request)
     return request.state
 
@@ -192,10 +186,11 @@ async def _withhold(
 ) -> RequestState:
     # Without a code of Intune's own, the validation's "Success" stays on record.
     recorded = {"provider_code": code} if code is not None else {}
-    moved = await repository.transition(
+    # Signed but never handed out: FAILED and revoked together, so no crash can
+    # leave an unreleased certificate that still counts as valid.
+    moved = await repository.fail_and_revoke(
         transaction_id=request.transaction_id,
         from_state=RequestState.SIGNED,
-        to_state=RequestState.FAILED,
         detail=f"certificate withheld: {reason}",
         fail_info=int(FailInfo.BAD_REQUEST),
         fail_reason=reason,
@@ -204,9 +199,6 @@ async def _withhold(
     if moved is None:
         return await state_after(repository, request.transaction_id, moved)
     log.warning("certificate withheld", reason=reason, code=code, serial=moved.cert_serial)
-    if moved.cert_serial is not None:
-        # Signed but never handed out: make sure it can never count as valid.
-        await repository.revoke(moved.cert_serial, reason=CRL_REASON_UNSPECIFIED)
     await _notify_failure(repository, intune, moved)
     return moved.state
 

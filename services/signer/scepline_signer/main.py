@@ -4,61 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from functools import partial
 
-from scepline_shared.ca import CertificateProfile
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from scepline_shared.ca import CaSchedule
 from scepline_shared.ca.crl_publisher import CrlPublisher, OffLoop
-from scepline_shared.ca.profile import ProfileNameError
-from scepline_shared.keys import KeyPair
+from scepline_shared.ca.tbs import tbs_sha256_of
+from scepline_shared.issuance import profile_from
+from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import CertificateRepository
+from scepline_shared.store.models import JournalKind
 from scepline_shared.store.repository import RequestRepository
 
 from .handler import SignerDeps, handle_sign
 
-__all__ = ["STEP", "build_crl_publisher", "build_handler", "profile_from", "signing_executor"]
+__all__ = [
+    "STEP",
+    "build_crl_publisher",
+    "build_handler",
+    "journal_ca_certificates",
+    "signing_executor",
+]
 
 STEP = Step.SIGN
-
-# CertificateProfile.from_names argument -> the Settings field it comes from.
-_SETTING_FOR: dict[str, str] = {
-    "validity_days": "cert_validity_days",
-    "key_usage": "cert_key_usage",
-    "extended_key_usage": "cert_extended_key_usage",
-    "san_types": "cert_san_types",
-    "on_disallowed_san": "cert_on_disallowed_san",
-    "copy_subject": "cert_copy_subject",
-    "key_types": "cert_key_types",
-    "min_rsa_bits": "cert_min_rsa_bits",
-    "max_rsa_bits": "cert_max_rsa_bits",
-}
-
-
-def profile_from(settings: Settings) -> CertificateProfile:
-    """The issuance profile from SCEPLINE_CERT_* settings.
-
-    Raises ValueError naming the environment variable at fault, so a typo in an
-    EKU or key-usage name stops the signer at start-up instead of at the first
-    enrolment.
-    """
-    try:
-        return CertificateProfile.from_names(
-            validity_days=settings.cert_validity_days,
-            key_usage=settings.cert_key_usage,
-            extended_key_usage=settings.cert_extended_key_usage,
-            san_types=settings.cert_san_types,
-            on_disallowed_san=settings.cert_on_disallowed_san,
-            copy_subject=settings.cert_copy_subject,
-            key_types=settings.cert_key_types,
-            min_rsa_bits=settings.cert_min_rsa_bits,
-            max_rsa_bits=settings.cert_max_rsa_bits,
-        )
-    except ProfileNameError as error:
-        variable = f"SCEPLINE_{_SETTING_FOR[error.field].upper()}"
-        raise ValueError(f"{variable}: {error.detail}") from None
-    except ValueError as error:
-        raise ValueError(f"SCEPLINE_CERT_* certificate profile: {error}") from None
 
 
 def signing_executor() -> ThreadPoolExecutor:
@@ -88,6 +61,9 @@ def build_handler(
         profile=profile_from(settings),
         public_base_url=settings.public_base_url,
         executor=executor if executor is not None else signing_executor(),
+        # A claim untouched that long is the sweep's to bring back: the same
+        # "nobody moved it on" as for any other step.
+        claim_timeout=timedelta(seconds=settings.sweep_stale_after_seconds),
     )
     return partial(handle_sign, deps=deps)
 
@@ -105,3 +81,39 @@ def build_crl_publisher(
     if sign is None:
         return CrlPublisher.from_settings(settings, repository, cas)
     return CrlPublisher.from_settings(settings, repository, cas, sign=sign)
+
+
+async def journal_ca_certificates(repository: CertificateRepository, schedule: CaSchedule) -> int:
+    """Put the CA's own certificates into the issuance journal: each generation's
+    CA certificate if its own key signed it (not an imported CA's) and its RA
+    certificate. ``ca init`` and ``ca rollover`` make them as files, before a
+    store may exist, so the processes that hold the CA key record them when they
+    load it. Idempotent; how many were new."""
+    added = 0
+    for generation in schedule.generations:
+        ca = generation.material.ca.certificate
+        ra = generation.material.ra.certificate
+        ca_key_id = spki_sha256_hex(ca.public_key())
+        signed = [(JournalKind.RA_CERTIFICATE, ra)]
+        if _self_signed(ca):
+            signed.insert(0, (JournalKind.CA_CERTIFICATE, ca))
+        for kind, certificate in signed:
+            added += await repository.journal_ca_certificate(
+                kind=kind,
+                issuer_key_id=ca_key_id,
+                issuer=ca.subject.rfc4514_string(),
+                serial=certificate.serial_number,
+                subject=certificate.subject.rfc4514_string(),
+                not_before=certificate.not_valid_before_utc,
+                not_after=certificate.not_valid_after_utc,
+                tbs_sha256=tbs_sha256_of(certificate),
+            )
+    return added
+
+
+def _self_signed(certificate: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

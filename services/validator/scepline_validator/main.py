@@ -13,6 +13,7 @@ from scepline_shared.challenge import (
     StaticChallengeValidator,
 )
 from scepline_shared.intune import IntuneClient
+from scepline_shared.issuance import profile_from
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.private_files import private_directory, read_or_create_secret
 from scepline_shared.settings import Settings
@@ -64,5 +65,13 @@ def lab_challenge(data_dir: Path) -> tuple[str, Path]:
     return challenge, path
 
 
-def build_handler(repository: RequestRepository, challenge: ChallengeValidator) -> StepHandler:
-    return partial(handle_validate, deps=ValidatorDeps(repository, challenge))
+def build_handler(
+    settings: Settings, repository: RequestRepository, challenge: ChallengeValidator
+) -> StepHandler:
+    deps = ValidatorDeps(
+        repository,
+        challenge,
+        profile=profile_from(settings),
+        exact_renewal_sans=settings.renewal_san_match == "exact",
+    )
+    return partial(handle_validate, deps=deps)

@@ -15,7 +15,7 @@ from scepline_shared.ca._common import (
 from scepline_shared.ca.issue import MAX_SERIAL
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 
-__all__ = ["REASON_CODES", "build_crl", "crl_distribution_url"]
+__all__ = ["REASON_CODES", "build_crl", "crl_builder", "crl_distribution_url"]
 
 #: RFC 5280 5.3.1 CRLReason codes (7 is unused by the RFC).
 REASON_CODES: dict[int, x509.ReasonFlags] = {
@@ -53,7 +53,22 @@ def build_crl(
     this_update: datetime,
     next_update: datetime,
 ) -> x509.CertificateRevocationList:
-    """A v2 CRL signed by ``ca`` with CRLNumber ``number`` and an AKI.
+    """A v2 CRL signed by ``ca``: :func:`crl_builder`, signed."""
+    builder = crl_builder(
+        ca=ca, revoked=revoked, number=number, this_update=this_update, next_update=next_update
+    )
+    return builder.sign(ca.key, SIGNATURE_HASH)
+
+
+def crl_builder(
+    *,
+    ca: KeyPair,
+    revoked: Iterable[tuple[int, datetime, int | None]],
+    number: int,
+    this_update: datetime,
+    next_update: datetime,
+) -> x509.CertificateRevocationListBuilder:
+    """A v2 CRL for ``ca`` with CRLNumber ``number`` and an AKI, ready to sign.
 
     ``revoked`` holds ``(serial, revocation_date, reason_code)``; ``reason_code`` is
     an RFC 5280 CRLReason integer or ``None``. Code 0 (unspecified) is written as
@@ -81,7 +96,7 @@ def build_crl(
             raise ValueError(f"serial {serial:x} listed twice")
         seen.add(serial)
         builder = builder.add_revoked_certificate(_entry(serial, revoked_at, reason))
-    return builder.sign(ca.key, SIGNATURE_HASH)
+    return builder
 
 
 def _entry(serial: int, revoked_at: datetime, reason: int | None) -> x509.RevokedCertificate:

@@ -18,8 +18,9 @@ from typing import Literal, Protocol, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepline_shared.ca._common import require_aware_utc
-from scepline_shared.ca.crl import build_crl
+from scepline_shared.ca._common import SIGNATURE_HASH, require_aware_utc
+from scepline_shared.ca.crl import crl_builder
+from scepline_shared.ca.tbs import tbs_sha256, tbs_sha256_of
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import CRL_NEXT_UPDATE, CRL_PUBLISH_ERRORS, CRL_PUBLISHED
@@ -27,6 +28,7 @@ from scepline_shared.periodic import repeat_until_stopped
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import CertificateRepository
 from scepline_shared.store.errors import CrlNumberCollision
+from scepline_shared.store.models import JournalKind
 from scepline_shared.store.views import CertificateView, CrlView
 
 __all__ = [
@@ -145,29 +147,30 @@ async def publish_crl_if_due(
     this_update = at.replace(microsecond=0) - _BACKDATE
     entries = [(int(v.serial, 16), _revoked_at(v), v.revocation_reason) for v in revoked]
     number = max(1 if latest is None else latest.number + 1, min_number)
+    issuer = ca.certificate.subject.rfc4514_string()
+    next_update = this_update + _BACKDATE + validity
     for _ in range(_NUMBER_ATTEMPTS):
-        crl = await sign(
-            partial(
-                build_crl,
-                ca=ca,
-                revoked=entries,
-                number=number,
-                this_update=this_update,
-                next_update=this_update + _BACKDATE + validity,
-            )
+        builder = crl_builder(
+            ca=ca,
+            revoked=entries,
+            number=number,
+            this_update=this_update,
+            next_update=next_update,
         )
-        try:
-            view = await repository.store_crl(
-                number=number,
-                issuer_key_id=issuer_key_id,
-                this_update=this_update,
-                next_update=this_update + _BACKDATE + validity,
-                der=crl.public_bytes(Encoding.DER),
-            )
-        except CrlNumberCollision:
-            current = await repository.latest_crl(issuer_key_id)
-            if _number_or_zero(current) != _number_or_zero(latest):
-                # Another signer published this CA's CRL meanwhile; it is as new
+        tbs = await sign(partial(tbs_sha256, builder, ca.key))
+        # The journal entry takes the number before the key signs: a publisher
+        # that dies after it leaves an entry (unpublished), never an unknown CRL.
+        if not await repository.claim_crl_number(
+            number=number,
+            issuer_key_id=issuer_key_id,
+            issuer=issuer,
+            this_update=this_update,
+            next_update=next_update,
+            tbs_sha256=tbs,
+        ):
+            holder = await repository.journal_entry(JournalKind.CRL, number)
+            if holder is not None and holder.issuer_key_id == issuer_key_id:
+                # Another signer is publishing this CA's CRL now; it is as new
                 # as ours would be, and anything it lacks is due next round.
                 log.info(
                     "CRL published concurrently by another signer; skipped",
@@ -176,6 +179,20 @@ async def publish_crl_if_due(
                 )
                 return None
             number += 1  # taken by another CA's CRL
+            continue
+        crl = await sign(partial(builder.sign, ca.key, SIGNATURE_HASH))
+        if tbs_sha256_of(crl) != tbs:
+            raise RuntimeError(f"CRL {number}: the signed TBSCertList is not the journaled one")
+        try:
+            view = await repository.store_crl(
+                number=number,
+                issuer_key_id=issuer_key_id,
+                this_update=this_update,
+                next_update=next_update,
+                der=crl.public_bytes(Encoding.DER),
+            )
+        except CrlNumberCollision:
+            number += 1  # a CRL from before the journal has it: journaled, unpublished
             continue
         break
     else:
@@ -206,8 +223,14 @@ def _issued_by(ca: KeyPair, candidates: list[CertificateView]) -> list[Certifica
     them apart. A certificate without an AKI is kept: it can only be ours.
     """
     ours = _key_identifier(ca.certificate)
+    ours_id = spki_sha256_hex(ca.certificate.public_key())
     kept: list[CertificateView] = []
     for view in candidates:
+        if view.issuer_key_id is not None:  # recorded since the journal: no parsing
+            if view.issuer_key_id == ours_id:
+                kept.append(view)
+            continue
+        assert view.der is not None  # voided rows always carry their issuer key id
         certificate = x509.load_der_x509_certificate(view.der)
         try:
             aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -16,10 +17,19 @@ from scepline_shared.ca._common import (
     require_aware_utc,
 )
 from scepline_shared.ca.errors import CaMaterialError, PolicyViolation
-from scepline_shared.ca.profile import CertificateProfile
+from scepline_shared.ca.profile import CertificateProfile, requested_sans
+from scepline_shared.ca.tbs import tbs_sha256
 from scepline_shared.keys import KeyPair
 
-__all__ = ["MAX_SERIAL", "issue_certificate", "new_serial", "parse_serial", "serial_hex"]
+__all__ = [
+    "MAX_SERIAL",
+    "PreparedCertificate",
+    "issue_certificate",
+    "new_serial",
+    "parse_serial",
+    "prepare_certificate",
+    "serial_hex",
+]
 
 #: RFC 5280 4.1.2.2: serials are positive and at most 20 octets of DER content.
 MAX_SERIAL = (1 << 159) - 1
@@ -57,7 +67,27 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
-def issue_certificate(
+@dataclass(frozen=True)
+class PreparedCertificate:
+    """A certificate checked against the profile and ready for the CA key.
+
+    ``tbs_sha256`` is the hex SHA-256 of the TBSCertificate the key will sign,
+    known before the key is used, so the issuance journal can record the intent
+    first (see :func:`~scepline_shared.ca.tbs.tbs_sha256`).
+    """
+
+    builder: x509.CertificateBuilder = field(repr=False)
+    serial: int
+    subject: x509.Name
+    not_before: datetime
+    not_after: datetime
+    tbs_sha256: str
+
+    def sign(self, ca: KeyPair) -> x509.Certificate:
+        return self.builder.sign(ca.key, SIGNATURE_HASH)
+
+
+def prepare_certificate(
     *,
     csr: x509.CertificateSigningRequest,
     ca: KeyPair,
@@ -66,13 +96,16 @@ def issue_certificate(
     now: datetime | None = None,
     signature_verified: bool = False,
     crl_distribution_point: str | None = None,
-) -> x509.Certificate:
-    """Sign ``csr`` with ``ca`` according to ``profile``.
+    names_vouched: bool = False,
+) -> PreparedCertificate:
+    """Everything :func:`issue_certificate` does but signing.
 
     Checks, in order (each failure raises :class:`PolicyViolation`): the key type
     and size (before the signature, so a huge key costs nothing), the CSR
-    self-signature, a readable extensionRequest, and that the result names
-    someone (subject or at least one allowed SAN).
+    self-signature, a readable extensionRequest, the names (see
+    :meth:`CertificateProfile.check_names`; ``names_vouched`` says whether the
+    challenge provider vouched for them), and that the result names someone
+    (subject or at least one allowed SAN).
 
     The subject is copied byte-for-byte in structure (multi-valued RDNs and string
     types kept). Only the SubjectAlternativeName is taken from the extensionRequest;
@@ -96,8 +129,11 @@ def issue_certificate(
     profile.check_public_key(public_key)
     if not signature_verified:
         _check_signature(csr)
-    subject = csr.subject if profile.copy_subject else x509.Name([])
-    sans = profile.filter_sans(_requested_sans(csr))
+    subject = profile.issued_subject(csr)
+    sans = profile.filter_sans(requested_sans(csr))
+    profile.check_names(
+        subject, sans, ca_subject=ca.certificate.subject, names_vouched=names_vouched
+    )
     if not sans and not list(subject):
         raise PolicyViolation("CSR has an empty subject and no allowed subjectAltName")
 
@@ -123,7 +159,42 @@ def issue_certificate(
     if sans:
         empty_subject = not list(subject)
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=empty_subject)
-    return builder.sign(ca.key, SIGNATURE_HASH)
+    return PreparedCertificate(
+        builder=builder,
+        serial=serial,
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        tbs_sha256=tbs_sha256(builder, ca.key),
+    )
+
+
+def issue_certificate(
+    *,
+    csr: x509.CertificateSigningRequest,
+    ca: KeyPair,
+    profile: CertificateProfile,
+    serial: int,
+    now: datetime | None = None,
+    signature_verified: bool = False,
+    crl_distribution_point: str | None = None,
+    names_vouched: bool = False,
+) -> x509.Certificate:
+    """Sign ``csr`` with ``ca`` according to ``profile`` (see :func:`prepare_certificate`).
+
+    Nothing is journaled here: the sign step claims the serial in the store
+    between preparing and signing; this one-call form is for tools and tests.
+    """
+    return prepare_certificate(
+        csr=csr,
+        ca=ca,
+        profile=profile,
+        serial=serial,
+        now=now,
+        signature_verified=signature_verified,
+        crl_distribution_point=crl_distribution_point,
+        names_vouched=names_vouched,
+    ).sign(ca)
 
 
 def _distribution_points(url: str | None) -> x509.CRLDistributionPoints | None:
@@ -157,18 +228,6 @@ def _check_signature(csr: x509.CertificateSigningRequest) -> None:
         raise PolicyViolation(f"CSR signature cannot be checked: {exc}") from exc
     if not valid:
         raise PolicyViolation("CSR signature does not verify (no proof of possession)")
-
-
-def _requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
-    try:
-        extensions = csr.extensions
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
-        raise PolicyViolation(f"CSR extensionRequest is malformed: {exc}") from exc
-    try:
-        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return list(san)
 
 
 def _validity(

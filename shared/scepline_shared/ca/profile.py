@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, get_args
 
+from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -18,21 +19,32 @@ from scepline_shared.ca.errors import PolicyViolation
 __all__ = [
     "DEFAULT_KEY_USAGE",
     "EKU_NAMES",
+    "INTUNE_SID_URI_PREFIX",
     "KEY_USAGE_NAMES",
     "UPN_OID",
     "CertificateProfile",
     "KeyTypeName",
     "ProfileNameError",
     "SanType",
+    "VouchedSan",
     "key_type_name",
     "parse_extended_key_usage",
     "parse_key_types",
     "parse_key_usage",
+    "requested_sans",
     "san_type",
+    "vouched_san_kind",
 ]
 
 #: Microsoft UPN otherName (szOID_NT_PRINCIPAL_NAME), used by Intune user certs.
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
+#: Intune's strong-mapping SAN (KB5014754): ``tag:microsoft.com,2022-09-14:sid:<SID>``.
+INTUNE_SID_URI_PREFIX = "tag:microsoft.com,2022-09-14:sid:"
+
+# SAN kinds that name an account to Windows (logon, strong certificate mapping):
+# only a provider that checked who the device is may put them in a certificate.
+VouchedSan: TypeAlias = Literal["upn", "sid"]
+_VOUCHED_SANS: frozenset[str] = frozenset(get_args(VouchedSan))
 
 SanType: TypeAlias = Literal[
     "dns", "email", "uri", "ip", "upn", "other_name", "directory_name", "registered_id"
@@ -224,6 +236,17 @@ def san_type(name: x509.GeneralName) -> SanType:
     raise TypeError(f"unknown GeneralName {type(name).__name__}")  # pragma: no cover
 
 
+def vouched_san_kind(name: x509.GeneralName) -> VouchedSan | None:
+    """``"upn"`` or ``"sid"`` for a SAN that names a Windows account, else None."""
+    if isinstance(name, x509.OtherName) and name.type_id == UPN_OID:
+        return "upn"
+    if isinstance(name, x509.UniformResourceIdentifier) and name.value.lower().startswith(
+        INTUNE_SID_URI_PREFIX
+    ):
+        return "sid"
+    return None
+
+
 def key_type_name(public_key: CertificatePublicKeyTypes) -> str:
     """``"rsa"``, ``"P-256"``... or a descriptive name for anything else."""
     if isinstance(public_key, rsa.RSAPublicKey):
@@ -257,6 +280,15 @@ class CertificateProfile:
     min_rsa_bits: int = 2048
     # Caps CSR verification cost; 16384-bit keys are a cheap DoS on the validator.
     max_rsa_bits: int = 8192
+    # Names a shared secret cannot vouch for. Each is off unless the profile
+    # says otherwise: a static challenge proves membership, not identity.
+    allow_wildcard_dns: bool = False
+    allow_control_characters: bool = False
+    # A leaf named like its CA confuses chain building (issuer = subject lookups).
+    allow_ca_subject: bool = False
+    # Issued only when the challenge provider vouched for the request's names
+    # (Intune) or a renewal keeps them from a certificate that had them.
+    vouched_san_types: frozenset[VouchedSan] = _VOUCHED_SANS  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_usage, x509.KeyUsage):
@@ -275,6 +307,11 @@ class CertificateProfile:
         # Accept any iterable from config, store frozensets so the profile stays hashable.
         object.__setattr__(self, "allowed_san_types", _frozen(self.allowed_san_types))
         object.__setattr__(self, "allowed_key_types", _frozen(self.allowed_key_types))
+        object.__setattr__(self, "vouched_san_types", _frozen(self.vouched_san_types))
+        if unknown_vouched := self.vouched_san_types - _VOUCHED_SANS:
+            raise ValueError(
+                f"unknown vouched SAN types {sorted(unknown_vouched)}; known: upn, sid"
+            )
         object.__setattr__(self, "extended_key_usage", tuple(self.extended_key_usage))
         if unknown := self.allowed_san_types - _SAN_TYPES:
             raise ValueError(f"unknown SAN types {sorted(unknown)}; known: {sorted(_SAN_TYPES)}")
@@ -296,6 +333,10 @@ class CertificateProfile:
         key_types: Iterable[str] = tuple(sorted(_DEFAULT_KEYS)),
         min_rsa_bits: int = 2048,
         max_rsa_bits: int = 8192,
+        allow_wildcard_dns: bool = False,
+        allow_control_characters: bool = False,
+        allow_ca_subject: bool = False,
+        vouched_san_types: Iterable[str] = tuple(sorted(_VOUCHED_SANS)),
     ) -> CertificateProfile:
         """A profile from configuration-style names; :class:`ProfileNameError` names
         the offending argument (``field``) for anything unknown or out of range."""
@@ -321,6 +362,10 @@ class CertificateProfile:
             allowed_key_types=parse_key_types(key_types),
             min_rsa_bits=min_rsa_bits,
             max_rsa_bits=max_rsa_bits,
+            allow_wildcard_dns=allow_wildcard_dns,
+            allow_control_characters=allow_control_characters,
+            allow_ca_subject=allow_ca_subject,
+            vouched_san_types=_parse_vouched_sans(vouched_san_types),
         )
 
     def check_public_key(self, public_key: CertificatePublicKeyTypes) -> None:
@@ -336,6 +381,78 @@ class CertificateProfile:
                     f"RSA key size {bits} outside {self.min_rsa_bits}..{self.max_rsa_bits}"
                 )
 
+    def issued_subject(self, csr: x509.CertificateSigningRequest) -> x509.Name:
+        """The subject a certificate for ``csr`` carries."""
+        return csr.subject if self.copy_subject else x509.Name([])
+
+    def check_names(
+        self,
+        subject: x509.Name,
+        sans: Iterable[x509.GeneralName],
+        *,
+        ca_subject: x509.Name,
+        names_vouched: bool,
+    ) -> None:
+        """Raise :class:`PolicyViolation` for names this profile will not put in a
+        certificate: control characters, the CA's own subject, wildcard DNS
+        names, and account SANs (UPN, Intune SID) nobody vouched for."""
+        sans = list(sans)
+        if not self.allow_control_characters:
+            for attribute in subject:
+                if isinstance(attribute.value, str) and _has_control(attribute.value):
+                    raise PolicyViolation(
+                        f"subject {attribute.oid._name} contains control characters"
+                    )
+            for name in sans:
+                if _has_control(_san_text(name)):
+                    raise PolicyViolation(f"{san_type(name)} SAN contains control characters")
+        if not self.allow_ca_subject and list(subject) and subject == ca_subject:
+            raise PolicyViolation("the subject is the CA's own name")
+        if not self.allow_wildcard_dns:
+            wildcard = any(
+                isinstance(name, x509.DNSName) and "*" in name.value for name in sans
+            ) or any(
+                "*" in str(attribute.value)
+                for attribute in subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            )
+            if wildcard:
+                raise PolicyViolation("wildcard names are not allowed by the profile")
+        if not names_vouched:
+            for name in sans:
+                kind = vouched_san_kind(name)
+                if kind is not None and kind in self.vouched_san_types:
+                    raise PolicyViolation(
+                        f"a {kind.upper()} SAN names a Windows account: only a challenge "
+                        "provider that checks identities (Intune) may ask for it"
+                    )
+
+    def renewal_changes(
+        self, csr: x509.CertificateSigningRequest, renewed: x509.Certificate, *, exact_sans: bool
+    ) -> str | None:
+        """Why a certificate for ``csr`` would name someone else than ``renewed``
+        does, or None when it keeps that identity: the same subject, and SANs
+        that are the same (``exact_sans``) or a subset."""
+        if self.issued_subject(csr) != renewed.subject:
+            return (
+                f"the subject {csr.subject.rfc4514_string()!r} differs from the renewed "
+                f"certificate's {renewed.subject.rfc4514_string()!r}"
+            )
+        try:
+            requested = self.filter_sans(requested_sans(csr))
+        except PolicyViolation as refused:
+            return refused.reason
+        try:
+            san = renewed.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            held = list(san.value)
+        except x509.ExtensionNotFound:
+            held = []
+        added = [name for name in requested if name not in held]
+        if added:
+            return f"the renewed certificate does not name {_san_text(added[0])!r}"
+        if exact_sans and len(set(requested)) != len(set(held)):
+            return "the request drops names of the renewed certificate (exact SAN match required)"
+        return None
+
     def filter_sans(self, names: Iterable[x509.GeneralName]) -> list[x509.GeneralName]:
         """The requested names this profile lets through, in request order."""
         kept: list[x509.GeneralName] = []
@@ -348,7 +465,55 @@ class CertificateProfile:
         return kept
 
 
+def _parse_vouched_sans(names: Iterable[str]) -> frozenset[VouchedSan]:
+    found: set[str] = set()
+    for raw in _names(names, "vouched_san_types"):
+        kind = raw.strip().lower()
+        if kind not in _VOUCHED_SANS:
+            raise ProfileNameError(
+                "vouched_san_types", f"unknown vouched SAN type {raw!r}; known: sid, upn"
+            )
+        found.add(kind)
+    return frozenset(found)  # type: ignore[arg-type]  # checked against VouchedSan above
+
+
 def _frozen(values: Iterable[str]) -> frozenset[str]:
     if isinstance(values, str):
         raise TypeError("expected a collection of names, not a single string")
     return frozenset(values)
+
+
+def requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    """The SubjectAlternativeName of ``csr``'s extensionRequest (empty without one)."""
+    try:
+        extensions = csr.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise PolicyViolation(f"CSR extensionRequest is malformed: {exc}") from exc
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san)
+
+
+# C0 controls, DEL and C1 controls: never part of a name, often part of an attack
+# (a NUL ends the name for C code that reads the certificate).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
+def _san_text(name: x509.GeneralName) -> str:
+    """A SAN as text, for control-character checks and messages."""
+    if isinstance(name, x509.OtherName):
+        # An otherName holds DER of any type; a UPN's is a UTF8String.
+        try:
+            value = asn1_core.load(name.value).native
+        except ValueError:
+            return ""  # unreadable DER: the CSR parser already accepted it as opaque
+        return value if isinstance(value, str) else ""
+    if isinstance(name, x509.DirectoryName):
+        return name.value.rfc4514_string()
+    return str(name.value)

@@ -8,6 +8,8 @@ from typing import Protocol
 
 from cryptography import x509
 
+from ..store.models import Approval
+
 __all__ = ["ChallengeValidator", "ValidationOutcome", "ValidationRequest"]
 
 
@@ -16,8 +18,10 @@ class ValidationRequest:
     # The store's request key (a renewal's carries a "|renew:<serial>" suffix).
     transaction_id: str
     csr: x509.CertificateSigningRequest
-    # Set when the request is signed by a certificate this CA issued, still valid
-    # and not revoked (RenewalReq, or a PKCSReq signed with the old certificate).
+    # Set when the request is signed by a certificate this CA issued, still valid,
+    # with no revoked certificate in its renewal lineage, and asks for no other
+    # identity than that certificate's (RenewalReq, or a PKCSReq signed with the
+    # old certificate). Only then may a provider approve without a challenge.
     renewal_of_serial: str | None = None
     # The CSR exactly as the client sent it: Intune checks its own challenge against
     # these bytes, so a re-encoding could break the match.
@@ -41,10 +45,19 @@ class ValidationOutcome:
     reason: str = ""
     # The provider's own result code (e.g. Intune's ``code``), recorded on the request.
     provider_code: str | None = None
+    # What vouched for an approved request: a shared secret (the default, the
+    # least trust), the provider checking the names itself, or a renewal.
+    approval: Approval = Approval.CHALLENGE
 
     @classmethod
-    def approve(cls, reason: str = "", provider_code: str | None = None) -> ValidationOutcome:
-        return cls(True, reason, provider_code)
+    def approve(
+        cls,
+        reason: str = "",
+        provider_code: str | None = None,
+        *,
+        approval: Approval = Approval.CHALLENGE,
+    ) -> ValidationOutcome:
+        return cls(True, reason, provider_code, approval)
 
     @classmethod
     def reject(cls, reason: str, provider_code: str | None = None) -> ValidationOutcome:

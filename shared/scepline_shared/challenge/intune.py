@@ -20,6 +20,7 @@ from ..intune import (
 )
 from ..log import get_logger
 from ..pipeline import Transient
+from ..store.models import Approval
 from .base import ValidationOutcome, ValidationRequest
 from .static import challenge_password
 
@@ -68,7 +69,10 @@ class IntuneChallengeValidator:
         except IntuneError as failed:  # IntuneProtocolError: unusable answer
             return ValidationOutcome.reject(f"Intune call failed: {failed.message}")
         if result.ok:
-            return ValidationOutcome.approve("Intune validated the request", result.code)
+            # Intune checks the CSR's names against the profile it targeted.
+            return ValidationOutcome.approve(
+                "Intune validated the request", result.code, approval=Approval.PROVIDER
+            )
         reason = f"Intune rejected the request: {result.code}"
         if result.error_description:
             reason = f"{reason}: {result.error_description[:300]}"

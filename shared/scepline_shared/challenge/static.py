@@ -7,6 +7,7 @@ import hmac
 from cryptography import x509
 from cryptography.x509.oid import AttributeOID
 
+from ..store.models import Approval
 from .base import ValidationOutcome, ValidationRequest
 
 __all__ = ["StaticChallengeValidator", "challenge_password"]
@@ -30,8 +31,12 @@ class StaticChallengeValidator:
 
     async def validate(self, request: ValidationRequest) -> ValidationOutcome:
         if request.renewal_of_serial is not None:
-            # Signed with a valid certificate we issued: that is the authentication.
-            return ValidationOutcome.approve(f"renewal of {request.renewal_of_serial}")
+            # Signed with a valid certificate we issued, asking for its identity
+            # again (the validate step checked both): that is the authentication.
+            return ValidationOutcome.approve(
+                f"renewal of {request.renewal_of_serial}, identity kept",
+                approval=Approval.RENEWAL,
+            )
         supplied = challenge_password(request.csr)
         if supplied is None:
             return ValidationOutcome.reject("the CSR has no challengePassword")

@@ -12,9 +12,21 @@ from typing import Any
 
 from sqlalchemy import Column, Table
 
-from scepline_shared.store.models import Crl, IssuedCertificate, RequestEvent, ScepRequest
+from scepline_shared.store.models import (
+    Crl,
+    IssuanceJournal,
+    IssuedCertificate,
+    RequestEvent,
+    ScepRequest,
+)
 from scepline_shared.store.store_key import CsrSealer
-from scepline_shared.store.views import CertificateView, CrlView, EventView, RequestView
+from scepline_shared.store.views import (
+    CertificateView,
+    CrlView,
+    EventView,
+    JournalEntry,
+    RequestView,
+)
 
 __all__ = [
     "CERTIFICATE_COLUMNS",
@@ -23,11 +35,14 @@ __all__ = [
     "CRL_TABLE",
     "EVENT_COLUMNS",
     "EVENT_TABLE",
+    "JOURNAL_COLUMNS",
+    "JOURNAL_TABLE",
     "REQUEST_COLUMNS",
     "REQUEST_TABLE",
     "certificate_view",
     "crl_view",
     "event_view",
+    "journal_entry",
     "request_view",
 ]
 
@@ -35,6 +50,7 @@ REQUEST_TABLE: Table = ScepRequest.__table__  # type: ignore[assignment]
 EVENT_TABLE: Table = RequestEvent.__table__  # type: ignore[assignment]
 CERTIFICATE_TABLE: Table = IssuedCertificate.__table__  # type: ignore[assignment]
 CRL_TABLE: Table = Crl.__table__  # type: ignore[assignment]
+JOURNAL_TABLE: Table = IssuanceJournal.__table__  # type: ignore[assignment]
 
 
 def _columns(table: Table, view: type) -> tuple[Column[Any], ...]:
@@ -45,6 +61,7 @@ REQUEST_COLUMNS = _columns(REQUEST_TABLE, RequestView)
 EVENT_COLUMNS = _columns(EVENT_TABLE, EventView)
 CERTIFICATE_COLUMNS = _columns(CERTIFICATE_TABLE, CertificateView)
 CRL_COLUMNS = _columns(CRL_TABLE, CrlView)
+JOURNAL_COLUMNS = _columns(JOURNAL_TABLE, JournalEntry)
 
 _REQUEST_FIELDS = [field.name for field in fields(RequestView)]
 _CSR = _REQUEST_FIELDS.index("csr_der")
@@ -71,3 +88,8 @@ def certificate_view(row: Sequence[Any]) -> CertificateView:
 def crl_view(row: Sequence[Any]) -> CrlView:
     """A row of CRL_COLUMNS."""
     return CrlView(*row)
+
+
+def journal_entry(row: Sequence[Any]) -> JournalEntry:
+    """A row of JOURNAL_COLUMNS."""
+    return JournalEntry(*row)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -21,15 +21,20 @@ from scepline_shared.store._convert import (
     CERTIFICATE_TABLE,
     CRL_COLUMNS,
     CRL_TABLE,
+    JOURNAL_COLUMNS,
+    JOURNAL_TABLE,
     certificate_view,
     crl_view,
+    journal_entry,
 )
 from scepline_shared.store._sql import Database, reusable
 from scepline_shared.store.errors import CrlNumberCollision
-from scepline_shared.store.views import CertificateView, CrlView, serial_hex
+from scepline_shared.store.models import JournalKind
+from scepline_shared.store.views import CertificateView, CrlView, JournalEntry, serial_hex
 
 __all__ = [
     "CRL_REASON_CESSATION_OF_OPERATION",
+    "CRL_REASON_SUPERSEDED",
     "CRL_REASON_UNSPECIFIED",
     "REVOCATION_REASONS",
     "REVOCATION_REASON_NAMES",
@@ -55,10 +60,18 @@ REVOCATION_REASON_NAMES: dict[str, int] = {
 }
 # A certificate signed but never released (nothing is known against it).
 CRL_REASON_UNSPECIFIED = REVOCATION_REASON_NAMES["unspecified"]
+# A voided serial: its signing claim was given up and the request signed again
+# under another serial (or ended); whatever the key may have produced for it is
+# replaced, which is what RFC 5280 calls superseded.
+CRL_REASON_SUPERSEDED = REVOCATION_REASON_NAMES["superseded"]
 # A device Intune retired or wiped: it left management; nothing says its key leaked.
 CRL_REASON_CESSATION_OF_OPERATION = REVOCATION_REASON_NAMES["cessation-of-operation"]
 
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
+
+# Renewals a lineage walk follows at most (a device renewing monthly for a
+# century); a loop cannot form, since a certificate only renews an older one.
+_MAX_LINEAGE = 1200
 
 _CERT = CERTIFICATE_TABLE.c
 _GET_CERTIFICATE = reusable(select(*CERTIFICATE_COLUMNS).where(_CERT.serial == bindparam("serial")))
@@ -209,6 +222,170 @@ class CertificateRepository:
         return await self._db.rowcount(
             delete(CRL_TABLE).where(CRL_TABLE.c.next_update < expired_before, superseded > 0)
         )
+
+    # -- the issuance journal -------------------------------------------------
+
+    async def claim_crl_number(
+        self,
+        *,
+        number: int,
+        issuer_key_id: str,
+        issuer: str,
+        this_update: datetime,
+        next_update: datetime,
+        tbs_sha256: str,
+    ) -> bool:
+        """Journal a CRL about to be signed; False (nothing written) if its
+        number is taken: CRL numbers are unique across the store, and the
+        journal entry is what takes one, before the CA key signs."""
+        check_key_id(issuer_key_id)
+        try:
+            await self._db.rowcount(
+                insert(JOURNAL_TABLE).values(
+                    at=self._clock(),
+                    kind=JournalKind.CRL,
+                    issuer_key_id=issuer_key_id,
+                    issuer=issuer,
+                    serial=format(number, "x"),
+                    tbs_sha256=tbs_sha256,
+                    subject=issuer,
+                    not_before=this_update,
+                    not_after=next_update,
+                    transaction_id=None,
+                )
+            )
+        except IntegrityError:
+            return False
+        return True
+
+    async def journal_ca_certificate(
+        self,
+        *,
+        kind: JournalKind,
+        issuer_key_id: str,
+        issuer: str,
+        serial: str | int,
+        subject: str,
+        not_before: datetime,
+        not_after: datetime,
+        tbs_sha256: str,
+    ) -> bool:
+        """Journal one of the CA's own certificates (a generation's CA or RA
+        certificate: ``ca init`` and ``ca rollover`` make them as files, before
+        a store may exist); True if it was new. Idempotent: every process that
+        loads the CA calls it."""
+        check_key_id(issuer_key_id)
+        if kind not in (JournalKind.CA_CERTIFICATE, JournalKind.RA_CERTIFICATE):
+            raise ValueError(f"{kind} entries are written by their own signing path")
+        try:
+            await self._db.rowcount(
+                insert(JOURNAL_TABLE).values(
+                    at=self._clock(),
+                    kind=kind,
+                    issuer_key_id=issuer_key_id,
+                    issuer=issuer,
+                    serial=serial_hex(serial),
+                    tbs_sha256=tbs_sha256,
+                    subject=subject,
+                    not_before=not_before,
+                    not_after=not_after,
+                    transaction_id=None,
+                )
+            )
+        except IntegrityError:
+            return False  # journaled before (by this process or another)
+        return True
+
+    async def journal_entry(self, kind: JournalKind, serial: str | int) -> JournalEntry | None:
+        """The entry of one certificate serial (or CRL number) of ``kind``."""
+        row = await self._db.fetch_one(
+            select(*JOURNAL_COLUMNS).where(
+                JOURNAL_TABLE.c.kind == kind, JOURNAL_TABLE.c.serial == serial_hex(serial)
+            )
+        )
+        return None if row is None else journal_entry(row)
+
+    async def journal(self, *, after_id: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        """Journal entries in the order they were written, from ``after_id`` on."""
+        rows = await self._db.fetch_all(
+            select(*JOURNAL_COLUMNS)
+            .where(JOURNAL_TABLE.c.id > after_id)
+            .order_by(JOURNAL_TABLE.c.id)
+            .limit(limit)
+        )
+        return [journal_entry(row) for row in rows]
+
+    async def certificates_by_serial(self, serials: list[str]) -> dict[str, CertificateView]:
+        """The certificate rows (voided ones included) of these serials."""
+        if not serials:
+            return {}
+        rows = await self._db.fetch_all(
+            select(*CERTIFICATE_COLUMNS).where(_CERT.serial.in_(serials))
+        )
+        return {row[0]: certificate_view(row) for row in rows}
+
+    async def crls_by_number(self, numbers: list[int]) -> dict[int, CrlView]:
+        """The stored CRLs with these numbers."""
+        if not numbers:
+            return {}
+        rows = await self._db.fetch_all(select(*CRL_COLUMNS).where(CRL_TABLE.c.number.in_(numbers)))
+        return {int(row[0]): crl_view(row) for row in rows}
+
+    async def unjournaled(self) -> tuple[list[str], list[int], int]:
+        """What the store holds without a journal entry: certificates recorded
+        since the journal exists (they carry their issuer's key id), CRL
+        numbers, and how many certificates predate the journal (no key id)."""
+        journal = JOURNAL_TABLE.alias("entry")
+        certificates = await self._db.fetch_all(
+            select(_CERT.serial).where(
+                _CERT.issuer_key_id.is_not(None),
+                ~select(journal.c.id)
+                .where(journal.c.kind == JournalKind.CERTIFICATE, journal.c.serial == _CERT.serial)
+                .exists(),
+            )
+        )
+        crl_numbers = {int(row[0]) for row in await self._db.fetch_all(select(CRL_TABLE.c.number))}
+        journaled = {
+            int(row[0], 16)
+            for row in await self._db.fetch_all(
+                select(JOURNAL_TABLE.c.serial).where(JOURNAL_TABLE.c.kind == JournalKind.CRL)
+            )
+        }
+        legacy = await self._db.fetch_one(
+            select(func.count()).select_from(CERTIFICATE_TABLE).where(_CERT.issuer_key_id.is_(None))
+        )
+        return (
+            [row[0] for row in certificates],
+            sorted(crl_numbers - journaled),
+            int(legacy[0]) if legacy is not None else 0,
+        )
+
+    async def revoked_in_lineage(self, serial: str | int) -> str | None:
+        """The first revoked certificate along ``serial``'s renewal lineage
+        (itself, the certificate it renewed without a challenge, and so on),
+        or None: revoking any link stops renewals from every later one."""
+        start = serial_hex(serial)
+        chain = (
+            select(_CERT.serial, _CERT.renews_serial, _CERT.revoked_at, literal(0).label("depth"))
+            .where(_CERT.serial == start)
+            .cte("lineage", recursive=True)
+        )
+        parent = CERTIFICATE_TABLE.alias("parent")
+        chain = chain.union_all(
+            select(
+                parent.c.serial,
+                parent.c.renews_serial,
+                parent.c.revoked_at,
+                (chain.c.depth + 1).label("depth"),
+            ).where(parent.c.serial == chain.c.renews_serial, chain.c.depth < _MAX_LINEAGE)
+        )
+        row = await self._db.fetch_one(
+            select(chain.c.serial)
+            .where(chain.c.revoked_at.is_not(None))
+            .order_by(chain.c.depth)
+            .limit(1)
+        )
+        return None if row is None else str(row[0])
 
     async def latest_crl(self, issuer_key_id: str) -> CrlView | None:
         row = await self._db.fetch_one(

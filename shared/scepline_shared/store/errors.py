@@ -27,8 +27,11 @@ class IllegalTransition(StoreError, ValueError):
     Also a ValueError: it is a programming error in the caller, not a race.
     """
 
-    def __init__(self, from_state: str, to_state: str, *, kind: str = "state") -> None:
-        super().__init__(f"{kind} transition {from_state} -> {to_state} is not allowed")
+    def __init__(
+        self, from_state: str, to_state: str, *, kind: str = "state", hint: str = ""
+    ) -> None:
+        message = f"{kind} transition {from_state} -> {to_state} is not allowed"
+        super().__init__(f"{message}: {hint}" if hint else message)
         self.from_state = from_state
         self.to_state = to_state
         self.kind = kind

@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -37,10 +38,13 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "NON_TERMINAL_STATES",
     "TERMINAL_STATES",
+    "Approval",
     "Base",
     "Crl",
     "EnumString",
+    "IssuanceJournal",
     "IssuedCertificate",
+    "JournalKind",
     "NotifyState",
     "RequestEvent",
     "RequestState",
@@ -55,9 +59,40 @@ class RequestState(StrEnum):
     RECEIVED = "RECEIVED"
     VALIDATED = "VALIDATED"
     REJECTED = "REJECTED"
+    # A signer claimed the request: its serial and to-be-signed hash are in the
+    # issuance journal, and the CA key may be in use for it right now.
+    SIGNING = "SIGNING"
     SIGNED = "SIGNED"
     ISSUED = "ISSUED"
     FAILED = "FAILED"
+
+
+class Approval(StrEnum):
+    """What vouched for a validated request, recorded with VALIDATED.
+
+    Routing and issuance read it instead of guessing from the provider or the
+    history: the signer issues names that need proof of identity (Intune's SID
+    and UPN SANs) only for PROVIDER and RENEWAL, and a renewal's lineage goes
+    into the certificate it leads to.
+    """
+
+    # A shared secret matched (static challenge): the requester belongs, its
+    # names are its own claim.
+    CHALLENGE = "challenge"
+    # The provider checked the request's names itself (Intune's validateRequest).
+    PROVIDER = "provider"
+    # Signed with a valid certificate of ours and asking for no other identity.
+    RENEWAL = "renewal"
+
+
+class JournalKind(StrEnum):
+    """What a signature of a CA key produced (`IssuanceJournal.kind`)."""
+
+    CERTIFICATE = "certificate"
+    CRL = "crl"
+    # The CA's own certificates: a generation's CA certificate and its RA's.
+    CA_CERTIFICATE = "ca-certificate"
+    RA_CERTIFICATE = "ra-certificate"
 
 
 class NotifyState(StrEnum):
@@ -78,7 +113,11 @@ ALLOWED_TRANSITIONS: Mapping[RequestState, frozenset[RequestState]] = {
     RequestState.RECEIVED: frozenset(
         {RequestState.VALIDATED, RequestState.REJECTED, RequestState.FAILED}
     ),
-    RequestState.VALIDATED: frozenset({RequestState.SIGNED, RequestState.FAILED}),
+    RequestState.VALIDATED: frozenset({RequestState.SIGNING, RequestState.FAILED}),
+    # Back to VALIDATED only when the claim is voided (its serial is revoked).
+    RequestState.SIGNING: frozenset(
+        {RequestState.SIGNED, RequestState.VALIDATED, RequestState.FAILED}
+    ),
     RequestState.SIGNED: frozenset({RequestState.ISSUED, RequestState.FAILED}),
     RequestState.REJECTED: frozenset(),
     RequestState.ISSUED: frozenset(),
@@ -175,6 +214,7 @@ class ScepRequest(Base):
     __table_args__ = (
         CheckConstraint(_one_of("state", RequestState), name="state"),
         CheckConstraint(_one_of("notify_state", NotifyState), name="notify_state"),
+        CheckConstraint(_one_of("approval", Approval), name="approval"),
         # The sweep scans non-terminal rows by queue time.
         Index("ix_scep_request_state_queued_at", "state", "queued_at"),
     )
@@ -191,6 +231,8 @@ class ScepRequest(Base):
     subject: Mapped[str] = mapped_column(Text)
     renewal_of_serial: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[RequestState] = mapped_column(EnumString(RequestState, 16))
+    # Set with VALIDATED: what vouched for the request (see Approval).
+    approval: Mapped[Approval | None] = mapped_column(EnumString(Approval, 16))
     notify_state: Mapped[NotifyState] = mapped_column(
         EnumString(NotifyState, 16), default=NotifyState.NONE, server_default="NONE"
     )
@@ -226,7 +268,13 @@ class RequestEvent(Base):
 
 
 class IssuedCertificate(Base):
-    """A certificate this CA issued; the serial is unique across the store."""
+    """A certificate this CA issued; the serial is unique across the store.
+
+    A row without ``der`` is a *voided* serial: a signer claimed it and never
+    stored a certificate (it died, or its token failed mid-signature). Nobody can
+    show that no signature left the key, so the serial is revoked and listed on
+    the CRL like any other.
+    """
 
     __tablename__ = "certificate"
     __table_args__ = (Index("ix_certificate_issuer_revoked_at", "issuer", "revoked_at"),)
@@ -238,9 +286,51 @@ class IssuedCertificate(Base):
     subject: Mapped[str] = mapped_column(Text)
     not_before: Mapped[datetime]
     not_after: Mapped[datetime]
-    der: Mapped[bytes] = mapped_column(LargeBinary)
+    der: Mapped[bytes | None] = mapped_column(LargeBinary)
     revoked_at: Mapped[datetime | None]
     revocation_reason: Mapped[int | None] = mapped_column(Integer)
+    # spki_sha256_hex of the issuing CA's key (NULL on rows from before it was kept).
+    issuer_key_id: Mapped[str | None] = mapped_column(String(64))
+    # The certificate this one renewed without a challenge (Approval.RENEWAL):
+    # the lineage a renewal is checked along, so revoking any link stops it.
+    renews_serial: Mapped[str | None] = mapped_column(String(64))
+
+
+class IssuanceJournal(Base):
+    """Every signature a CA key made, written *before* the key is used.
+
+    Append-only (the migration adds triggers refusing UPDATE and DELETE; no
+    code path changes a row, ``db prune`` leaves it alone). An auditor
+    reconciles it with the certificates and CRLs the store holds
+    (``scepline ca journal --check``): each entry is recorded, voided (and
+    revoked), or still claimed by a signer at work.
+    """
+
+    __tablename__ = "issuance_journal"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", JournalKind), name="kind"),
+        # One serial per kind: the claim itself is what makes a serial (or a
+        # CRL number) taken, before anything is signed.
+        UniqueConstraint("kind", "serial", name="uq_issuance_journal_kind_serial"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    kind: Mapped[JournalKind] = mapped_column(EnumString(JournalKind, 24))
+    # spki_sha256_hex of the signing CA key, and the CA's name.
+    issuer_key_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(Text)
+    # A certificate's serial, or a CRL's number, in lowercase hex.
+    serial: Mapped[str] = mapped_column(String(64))
+    # Hex SHA-256 of the TBSCertificate / TBSCertList DER the key signs.
+    tbs_sha256: Mapped[str] = mapped_column(String(64))
+    # The certificate's subject (the issuer's name for a CRL).
+    subject: Mapped[str] = mapped_column(Text)
+    # The validity of what is signed (a CRL's thisUpdate and nextUpdate).
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    # The request a certificate was signed for.
+    transaction_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class Crl(Base):

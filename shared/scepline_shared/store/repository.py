@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,13 +25,18 @@ from scepline_shared.store._convert import (
     CERTIFICATE_TABLE,
     EVENT_COLUMNS,
     EVENT_TABLE,
+    JOURNAL_COLUMNS,
+    JOURNAL_TABLE,
     REQUEST_COLUMNS,
     REQUEST_TABLE,
     event_view,
+    journal_entry,
     request_view,
 )
 from scepline_shared.store._sql import Dependent, RequestChange, reusable
 from scepline_shared.store.certificates import (
+    CRL_REASON_SUPERSEDED,
+    CRL_REASON_UNSPECIFIED,
     CertificateRepository,
     check_aware,
     check_key_id,
@@ -43,6 +48,7 @@ from scepline_shared.store.models import (
     ALLOWED_TRANSITIONS,
     NON_TERMINAL_STATES,
     TERMINAL_STATES,
+    JournalKind,
     NotifyState,
     RequestState,
 )
@@ -52,6 +58,7 @@ from scepline_shared.store.views import (
     IssuedCertificateRecord,
     RecordResult,
     RequestView,
+    SignatureClaim,
     serial_hex,
 )
 
@@ -62,7 +69,15 @@ MESSAGE_TYPES: frozenset[int] = frozenset({17, 19})
 
 # Columns `transition` may set alongside the state.
 TRANSITION_FIELDS: frozenset[str] = frozenset(
-    {"fail_info", "fail_reason", "provider_code", "cert_serial", "cert_der", "notify_state"}
+    {
+        "fail_info",
+        "fail_reason",
+        "provider_code",
+        "cert_serial",
+        "cert_der",
+        "notify_state",
+        "approval",
+    }
 )
 
 # SCEP failInfo: badAlg, badMessageCheck, badRequest, badTime, badCertId.
@@ -102,9 +117,52 @@ _EVENT_PARAMETERS = {
     "to_state": "event_to",
     "detail": "event_detail",
 }
+_CERT = CERTIFICATE_TABLE.c
 _CERTIFICATE_ROW: Dependent = (
     CERTIFICATE_TABLE,
     {column.name: f"certificate_{column.name}" for column in CERTIFICATE_TABLE.c},
+)
+_JOURNAL_ROW: Dependent = (
+    JOURNAL_TABLE,
+    {
+        **{c.name: f"journal_{c.name}" for c in JOURNAL_TABLE.c if c.name != "id"},
+        "transaction_id": _REQ.transaction_id,
+    },
+)
+# VALIDATED -> SIGNING with the claimed serial, unless a certificate (from before
+# the journal, whose own uniqueness guards every later serial) already has it.
+_CLAIM = RequestChange(
+    update(REQUEST_TABLE)
+    .where(
+        _REQ.transaction_id == bindparam("where_transaction_id"),
+        _REQ.state == bindparam("where_from"),
+        ~select(_CERT.serial).where(_CERT.serial == bindparam("set_cert_serial")).exists(),
+    )
+    .values(
+        state=bindparam("set_to"),
+        cert_serial=bindparam("set_cert_serial"),
+        version=_REQ.version + 1,
+        updated_at=bindparam("set_updated_at"),
+    )
+    .returning(*REQUEST_COLUMNS),
+    ((EVENT_TABLE, _EVENT_PARAMETERS), _JOURNAL_ROW),
+)
+# SIGNING -> SIGNED, only while the claim on this serial stands.
+_RECORD_SIGNED = RequestChange(
+    update(REQUEST_TABLE)
+    .where(
+        _REQ.transaction_id == bindparam("where_transaction_id"),
+        _REQ.state == bindparam("where_from"),
+        _REQ.cert_serial == bindparam("where_serial"),
+    )
+    .values(
+        state=bindparam("set_to"),
+        cert_der=bindparam("set_cert_der"),
+        version=_REQ.version + 1,
+        updated_at=bindparam("set_updated_at"),
+    )
+    .returning(*REQUEST_COLUMNS),
+    ((EVENT_TABLE, _EVENT_PARAMETERS), _CERTIFICATE_ROW),
 )
 
 
@@ -218,6 +276,14 @@ class RequestRepository(CertificateRepository):
         source, target = RequestState(from_state), RequestState(to_state)
         if target not in ALLOWED_TRANSITIONS[source]:
             raise IllegalTransition(source, target)
+        if RequestState.SIGNING in (source, target):
+            # Each has its dedicated method, which keeps the journal and the
+            # certificate rows in step with the state.
+            raise IllegalTransition(
+                source,
+                target,
+                hint="use claim_signature, record_signed, void_claim or fail_and_revoke",
+            )
         unknown = set(fields) - TRANSITION_FIELDS
         if unknown:
             raise TypeError(f"transition cannot set {sorted(unknown)}")
@@ -257,45 +323,219 @@ class RequestRepository(CertificateRepository):
             values={},
         )
 
-    async def issue_certificate(
+    async def claim_signature(
+        self, *, transaction_id: str, claim: SignatureClaim
+    ) -> RequestView | None:
+        """VALIDATED -> SIGNING, and the claim's issuance-journal entry, together.
+
+        Commit this before the CA key is used: a signer that dies afterwards
+        leaves a claim (`void_claim` resolves it), never a signature nobody
+        recorded. None: the request was not in VALIDATED (a redelivery, or
+        another signer holds it). SerialCollision: the serial is taken (by a
+        journal entry or a certificate from before the journal); draw again.
+        """
+        parameters = {
+            "where_transaction_id": transaction_id,
+            "where_from": RequestState.VALIDATED,
+            "set_to": RequestState.SIGNING,
+            "set_cert_serial": claim.serial,
+            "set_updated_at": (now := self._clock()),
+            **_event(
+                now,
+                "state",
+                RequestState.VALIDATED,
+                RequestState.SIGNING,
+                f"claimed serial {claim.serial} (TBS sha256 {claim.tbs_sha256})",
+            ),
+            **_journal_row(now, claim),
+        }
+        try:
+            row = await self._db.change_request(_CLAIM, parameters)
+        except IntegrityError as exc:
+            raise SerialCollision(claim.serial) from exc
+        if row is not None:
+            return request_view(row, self._sealer)
+        current = await self.get(transaction_id)
+        if current is not None and current.state is RequestState.VALIDATED:
+            raise SerialCollision(claim.serial)  # a certificate from before the journal has it
+        return None
+
+    async def record_signed(
         self,
         *,
         transaction_id: str,
         certificate: IssuedCertificateRecord,
         detail: str | None = None,
     ) -> RequestView | None:
-        """VALIDATED -> SIGNED and the certificate row, together or not at all.
-
-        None means the request was not in VALIDATED (a redelivered sign
-        message) and nothing was stored. SerialCollision means the serial is
-        taken; the request is left in VALIDATED for a retry with a new serial.
-        """
-        stored = {
-            "certificate_serial": certificate.serial,
-            "certificate_transaction_id": transaction_id,
-            "certificate_issuer": certificate.issuer,
-            "certificate_subject": certificate.subject,
-            "certificate_not_before": certificate.not_before,
-            "certificate_not_after": certificate.not_after,
-            "certificate_der": certificate.der,
-            "certificate_revoked_at": None,
-            "certificate_revocation_reason": None,
+        """SIGNING (claimed for this serial) -> SIGNED, and the certificate row,
+        together. None: the claim is no longer this signer's (voided by a sweep
+        after it took too long, or the request was given up); nothing is stored,
+        and the serial is already revoked as voided."""
+        now = self._clock()
+        parameters = {
+            "where_transaction_id": transaction_id,
+            "where_from": RequestState.SIGNING,
+            "where_serial": certificate.serial,
+            "set_to": RequestState.SIGNED,
+            "set_cert_der": certificate.der,
+            "set_updated_at": now,
+            **_event(
+                now,
+                "state",
+                RequestState.SIGNING,
+                RequestState.SIGNED,
+                detail or f"signed, serial {certificate.serial}",
+            ),
+            **_certificate_row(transaction_id, certificate),
         }
-        try:
-            return await self._compare_and_set(
-                transaction_id=transaction_id,
-                column="state",
-                source=RequestState.VALIDATED,
-                target=RequestState.SIGNED,
-                detail=detail or f"signed, serial {certificate.serial}",
-                values={"cert_serial": certificate.serial, "cert_der": certificate.der},
-                certificate=stored,
+        row = await self._db.change_request(_RECORD_SIGNED, parameters)
+        return None if row is None else request_view(row, self._sealer)
+
+    async def void_claim(
+        self,
+        *,
+        transaction_id: str,
+        serial: str,
+        why: str,
+        claimed_before: datetime | None = None,
+        to_state: RequestState = RequestState.VALIDATED,
+        **fields: Any,
+    ) -> RequestView | None:
+        """Give up a signing claim whose certificate was never stored: the
+        serial becomes a voided certificate row, revoked (superseded), so the
+        next CRL lists it, and the request goes back to VALIDATED (signed
+        again under a new serial) or on to FAILED (``to_state``, with
+        ``fields`` as for `transition`). ``claimed_before``: only a claim older
+        than that (a signer that stopped answering). None, changing nothing,
+        unless the request is in SIGNING under this serial."""
+        key = serial_hex(serial)
+        now = self._clock()
+        conditions = [
+            _REQ.transaction_id == transaction_id,
+            _REQ.state == RequestState.SIGNING,
+            _REQ.cert_serial == key,
+        ]
+        if claimed_before is not None:
+            conditions.append(_REQ.updated_at < claimed_before)
+        async with self._db.engine.begin() as connection:
+            entry = (
+                await connection.execute(
+                    select(*JOURNAL_COLUMNS).where(
+                        JOURNAL_TABLE.c.kind == JournalKind.CERTIFICATE,
+                        JOURNAL_TABLE.c.serial == key,
+                    )
+                )
+            ).first()
+            if entry is None:
+                raise StoreError(f"serial {key} is claimed but not in the issuance journal")
+            claimed = journal_entry(entry)
+            row = (
+                await connection.execute(
+                    update(REQUEST_TABLE)
+                    .where(*conditions)
+                    .values(
+                        state=to_state,
+                        cert_serial=None,
+                        version=_REQ.version + 1,
+                        updated_at=now,
+                        **fields,
+                    )
+                    .returning(*REQUEST_COLUMNS)
+                )
+            ).first()
+            if row is None:
+                return None
+            await connection.execute(
+                insert(EVENT_TABLE).values(
+                    request_id=row.id,
+                    at=now,
+                    kind="state",
+                    from_state=RequestState.SIGNING.value,
+                    to_state=to_state.value,
+                    detail=f"{why}; serial {key} voided and revoked (superseded)",
+                )
             )
-        except IntegrityError as exc:
-            # Only a taken serial is the signer's to fix; anything else is a bug.
-            if await self.get_certificate(certificate.serial) is not None:
-                raise SerialCollision(certificate.serial) from exc
-            raise
+            await connection.execute(
+                insert(CERTIFICATE_TABLE).values(
+                    serial=key,
+                    transaction_id=transaction_id,
+                    issuer=claimed.issuer,
+                    subject=claimed.subject,
+                    not_before=claimed.not_before,
+                    not_after=claimed.not_after,
+                    der=None,
+                    revoked_at=now,
+                    revocation_reason=CRL_REASON_SUPERSEDED,
+                    issuer_key_id=claimed.issuer_key_id,
+                )
+            )
+        return request_view(row, self._sealer)
+
+    async def fail_and_revoke(
+        self,
+        *,
+        transaction_id: str,
+        from_state: RequestState,
+        detail: str,
+        reason: int = CRL_REASON_UNSPECIFIED,
+        **fields: Any,
+    ) -> RequestView | None:
+        """`from_state` -> FAILED, and whatever certificate the request has can
+        never count as valid, in one transaction: a signed, unreleased
+        certificate (SIGNED) is revoked with ``reason``; a claimed serial
+        (SIGNING) is voided. ``fields`` as for `transition`. None if the
+        request is not in `from_state`."""
+        source = RequestState(from_state)
+        if RequestState.FAILED not in ALLOWED_TRANSITIONS[source]:
+            raise IllegalTransition(source, RequestState.FAILED)
+        current = await self.get(transaction_id)
+        if current is None or current.state is not source:
+            return None
+        if source is RequestState.SIGNING and current.cert_serial is not None:
+            return await self.void_claim(
+                transaction_id=transaction_id,
+                serial=current.cert_serial,
+                why=detail,
+                to_state=RequestState.FAILED,
+                **fields,
+            )
+        unknown = set(fields) - TRANSITION_FIELDS
+        if unknown:
+            raise TypeError(f"fail_and_revoke cannot set {sorted(unknown)}")
+        now = self._clock()
+        async with self._db.engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    update(REQUEST_TABLE)
+                    .where(_REQ.transaction_id == transaction_id, _REQ.state == source)
+                    .values(
+                        state=RequestState.FAILED,
+                        version=_REQ.version + 1,
+                        updated_at=now,
+                        **fields,
+                    )
+                    .returning(*REQUEST_COLUMNS)
+                )
+            ).first()
+            if row is None:
+                return None
+            await connection.execute(
+                insert(EVENT_TABLE).values(
+                    request_id=row.id,
+                    at=now,
+                    kind="state",
+                    from_state=source.value,
+                    to_state=RequestState.FAILED.value,
+                    detail=detail,
+                )
+            )
+            if row.cert_serial is not None:
+                await connection.execute(
+                    update(CERTIFICATE_TABLE)
+                    .where(_CERT.serial == row.cert_serial, _CERT.revoked_at.is_(None))
+                    .values(revoked_at=now, revocation_reason=reason)
+                )
+        return request_view(row, self._sealer)
 
     async def mark_queued(self, transaction_id: str) -> bool:
         """Note that the request was just handed to the pipeline (again).
@@ -494,6 +734,38 @@ def _event(
         "event_from": None if from_state is None else from_state.value,
         "event_to": to_state.value,
         "event_detail": detail,
+    }
+
+
+def _journal_row(at: datetime, claim: SignatureClaim) -> dict[str, Any]:
+    """Parameters of a certificate claim's `issuance_journal` row."""
+    return {
+        "journal_at": at,
+        "journal_kind": JournalKind.CERTIFICATE,
+        "journal_issuer_key_id": claim.issuer_key_id,
+        "journal_issuer": claim.issuer,
+        "journal_serial": claim.serial,
+        "journal_tbs_sha256": claim.tbs_sha256,
+        "journal_subject": claim.subject,
+        "journal_not_before": claim.not_before,
+        "journal_not_after": claim.not_after,
+    }
+
+
+def _certificate_row(transaction_id: str, certificate: IssuedCertificateRecord) -> dict[str, Any]:
+    """Parameters of a `certificate` row stored with the request's change."""
+    return {
+        "certificate_serial": certificate.serial,
+        "certificate_transaction_id": transaction_id,
+        "certificate_issuer": certificate.issuer,
+        "certificate_subject": certificate.subject,
+        "certificate_not_before": certificate.not_before,
+        "certificate_not_after": certificate.not_after,
+        "certificate_der": certificate.der,
+        "certificate_revoked_at": None,
+        "certificate_revocation_reason": None,
+        "certificate_issuer_key_id": certificate.issuer_key_id,
+        "certificate_renews_serial": certificate.renews_serial,
     }
 
 

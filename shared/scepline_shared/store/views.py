@@ -11,15 +11,23 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from scepline_shared.store.models import TERMINAL_STATES, NotifyState, RequestState
+from scepline_shared.store.models import (
+    TERMINAL_STATES,
+    Approval,
+    JournalKind,
+    NotifyState,
+    RequestState,
+)
 
 __all__ = [
     "CertificateView",
     "CrlView",
     "EventView",
     "IssuedCertificateRecord",
+    "JournalEntry",
     "RecordResult",
     "RequestView",
+    "SignatureClaim",
     "serial_hex",
     "spki_key_id",
 ]
@@ -89,6 +97,7 @@ class RequestView:
     updated_at: datetime
     queued_at: datetime | None
     parked_at: datetime | None = None
+    approval: Approval | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -125,7 +134,7 @@ class EventView:
 
 @dataclass(frozen=True, slots=True)
 class IssuedCertificateRecord:
-    """A freshly signed certificate, as the signer hands it to `issue_certificate`."""
+    """A freshly signed certificate, as the signer hands it to `record_signed`."""
 
     serial: str
     issuer: str
@@ -133,6 +142,8 @@ class IssuedCertificateRecord:
     not_before: datetime
     not_after: datetime
     der: bytes = field(repr=False)
+    issuer_key_id: str | None = None
+    renews_serial: str | None = None
 
     def __post_init__(self) -> None:
         # The serial is the primary key, so one spelling only; see `serial_hex`.
@@ -148,6 +159,26 @@ class IssuedCertificateRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SignatureClaim:
+    """What a signer is about to have a CA key sign: the issuance journal's entry,
+    written with the claim on the request before the key is used."""
+
+    serial: str
+    issuer_key_id: str
+    issuer: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    tbs_sha256: str
+
+    def __post_init__(self) -> None:
+        if not _SERIAL.fullmatch(self.serial):
+            raise ValueError(f"serial {self.serial!r} is not canonical; use serial_hex()")
+        _require_aware("not_before", self.not_before)
+        _require_aware("not_after", self.not_after)
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateView:
     """A snapshot of one `certificate` row."""
 
@@ -157,13 +188,37 @@ class CertificateView:
     subject: str
     not_before: datetime
     not_after: datetime
-    der: bytes = field(repr=False)
+    # None for a voided serial: claimed, never stored, revoked (see models).
+    der: bytes | None = field(repr=False)
     revoked_at: datetime | None
     revocation_reason: int | None
+    issuer_key_id: str | None = None
+    renews_serial: str | None = None
 
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def is_voided(self) -> bool:
+        return self.der is None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One signature of a CA key, as the issuance journal recorded it before signing."""
+
+    id: int
+    at: datetime
+    kind: JournalKind
+    issuer_key_id: str
+    issuer: str
+    serial: str
+    tbs_sha256: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    transaction_id: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 from asn1crypto import algos
@@ -19,7 +17,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from scepline_shared.ca import build_crl
 from scepline_shared.keys import spki_sha256_hex
 from scepline_shared.scep import (
-    CertRep,
     ContentEncryption,
     Digest,
     FailInfo,
@@ -33,72 +30,8 @@ from scepline_shared.scep import (
 from scepline_shared.scep_client import Requester, build_csr
 from scepline_shared.settings import Settings
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, running
+from tests.support.exchange import Exchange
 from tests.support.pki import name, requester, resigned, rsa_key, rsassa_pss, self_signed
-
-
-@dataclass
-class Exchange:
-    scepline: RunningScepline
-
-    async def send(
-        self,
-        who: Requester,
-        message_type: MessageType | int,
-        data: bytes,
-        *,
-        transaction_id: str = "tx",
-        encryption: ContentEncryption = ContentEncryption.AES128_CBC,
-        digest: Digest = Digest.SHA256,
-        recipient: x509.Certificate | None = None,
-        signing_time: dt.datetime | None = None,
-        method: str = "POST",
-        rewrite: Callable[[bytes], bytes] | None = None,
-    ) -> CertRep:
-        """Send a pkiMessage and read the answer; ``rewrite`` changes the
-        message before it goes out."""
-        client = self.scepline.client
-        await client.get_ca_certs()
-        nonce = os.urandom(16)
-        der = build_request(
-            message_type=message_type,
-            transaction_id=transaction_id,
-            message_data=data,
-            signer_key=who.key,
-            signer_certificate=who.certificate,
-            recipient=recipient or client.ra_certificate,
-            encryption=encryption,
-            digest=digest,
-            sender_nonce=nonce,
-            signing_time=signing_time,
-        )
-        response = await client.send(rewrite(der) if rewrite else der, method=method)
-        return read_cert_rep(
-            response.content,
-            expected_signer=client.ra_certificate,
-            sender_nonce=nonce,
-            client_key=who.key,
-            client_certificate=who.certificate,
-        )
-
-    async def enrol(
-        self,
-        who: Requester,
-        *,
-        cn: str = "device-1",
-        challenge: str | None = CHALLENGE,
-        sans: tuple[x509.GeneralName, ...] = (),
-        transaction_id: str = "tx",
-        message_type: MessageType = MessageType.PKCS_REQ,
-        **options: object,
-    ) -> CertRep:
-        csr = build_csr(who.key, name(cn), challenge=challenge, sans=sans)
-        return await self.send(
-            who,
-            message_type,
-            csr.public_bytes(Encoding.DER),
-            transaction_id=transaction_id,
-            **options,  # type: ignore[arg-type]
-        )
 
 
 @pytest.fixture
@@ -113,7 +46,7 @@ def ca_certificate(scep: Exchange) -> x509.Certificate:
 async def test_enrolment_with_the_right_challenge_issues_a_certificate(scep: Exchange):
     sans = (
         x509.DNSName("device-1.example.com"),
-        x509.UniformResourceIdentifier("tag:microsoft.com,2022-09-14:sid:S-1-5-21-1-2-3-1001"),
+        x509.UniformResourceIdentifier("urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66"),
     )
     rep = await scep.enrol(requester("a"), cn="device-1", sans=sans)
 

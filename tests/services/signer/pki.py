@@ -6,6 +6,7 @@ token per pytest process, so each CA gets its own key label and id.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -14,9 +15,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from scepline_shared.ca.lab import ca_certificate
+from scepline_shared.ca.tbs import tbs_sha256_of
 from scepline_shared.keys import KeyPair, SigningKey
 from scepline_shared.keys.pkcs11 import Pkcs11Token, generate_ca_keys
 from scepline_shared.store import RequestRepository, RequestState
+from scepline_shared.store.models import Approval
+from scepline_shared.store.views import SignatureClaim
 from scepline_signer.handler import issued_record
 
 __all__ = ["file_ca", "record_validated", "store_issued", "token_ca"]
@@ -70,9 +74,15 @@ def token_ca(
 
 
 async def record_validated(
-    repository: RequestRepository, transaction_id: str, *, csr_der: bytes, subject: str
+    repository: RequestRepository,
+    transaction_id: str,
+    *,
+    csr_der: bytes,
+    subject: str,
+    approval: Approval = Approval.CHALLENGE,
 ) -> None:
-    """Record a request and move it to VALIDATED, as ingress and the validator do."""
+    """Record a request and move it to VALIDATED, as ingress and the validator do
+    (``approval``: what vouched for it, a static challenge unless said)."""
     await repository.record_request(
         transaction_id=transaction_id,
         signer_key_id=secrets.token_hex(32),
@@ -86,6 +96,7 @@ async def record_validated(
         from_state=RequestState.RECEIVED,
         to_state=RequestState.VALIDATED,
         detail="challenge ok",
+        approval=approval,
     )
     assert moved is not None
 
@@ -96,7 +107,18 @@ async def store_issued(
     """Put ``certificate`` in the store the way the signer does (request -> SIGNED)."""
     subject = certificate.subject.rfc4514_string()
     await record_validated(repository, transaction_id, csr_der=b"csr", subject=subject)
-    moved = await repository.issue_certificate(
-        transaction_id=transaction_id, certificate=issued_record(certificate)
+    # No issuer key id on the row: the CRL publisher tells CAs apart by the AKI,
+    # as for certificates recorded before the journal.
+    record = issued_record(certificate)
+    claim = SignatureClaim(
+        serial=record.serial,
+        issuer_key_id=hashlib.sha256(record.issuer.encode()).hexdigest(),
+        issuer=record.issuer,
+        subject=record.subject,
+        not_before=record.not_before,
+        not_after=record.not_after,
+        tbs_sha256=tbs_sha256_of(certificate),
     )
+    assert await repository.claim_signature(transaction_id=transaction_id, claim=claim)
+    moved = await repository.record_signed(transaction_id=transaction_id, certificate=record)
     assert moved is not None

@@ -21,6 +21,7 @@ from scepline_shared.keys.pkcs11 import Pkcs11KeyRef, Pkcs11RsaPrivateKey, Pkcs1
 from scepline_shared.pipeline import Transient
 from scepline_shared.settings import Settings
 from scepline_shared.store import RequestRepository, RequestState
+from scepline_shared.store.models import Approval
 from scepline_signer.handler import SignerDeps, handle_sign, signs_in_token
 from scepline_signer.main import build_handler
 from tests.shared.ca._pki import INTUNE_SID_URI, make_csr, name, openssl, write_pem
@@ -54,13 +55,18 @@ def hsm_ca(softhsm_token: Pkcs11Token) -> KeyPair:
     return token_ca(softhsm_token, "signer")
 
 
-async def _validated(repository: RequestRepository, csr: x509.CertificateSigningRequest) -> str:
+async def _validated(
+    repository: RequestRepository,
+    csr: x509.CertificateSigningRequest,
+    approval: Approval = Approval.CHALLENGE,
+) -> str:
     transaction_id = f"sign-{next(_transactions)}"
     await record_validated(
         repository,
         transaction_id,
         csr_der=csr.public_bytes(Encoding.DER),
         subject=csr.subject.rfc4514_string(),
+        approval=approval,
     )
     return transaction_id
 
@@ -87,7 +93,8 @@ class TestSigningWithATokenKey:
         csr = make_csr(
             subject=name("laptop-42"), sans=[x509.UniformResourceIdentifier(INTUNE_SID_URI)]
         )
-        transaction_id = await _validated(repository, csr)
+        # Intune vouched for the names: the SID may be issued.
+        transaction_id = await _validated(repository, csr, Approval.PROVIDER)
         settings = Settings(public_base_url="http://scep.example.com")
         handler = build_handler(settings, repository, lambda: hsm_ca, executor=executor)
 

@@ -10,9 +10,10 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scepline_shared.ca import CertificateProfile
+from scepline_shared.issuance import profile_from
 from scepline_shared.settings import Settings
 from scepline_shared.store import RequestRepository
-from scepline_signer.main import build_crl_publisher, build_handler, profile_from
+from scepline_signer.main import build_crl_publisher, build_handler
 
 from .pki import file_ca
 

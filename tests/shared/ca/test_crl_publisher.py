@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 
 from scepline_shared.ca import CertificateProfile, issue_certificate, new_serial
-from scepline_shared.ca.crl_publisher import CrlPublisher, crl_due, publish_crl_if_due
+from scepline_shared.ca.crl_publisher import CrlPublisher, OffLoop, crl_due, publish_crl_if_due
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.keys.pkcs11 import Pkcs11Token
 from scepline_shared.metrics import CRL_PUBLISH_ERRORS
@@ -261,17 +261,25 @@ class TestConcurrentPublishers:
     async def test_two_publishers_racing_for_the_same_number_do_not_fail(
         self, repository: RequestRepository, ca: KeyPair
     ) -> None:
-        # Both read "no CRL yet" and build number 1 before either stores it.
+        # Both read "no CRL yet" and build number 1 before either claims it.
         both_built = asyncio.Barrier(2)
 
-        async def sign_then_wait(function: Callable[[], _T]) -> _T:
-            result = function()
-            await both_built.wait()
-            return result
+        def publisher() -> OffLoop:
+            calls = 0
+
+            async def sign_then_wait(function: Callable[[], _T]) -> _T:
+                nonlocal calls
+                calls += 1
+                result = function()
+                if calls == 2:  # decided, then built: the to-be-signed hash is known
+                    await both_built.wait()
+                return result
+
+            return sign_then_wait
 
         results = await asyncio.gather(
-            publish_crl_if_due(repository, ca, validity=VALIDITY, sign=sign_then_wait),
-            publish_crl_if_due(repository, ca, validity=VALIDITY, sign=sign_then_wait),
+            publish_crl_if_due(repository, ca, validity=VALIDITY, sign=publisher()),
+            publish_crl_if_due(repository, ca, validity=VALIDITY, sign=publisher()),
         )
 
         published = [view for view in results if view is not None]

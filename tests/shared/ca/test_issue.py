@@ -42,6 +42,8 @@ def _issue(lab: CaMaterial, csr: x509.CertificateSigningRequest, **kw: object) -
         profile=profile,  # type: ignore[arg-type]
         serial=kw.pop("serial", new_serial()),  # type: ignore[arg-type]
         now=kw.pop("now", datetime.now(UTC)),  # type: ignore[arg-type]
+        # As after Intune's validation: the names are the profile's question here.
+        names_vouched=kw.pop("names_vouched", True),  # type: ignore[arg-type]
     )
 
 

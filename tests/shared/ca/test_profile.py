@@ -19,7 +19,7 @@ from scepline_shared.ca import (
 )
 from scepline_shared.ca.profile import ProfileNameError
 
-from ._pki import INTUNE_SID_URI, make_csr, rsa_key, upn
+from ._pki import INTUNE_SID_URI, make_csr, name, rsa_key, upn
 
 
 def test_defaults() -> None:
@@ -186,4 +186,100 @@ class TestIntuneStrongMappingSan:
 def _issue(
     lab: CaMaterial, csr: x509.CertificateSigningRequest, profile: CertificateProfile
 ) -> x509.Certificate:
-    return issue_certificate(csr=csr, ca=lab.ca, profile=profile, serial=new_serial())
+    return issue_certificate(
+        csr=csr, ca=lab.ca, profile=profile, serial=new_serial(), names_vouched=True
+    )
+
+
+class TestNamesNobodyVouchedFor:
+    """What a shared challenge cannot vouch for is refused unless the profile allows it."""
+
+    @staticmethod
+    def _refused(lab: CaMaterial, csr: x509.CertificateSigningRequest, **profile: object) -> str:
+        with pytest.raises(PolicyViolation) as caught:
+            issue_certificate(
+                csr=csr,
+                ca=lab.ca,
+                profile=CertificateProfile(**profile),  # type: ignore[arg-type]
+                serial=new_serial(),
+            )
+        return caught.value.reason
+
+    def test_control_characters_in_the_subject_or_a_san(self, rsa_lab: CaMaterial) -> None:
+        assert "control" in self._refused(rsa_lab, make_csr(subject=name("a\x00b")))
+        assert "control" in self._refused(rsa_lab, make_csr(subject=name("a\x1bb")))
+        bad_dns = make_csr(sans=[x509.DNSName("host\x00.example")])
+        assert "control" in self._refused(rsa_lab, bad_dns)
+        assert "control" in self._refused(rsa_lab, make_csr(sans=[upn("me\x07@corp.test")]))
+
+    def test_the_cas_own_subject(self, rsa_lab: CaMaterial) -> None:
+        csr = make_csr(subject=rsa_lab.ca.certificate.subject)
+        assert "CA's own name" in self._refused(rsa_lab, csr)
+
+    def test_wildcards(self, rsa_lab: CaMaterial) -> None:
+        assert "wildcard" in self._refused(rsa_lab, make_csr(sans=[x509.DNSName("*.corp.test")]))
+        assert "wildcard" in self._refused(rsa_lab, make_csr(subject=name("*.corp.test")))
+
+    @pytest.mark.parametrize(
+        ("san", "kind"),
+        [(x509.UniformResourceIdentifier(INTUNE_SID_URI), "SID"), (upn("a@corp.test"), "UPN")],
+    )
+    def test_account_sans_need_a_provider_that_vouches(
+        self, rsa_lab: CaMaterial, san: x509.GeneralName, kind: str
+    ) -> None:
+        assert kind in self._refused(rsa_lab, make_csr(sans=[san]))
+        vouched = issue_certificate(
+            csr=make_csr(sans=[san]),
+            ca=rsa_lab.ca,
+            profile=CertificateProfile(),
+            serial=new_serial(),
+            names_vouched=True,
+        )
+        assert list(vouched.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+
+    def test_each_is_a_profile_setting(self, rsa_lab: CaMaterial) -> None:
+        profile = CertificateProfile.from_names(
+            allow_wildcard_dns=True,
+            allow_control_characters=True,
+            allow_ca_subject=True,
+            vouched_san_types=[],
+        )
+        for csr in (
+            make_csr(subject=name("a\x00b")),
+            make_csr(subject=rsa_lab.ca.certificate.subject),
+            make_csr(sans=[x509.DNSName("*.corp.test")]),
+            make_csr(sans=[x509.UniformResourceIdentifier(INTUNE_SID_URI)]),
+        ):
+            issue_certificate(csr=csr, ca=rsa_lab.ca, profile=profile, serial=new_serial())
+        with pytest.raises(ProfileNameError, match="vouched"):
+            CertificateProfile.from_names(vouched_san_types=["upn", "guid"])
+
+
+class TestRenewalKeepsTheIdentity:
+    @staticmethod
+    def _issued(lab: CaMaterial, csr: x509.CertificateSigningRequest) -> x509.Certificate:
+        return _issue(lab, csr, CertificateProfile())
+
+    def test_same_subject_and_sans_or_fewer(self, rsa_lab: CaMaterial) -> None:
+        names = [x509.DNSName("a.corp.test"), x509.DNSName("b.corp.test")]
+        held = self._issued(rsa_lab, make_csr(sans=names))
+        profile = CertificateProfile()
+        assert profile.renewal_changes(make_csr(sans=names), held, exact_sans=False) is None
+        assert profile.renewal_changes(make_csr(sans=names[:1]), held, exact_sans=False) is None
+        assert "exact" in str(
+            profile.renewal_changes(make_csr(sans=names[:1]), held, exact_sans=True)
+        )
+
+    def test_another_subject_or_an_added_name_is_a_change(self, rsa_lab: CaMaterial) -> None:
+        held = self._issued(rsa_lab, make_csr(subject=name("device-a")))
+        profile = CertificateProfile()
+        other = profile.renewal_changes(make_csr(subject=name("device-b")), held, exact_sans=False)
+        assert "subject" in str(other)
+        added = make_csr(subject=name("device-a"), sans=[x509.DNSName("admin.corp.test")])
+        assert "admin.corp.test" in str(profile.renewal_changes(added, held, exact_sans=False))
+
+    def test_names_the_profile_drops_do_not_count(self, rsa_lab: CaMaterial) -> None:
+        profile = CertificateProfile(allowed_san_types={"dns"})  # type: ignore[arg-type]
+        csr = make_csr(sans=[x509.DNSName("a.corp.test"), x509.RFC822Name("a@corp.test")])
+        held = _issue(rsa_lab, csr, profile)
+        assert profile.renewal_changes(csr, held, exact_sans=True) is None

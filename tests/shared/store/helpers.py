@@ -17,15 +17,18 @@ from scepline_shared.store import (
     RequestState,
     RequestView,
 )
+from scepline_shared.store.views import SignatureClaim
 
 __all__ = [
     "T0",
     "FakeClock",
     "certificate_record",
+    "claim_for",
     "count_rows",
     "key_id",
     "present",
     "record",
+    "sign",
     "validated",
 ]
 
@@ -97,6 +100,32 @@ def certificate_record(serial: str = "1f2e3d", **overrides: Any) -> IssuedCertif
     }
     values.update(overrides)
     return IssuedCertificateRecord(**values)
+
+
+def claim_for(certificate: IssuedCertificateRecord, tbs: str = "t" * 64) -> SignatureClaim:
+    """The signing claim a signer writes before the CA key signs ``certificate``."""
+    return SignatureClaim(
+        serial=certificate.serial,
+        issuer_key_id=certificate.issuer_key_id or key_id("ca"),
+        issuer=certificate.issuer,
+        subject=certificate.subject,
+        not_before=certificate.not_before,
+        not_after=certificate.not_after,
+        tbs_sha256=tbs,
+    )
+
+
+async def sign(
+    repository: RequestRepository, transaction_id: str, certificate: IssuedCertificateRecord
+) -> RequestView | None:
+    """What the sign step does to the store: claim the serial, then record the
+    certificate (None if the claim is not taken)."""
+    claimed = await repository.claim_signature(
+        transaction_id=transaction_id, claim=claim_for(certificate)
+    )
+    if claimed is None:
+        return None
+    return await repository.record_signed(transaction_id=transaction_id, certificate=certificate)
 
 
 async def count_rows(engine: AsyncEngine, model: Any, *where: Any) -> int:

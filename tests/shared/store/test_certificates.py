@@ -18,79 +18,112 @@ from scepline_shared.store import (
     SerialCollision,
     serial_hex,
 )
-from scepline_shared.store.models import IssuedCertificate, RequestEvent
+from scepline_shared.store.models import (
+    IssuanceJournal,
+    IssuedCertificate,
+    JournalKind,
+    RequestEvent,
+)
 from tests.shared.store.helpers import (
     T0,
     certificate_record,
+    claim_for,
     count_rows,
     key_id,
     present,
     record,
+    sign,
     validated,
 )
 
 
-async def test_issue_signs_and_stores_the_certificate(repository: RequestRepository) -> None:
+async def test_a_claim_journals_the_signature_before_the_certificate_exists(
+    repository: RequestRepository, store_engine: AsyncEngine
+) -> None:
     before = await validated(repository)
     cert = certificate_record("1f2e3d")
 
-    view = await repository.issue_certificate(transaction_id="txn-1", certificate=cert)
+    claimed = present(
+        await repository.claim_signature(transaction_id="txn-1", claim=claim_for(cert))
+    )
 
-    assert view is not None
+    assert (claimed.state, claimed.cert_serial, claimed.cert_der) == (
+        RequestState.SIGNING,
+        "1f2e3d",
+        None,
+    )
+    (entry,) = await repository.journal()
+    assert (entry.kind, entry.serial, entry.transaction_id, entry.subject) == (
+        JournalKind.CERTIFICATE,
+        "1f2e3d",
+        "txn-1",
+        cert.subject,
+    )
+    assert await count_rows(store_engine, IssuedCertificate) == 0
+
+    view = present(await repository.record_signed(transaction_id="txn-1", certificate=cert))
+
     assert (view.state, view.cert_serial, view.cert_der, view.version) == (
         RequestState.SIGNED,
         "1f2e3d",
         cert.der,
-        before.version + 1,
+        before.version + 2,
     )
-    stored = await repository.get_certificate("1f2e3d")
-    assert stored is not None
+    stored = present(await repository.get_certificate("1f2e3d"))
     assert (stored.transaction_id, stored.der, stored.not_before) == ("txn-1", cert.der, T0)
     assert not stored.is_revoked
-    assert (await repository.history("txn-1"))[-1].to_state == "SIGNED"
+    assert [e.to_state for e in await repository.history("txn-1")][-2:] == ["SIGNING", "SIGNED"]
 
 
-async def test_issue_outside_validated_stores_nothing(
+async def test_claim_outside_validated_journals_and_stores_nothing(
     repository: RequestRepository, store_engine: AsyncEngine
 ) -> None:
     await record(repository)
-    assert (
-        await repository.issue_certificate(transaction_id="txn-1", certificate=certificate_record())
-        is None
-    )
+    claim = claim_for(certificate_record())
+    assert await repository.claim_signature(transaction_id="txn-1", claim=claim) is None
     assert await count_rows(store_engine, IssuedCertificate) == 0
+    assert await count_rows(store_engine, IssuanceJournal) == 0
 
 
-async def test_redelivered_sign_message_issues_nothing_more(
+async def test_redelivered_sign_message_finds_the_claim_and_signs_nothing_more(
     repository: RequestRepository, store_engine: AsyncEngine
 ) -> None:
     await validated(repository)
     first = certificate_record("a1")
-    assert await repository.issue_certificate(transaction_id="txn-1", certificate=first)
+    assert await repository.claim_signature(transaction_id="txn-1", claim=claim_for(first))
 
-    again = await repository.issue_certificate(
-        transaction_id="txn-1", certificate=certificate_record("a2")
+    again = await repository.claim_signature(
+        transaction_id="txn-1", claim=claim_for(certificate_record("a2"))
     )
     assert again is None
-    assert await count_rows(store_engine, IssuedCertificate) == 1
+    assert [e.serial for e in await repository.journal()] == ["a1"]
     assert present(await repository.get("txn-1")).cert_serial == "a1"
 
 
-async def test_concurrent_signers_issue_exactly_once(
+async def test_only_the_claimed_serial_is_recorded(
     repository: RequestRepository, store_engine: AsyncEngine
 ) -> None:
     await validated(repository)
-    attempts = [
-        repository.issue_certificate(
-            transaction_id="txn-1", certificate=certificate_record(f"{n + 1:x}0")
-        )
-        for n in range(10)
-    ]
+    await repository.claim_signature(
+        transaction_id="txn-1", claim=claim_for(certificate_record("a1"))
+    )
+    other = certificate_record("a2")
+    assert await repository.record_signed(transaction_id="txn-1", certificate=other) is None
+    assert await count_rows(store_engine, IssuedCertificate) == 0
+    assert present(await repository.get("txn-1")).state is RequestState.SIGNING
+
+
+async def test_concurrent_signers_claim_exactly_once(
+    repository: RequestRepository, store_engine: AsyncEngine
+) -> None:
+    await validated(repository)
+    attempts = [sign(repository, "txn-1", certificate_record(f"{n + 1:x}0")) for n in range(10)]
     views = await asyncio.gather(*attempts)
 
     winners = [view for view in views if view is not None]
     assert len(winners) == 1
     assert await count_rows(store_engine, IssuedCertificate) == 1
+    assert await count_rows(store_engine, IssuanceJournal) == 1
     stored = await count_rows(
         store_engine, IssuedCertificate, IssuedCertificate.serial == winners[0].cert_serial
     )
@@ -102,20 +135,16 @@ async def test_serial_collision_leaves_the_request_for_a_retry(
     repository: RequestRepository, store_engine: AsyncEngine
 ) -> None:
     await validated(repository, "txn-1")
-    await repository.issue_certificate(transaction_id="txn-1", certificate=certificate_record("ab"))
+    await sign(repository, "txn-1", certificate_record("ab"))
     before = await validated(repository, "txn-2")
 
     with pytest.raises(SerialCollision) as caught:
-        await repository.issue_certificate(
-            transaction_id="txn-2", certificate=certificate_record("ab")
-        )
+        await sign(repository, "txn-2", certificate_record("ab"))
     assert caught.value.serial == "ab"
     assert await repository.get("txn-2") == before
     assert len(await repository.history("txn-2")) == 2
 
-    retried = await repository.issue_certificate(
-        transaction_id="txn-2", certificate=certificate_record("cd")
-    )
+    retried = await sign(repository, "txn-2", certificate_record("cd"))
     assert retried is not None and retried.cert_serial == "cd"
     assert await count_rows(store_engine, IssuedCertificate) == 2
 
@@ -154,7 +183,7 @@ async def test_lookup_accepts_any_spelling_and_keeps_utc(repository: RequestRepo
     await validated(repository)
     paris = timezone(timedelta(hours=2))
     cert = certificate_record("abc", not_before=datetime(2026, 6, 1, 14, 0, tzinfo=paris))
-    await repository.issue_certificate(transaction_id="txn-1", certificate=cert)
+    await sign(repository, "txn-1", cert)
 
     for spelling in (0xABC, "ABC", "0abc"):
         found = present(await repository.get_certificate(spelling))
@@ -166,11 +195,9 @@ async def test_lookup_accepts_any_spelling_and_keeps_utc(repository: RequestRepo
 
 async def test_revocation_is_first_write_wins(repository: RequestRepository) -> None:
     await validated(repository, "txn-1")
-    await repository.issue_certificate(transaction_id="txn-1", certificate=certificate_record("a1"))
+    await sign(repository, "txn-1", certificate_record("a1"))
     await validated(repository, "txn-2")
-    await repository.issue_certificate(
-        transaction_id="txn-2", certificate=certificate_record("b2", issuer="CN=Other CA")
-    )
+    await sign(repository, "txn-2", certificate_record("b2", issuer="CN=Other CA"))
 
     revoked = await repository.revoke("a1", reason=1, at=T0)
     assert revoked is not None and (revoked.revoked_at, revoked.revocation_reason) == (T0, 1)
@@ -232,9 +259,7 @@ async def test_certificates_are_found_by_part_of_their_subject_in_any_case(
         transaction_id = f"txn-{serial}"
         await validated(repository, transaction_id)
         issued = certificate_record(serial, subject=subject, not_before=T0 + timedelta(days=day))
-        present(
-            await repository.issue_certificate(transaction_id=transaction_id, certificate=issued)
-        )
+        present(await sign(repository, transaction_id, issued))
 
     found = await repository.find_certificates("Laptop-042")
     literal = await repository.find_certificates("phone_7")  # "_" is not a wildcard

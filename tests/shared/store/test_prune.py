@@ -18,6 +18,7 @@ from tests.shared.store.helpers import (
     count_rows,
     present,
     record,
+    sign,
     validated,
 )
 from tests.support.commands import run_scepline
@@ -27,11 +28,7 @@ CUTOFF = T0 + timedelta(days=90)
 
 async def _issued(repository: RequestRepository, transaction_id: str, serial: str) -> None:
     await validated(repository, transaction_id)
-    present(
-        await repository.issue_certificate(
-            transaction_id=transaction_id, certificate=certificate_record(serial)
-        )
-    )
+    present(await sign(repository, transaction_id, certificate_record(serial)))
     await repository.transition(
         transaction_id=transaction_id,
         from_state=RequestState.SIGNED,

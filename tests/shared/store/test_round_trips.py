@@ -25,7 +25,7 @@ from scepline_shared.store import (
     session_factory,
 )
 from scepline_shared.store.models import ScepRequest
-from tests.shared.store.helpers import certificate_record, record
+from tests.shared.store.helpers import certificate_record, claim_for, record
 
 
 class Sent:
@@ -92,7 +92,11 @@ async def test_each_call_is_one_statement_without_a_transaction(
         transaction_id="txn-1", from_state=R.RECEIVED, to_state=R.VALIDATED, detail="ok"
     )
     assert await sent.during(validate) == ["WITH"]
-    issue = repo.issue_certificate(transaction_id="txn-1", certificate=certificate_record())
+    # The signing claim (with its journal entry), then the certificate: one statement each.
+    certificate = certificate_record()
+    claim = repo.claim_signature(transaction_id="txn-1", claim=claim_for(certificate))
+    assert await sent.during(claim) == ["WITH"]
+    issue = repo.record_signed(transaction_id="txn-1", certificate=certificate)
     assert await sent.during(issue) == ["WITH"]
     notify = repo.transition(
         transaction_id="txn-1",
@@ -118,6 +122,7 @@ async def test_each_call_is_one_statement_without_a_transaction(
     assert history == [
         ("state", "RECEIVED"),
         ("state", "VALIDATED"),
+        ("state", "SIGNING"),
         ("state", "SIGNED"),
         ("state", "ISSUED"),
         ("park", "ISSUED"),

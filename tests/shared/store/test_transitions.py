@@ -19,7 +19,15 @@ from scepline_shared.store import (
     RequestView,
 )
 from scepline_shared.store.models import RequestEvent
-from tests.shared.store.helpers import FakeClock, count_rows, present, record, validated
+from tests.shared.store.helpers import (
+    FakeClock,
+    certificate_record,
+    claim_for,
+    count_rows,
+    present,
+    record,
+    validated,
+)
 
 R = RequestState
 
@@ -36,14 +44,42 @@ async def test_happy_path_bumps_version_and_time(
     clocked_repository: RequestRepository, clock: FakeClock
 ) -> None:
     created = (await record(clocked_repository)).request
-    path = [(R.RECEIVED, R.VALIDATED), (R.VALIDATED, R.SIGNED), (R.SIGNED, R.ISSUED)]
-    for version, (source, target) in enumerate(path, start=2):
+    certificate = certificate_record()
+    steps = [
+        (R.VALIDATED, lambda: move(clocked_repository, R.RECEIVED, R.VALIDATED)),
+        (
+            R.SIGNING,
+            lambda: clocked_repository.claim_signature(
+                transaction_id="txn-1", claim=claim_for(certificate)
+            ),
+        ),
+        (
+            R.SIGNED,
+            lambda: clocked_repository.record_signed(
+                transaction_id="txn-1", certificate=certificate
+            ),
+        ),
+        (R.ISSUED, lambda: move(clocked_repository, R.SIGNED, R.ISSUED)),
+    ]
+    for version, (target, step) in enumerate(steps, start=2):
         clock.advance(timedelta(seconds=1))
-        view = await move(clocked_repository, source, target)
+        view = await step()
         assert view is not None
         assert (view.state, view.version, view.updated_at) == (target, version, clock.now)
         assert view.created_at == created.created_at
     assert present(view).is_terminal
+
+
+async def test_signing_moves_only_go_through_their_own_methods(
+    repository: RequestRepository,
+) -> None:
+    """A claim writes the journal entry, a recorded certificate its row: a plain
+    transition into or out of SIGNING would skip them."""
+    await validated(repository)
+    for source, target in [(R.VALIDATED, R.SIGNING), (R.SIGNING, R.SIGNED), (R.SIGNING, R.FAILED)]:
+        with pytest.raises(IllegalTransition, match="claim_signature"):
+            await move(repository, source, target)
+    assert present(await repository.get("txn-1")).state is R.VALIDATED
 
 
 async def test_wrong_from_state_changes_nothing(
