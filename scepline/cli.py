@@ -210,7 +210,7 @@ def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
 
 def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, init_ca, load_certificate
-    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.configured import key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
     private_directory(settings.data_dir)
@@ -218,7 +218,7 @@ def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
         imported = load_certificate(args.import_ca_cert) if args.import_ca_cert else None
         schedule = init_ca(
             settings.data_dir,
-            KeySource.from_settings(settings),
+            key_source(settings),
             ca_key_type=settings.ca_key_type,
             ca_key_size=settings.ca_key_size,
             ca_common_name=settings.ca_common_name,
@@ -236,11 +236,11 @@ def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
 
 def _ca_show(settings: Settings, _args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, CaNotInitialised, load_ca_schedule
-    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.configured import key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
     try:
-        schedule = load_ca_schedule(settings.data_dir, KeySource.from_settings(settings))
+        schedule = load_ca_schedule(settings.data_dir, key_source(settings))
     except CaNotInitialised as missing:
         print(f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})")
         return 1
@@ -255,7 +255,7 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     from scepline_shared.ca import CaError, load_ca_schedule, stage_rollover
-    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.configured import key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
     if args.switch_at is not None:
@@ -269,7 +269,7 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
             return 2
     else:
         switch_at = datetime.now(UTC) + timedelta(days=args.switch_in_days)
-    keys = KeySource.from_settings(settings)
+    keys = key_source(settings)
     try:
         stage_rollover(
             settings.data_dir,

@@ -24,9 +24,10 @@ from scepline_shared.metrics import INTUNE_REVOCATIONS
 from scepline_shared.periodic import repeat_until_stopped
 from scepline_shared.store.certificates import (
     CRL_REASON_CESSATION_OF_OPERATION,
-    CertificateRepository,
 )
 from scepline_shared.store.views import CertificateView
+
+from .ports import NotifierStore
 
 __all__ = ["RevocationSync"]
 
@@ -37,7 +38,7 @@ class RevocationSync:
     def __init__(
         self,
         *,
-        repository: CertificateRepository,
+        repository: NotifierStore,
         intune: IntuneClient,
         interval: float,
         batch: int = 100,

@@ -29,6 +29,7 @@ import pkcs11
 from pkcs11 import exceptions as p11e
 
 from scepline_shared.log import get_logger
+from scepline_shared.scep.errors import KeyUnavailable
 
 __all__ = [
     "SESSION_LOST_ERRORS",
@@ -83,8 +84,11 @@ def _reset_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_locks_in_child)
 
 
-class HsmError(RuntimeError):
-    """A token operation failed; ``__cause__`` holds the python-pkcs11 exception."""
+class HsmError(KeyUnavailable, RuntimeError):
+    """A token operation failed; ``__cause__`` holds the python-pkcs11 exception.
+
+    The codec's KeyUnavailable: a SCEP request the token cannot decrypt now is
+    retried by the client, not refused."""
 
 
 class TokenUnavailable(HsmError):

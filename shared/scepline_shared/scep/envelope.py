@@ -31,10 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP, PKCS1v15
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
-from scepline_shared.keys.pkcs11_token import SESSION_LOST_ERRORS, HsmError
-
 from . import asn1
-from .errors import BadAlg, BadMessageCheck, BadRequest, DisallowedAlgorithm
+from .errors import BadAlg, BadMessageCheck, BadRequest, DisallowedAlgorithm, KeyUnavailable
 from .types import ContentEncryption
 
 __all__ = [
@@ -48,10 +46,6 @@ __all__ = [
 
 #: A key that can decrypt and the certificate clients encrypt to.
 Recipient = tuple[rsa.RSAPrivateKey, x509.Certificate]
-
-# Raised when the token itself is unreachable or refuses us (not the ciphertext):
-# these propagate so the request is retried instead of refused for good.
-_OUTAGES: tuple[type[Exception], ...] = (HsmError, *SESSION_LOST_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -273,7 +267,7 @@ def _unwrap_content_key(
         # The key (a token) cannot do the OAEP parameters the client chose: that
         # depends on the public algorithm identifier only, not on the ciphertext.
         raise BadAlg("the RA key cannot unwrap the content key with these parameters") from exc
-    except _OUTAGES:
+    except KeyUnavailable:
         # The token is unreachable or refuses us whatever the input: the request
         # is retried later instead of being answered badMessageCheck for good.
         raise

@@ -12,15 +12,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from ..intune import (
+from scepline_shared.intune import (
     IntuneClient,
     IntuneConfigurationError,
     IntuneError,
     IntuneUnavailable,
 )
-from ..log import get_logger
-from ..pipeline import Transient
-from ..store.models import Approval
+from scepline_shared.log import get_logger
+from scepline_shared.pipeline import Transient
+from scepline_shared.store.models import Approval
+
 from .base import ValidationOutcome, ValidationRequest
 from .static import challenge_password
 
