@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import REGISTRY
 
 from scepline.admin import purge, replay
+from scepline_devtools.scep_client import build_csr
 from scepline_shared.challenge import (
     StaticChallengeValidator,
     ValidationOutcome,
@@ -21,7 +22,6 @@ from scepline_shared.challenge import (
 from scepline_shared.messages import StepMessage, utc_now
 from scepline_shared.pipeline import Step, Transient
 from scepline_shared.scep import FailInfo, MessageType, PkiStatus, issuer_and_subject
-from scepline_shared.scep_client import build_csr
 from scepline_shared.settings import Settings
 from scepline_shared.store.models import RequestState
 from scepline_shared.sweeper import Sweeper

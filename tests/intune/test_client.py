@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from structlog.testing import capture_logs
 
-from scepline.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, Route
+from scepline_devtools.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, Route
 from scepline_shared.intune import (
     CertificateCredential,
     IntuneConfigurationError,
@@ -240,7 +240,7 @@ async def test_an_expired_token_is_replaced_once(intune_sim: IntuneSim):
 
 
 async def test_a_client_certificate_works_instead_of_a_secret(intune_sim: IntuneSim):
-    from scepline.intune_sim import AppRegistration
+    from scepline_devtools.intune_sim import AppRegistration
 
     key_pem, cert_pem, _ = certificate_credential("scepline-cert-app")
     app_id = str(uuid.uuid4())

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from scepline.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, Route
+from scepline_devtools.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, Route
+from scepline_devtools.scep_client import Requester, build_csr
 from scepline_shared.scep import FailInfo, MessageType, PkiStatus
-from scepline_shared.scep_client import Requester, build_csr
 from scepline_shared.settings import Settings
 from scepline_shared.store.models import NotifyState, RequestState
 from tests.fixtures.scepline import running

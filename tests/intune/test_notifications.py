@@ -10,8 +10,8 @@ from cryptography import x509
 
 import scepline_notifier.main as notifier
 from scepline.admin import dead_letters, purge, replay
-from scepline.intune_sim import Route
 from scepline.runtime import intune_client
+from scepline_devtools.intune_sim import Route
 from scepline_shared.intune import MAX_ERROR_DESCRIPTION
 from scepline_shared.pipeline import Step
 from scepline_shared.scep import FailInfo, PkiStatus

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from scepline.intune_sim import Route
+from scepline_devtools.intune_sim import Route
 from scepline_notifier.revocations import RevocationSync
 from scepline_shared.ca.issue import parse_serial
 from scepline_shared.intune import IntuneProtocolError

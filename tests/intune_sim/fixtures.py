@@ -18,7 +18,7 @@ import msal
 import pytest
 import requests
 
-from scepline.intune_sim import RunningSimulator, SimulatorAdmin, SimulatorState
+from scepline_devtools.intune_sim import RunningSimulator, SimulatorAdmin, SimulatorState
 
 __all__ = ["IntuneSim", "intune_sim", "intune_sim_server"]
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from scepline.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, FaultKind, Route
+from scepline_devtools.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, FaultKind, Route
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import Caller, csr, success_notification
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from scepline.intune_sim import FaultKind, Route
+from scepline_devtools.intune_sim import FaultKind, Route
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import Caller, csr, success_notification
 

@@ -16,8 +16,8 @@ from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from scepline.intune_sim import ChallengeSpec, FaultKind, Route, SimulatorState
-from scepline.intune_sim.challenges import mint
+from scepline_devtools.intune_sim import ChallengeSpec, FaultKind, Route, SimulatorState
+from scepline_devtools.intune_sim.challenges import mint
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import CLIENT_AUTH, Caller, csr, ec_key, rsa_key
 
@@ -225,7 +225,7 @@ class TestProtocolErrors:
     def test_a_graph_token_has_the_wrong_audience(
         self, caller: Caller, body: dict[str, Any]
     ) -> None:
-        from scepline.intune_sim import GRAPH_SCOPE
+        from scepline_devtools.intune_sim import GRAPH_SCOPE
 
         graph_token = caller.token(GRAPH_SCOPE)
         self._error(caller.scep("validateRequest", body, token=graph_token), 401)
