@@ -1,7 +1,9 @@
 """The Intune client against the simulator: real HTTPS, real MSAL, no doubles.
 
-Each test names the spec behaviour it pins (spec §§1-5, matrix §7 rows 1-2 and 7-9
-at the client level; ``test_end_to_end.py`` runs the rows through the product).
+Each test names the behaviour it pins (``docs/specs/intune-api.md``, from
+"Authentication" to "Timeouts, retries and throttling"; "Minimum test matrix"
+rows 1-2 and 7-9 at the client level; ``test_end_to_end.py`` runs the rows
+through the product).
 """
 
 from __future__ import annotations

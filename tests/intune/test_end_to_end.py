@@ -2,7 +2,8 @@
 
 Devices enrol over SCEP with challenges minted by the simulator; ingress and
 the three workers run their real code; Intune is the simulator over HTTPS.
-Each test names the row of the spec's minimum test matrix (§7) it covers.
+Each test names the row of the minimum test matrix it covers (``docs/specs/intune-api.md``,
+"Minimum test matrix").
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Success and failure notifications through the whole product, on both deployments:
-withholding, retries, dead letters and replay (spec §3.3, matrix §7 rows 5-7)."""
+withholding, retries, dead letters and replay (``docs/specs/intune-api.md``, "Notifications";
+"Minimum test matrix" rows 5-7)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Intune's revocation requests (spec §3.4): a device retired in Intune loses its
-certificate, in the store and in the next CRL. Against the simulator, on both
-deployments; the requests are queued the way Intune would, from the success
-notifications the simulator recorded."""
+"""Intune's revocation requests (docs/specs/intune-api.md, "Revocation requests"):
+a device retired in Intune loses its certificate, in the store and in the next
+CRL. Against the simulator, on both deployments; the requests are queued the way
+Intune would, from the success notifications the simulator recorded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""PkiConnectorFEService: revocation requests out, revocation results in (spec §3.4)."""
+"""PkiConnectorFEService: revocation requests out, revocation results in
+(docs/specs/intune-api.md, "Revocation requests")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """validateRequest: every answer code, and the protocol checks around it.
 
 Business outcomes are HTTP 200 with a ``code``; only auth, api-version and body
-shape problems are 4xx (spec §3.1, §7).
+shape problems are 4xx (``docs/specs/intune-api.md``, "Calls, results and errors"
+and "What the simulator reproduces").
 """
 
 from __future__ import annotations

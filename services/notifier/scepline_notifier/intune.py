@@ -1,4 +1,4 @@
-"""The notify step with Intune as the provider (spec §3.3).
+"""The notify step with Intune as the provider (docs/specs/intune-api.md, "Notifications").
 
 SIGNED: successNotification first; ``Success`` → notify_state SENT, then the
 release (ISSUED). Any other code, or a configuration/protocol error, withholds
@@ -206,7 +206,8 @@ async def _withhold(
 async def _notify_failure(
     repository: RequestRepository, intune: IntuneClient, request: RequestView
 ) -> None:
-    """failureNotification, best effort: its own failure is only logged (spec §3.3)."""
+    """failureNotification, best effort: its own failure is only logged
+    (docs/specs/intune-api.md, "Notifications")."""
     description = request.fail_reason or "the certificate was not issued"
     try:
         result = await intune.failure_notification(

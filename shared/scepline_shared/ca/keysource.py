@@ -110,7 +110,7 @@ class KeySource:
         """The key source ``settings`` describe; builds the token but opens nothing.
 
         Opening is left to first use so that each worker process logs in after
-        it forked (hsm-and-cms.md pitfall 16). The PIN is read now, from the file
+        it forked (docs/specs/hsm-and-cms.md, "After fork"). The PIN is read now, from the file
         if one is configured, and lives only in the token's config.
         """
         labels = {
