@@ -201,7 +201,18 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
-    from .intune_sim import serve
+    # A developer tool from devtools/, not shipped in the product's wheel.
+    try:
+        from scepline_devtools.intune_sim import serve
+    except ModuleNotFoundError as error:
+        if error.name is None or not error.name.startswith("scepline_devtools"):
+            raise
+        print(
+            "scepline intune-sim: the Intune simulator is a developer tool, not installed"
+            " here; in a checkout of the repository, `uv sync` installs it",
+            file=sys.stderr,
+        )
+        return 2
 
     data_dir = args.data_dir or settings.data_dir / "intune-sim"
     serve(args.host, args.port, tls=not args.no_tls, data_dir=data_dir)

@@ -1,4 +1,4 @@
-"""The notify step with Intune as the provider (spec §3.3).
+"""The notify step with Intune as the provider (docs/specs/intune-api.md, "Notifications").
 
 SIGNED: successNotification first; ``Success`` → notify_state SENT, then the
 release (ISSUED). Any other code, or a configuration/protocol error, withholds
@@ -171,8 +171,9 @@ async def _withhold(
 async def _notify_failure(
     repository: NotifierStore, intune: IntuneClient, request: RequestView
 ) -> RequestView:
-    """failureNotification, best effort: its own failure is only logged (spec §3.3);
-    the request as it is afterwards (notify SENT or DEAD)."""
+    """failureNotification, best effort: its own failure is only logged
+    (docs/specs/intune-api.md, "Notifications"); the request as it is
+    afterwards (notify SENT or DEAD)."""
     description = request.fail_reason or "the certificate was not issued"
     try:
         result = await intune.failure_notification(

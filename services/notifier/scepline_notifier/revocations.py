@@ -1,5 +1,6 @@
-"""Intune's revocation requests (spec §3.4): when a device is retired, wiped or
-leaves the SCEP profile's scope, Intune asks the CA to revoke its certificate.
+"""Intune's revocation requests (docs/specs/intune-api.md, "Revocation requests"):
+when a device is retired, wiped or leaves the SCEP profile's scope, Intune asks
+the CA to revoke its certificate.
 
 The notifier (the service that talks to Intune) downloads the pending requests
 every ``SCEPLINE_INTUNE_REVOCATION_INTERVAL_SECONDS``, revokes each certificate

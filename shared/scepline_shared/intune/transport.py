@@ -157,7 +157,8 @@ def retry_after_of(response: httpx.Response) -> float | None:
 
 
 def _fe_retry_after(response: httpx.Response) -> float | None:
-    # Intune FE errors nest a JSON document in error.message (spec §3.1).
+    # Intune FE errors nest a JSON document in error.message
+    # (docs/specs/intune-api.md, "Calls, results and errors").
     try:
         inner = json.loads(response.json()["error"]["message"])
         value = inner.get("RetryAfter")

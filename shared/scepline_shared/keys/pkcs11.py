@@ -308,7 +308,8 @@ def _curve_from_params(params: bytes) -> ec.EllipticCurve:
 
 
 def decode_ec_point(value: bytes, curve: ec.EllipticCurve) -> bytes:
-    """CKA_EC_POINT: DER OCTET STRING (PKCS#11 spec, SoftHSM) or the raw point (pitfall 5).
+    """CKA_EC_POINT: DER OCTET STRING (PKCS#11 spec, SoftHSM) or the raw point
+    (``docs/specs/hsm-and-cms.md``, "EC public points").
 
     The two cannot be confused: a raw point is 1+n or 1+2n bytes for an n-byte
     field, and wrapping adds 2 or 3 bytes, which no supported curve size matches.

@@ -6,9 +6,10 @@ SCEP authenticated attributes (RFC 8894 §3.2.1) and failInfoText (RFC 8894
 typed objects instead of raw ``Any``.
 
 It also holds the helpers that keep asn1crypto 1.5.1 fast (see
-``hsm-and-cms.md`` pitfall 15). A value built from Python data stays "mutated"
-for ever in 1.5.1, so every parent that checks or encodes it encodes the whole
-subtree again, and a parent that needs it with other tagging deep-copies it.
+``docs/specs/hsm-and-cms.md``, "asn1crypto's re-encoding cost"). A value built
+from Python data stays "mutated" for ever in 1.5.1, so every parent that checks
+or encodes it encodes the whole subtree again, and a parent that needs it with
+other tagging deep-copies it.
 A value *loaded* from bytes holds its encoding: a parent only concatenates it,
 and re-tagging it copies one byte string. So the codec builds each level once
 from loaded children and hands the parent ``frozen(level)``; values that never

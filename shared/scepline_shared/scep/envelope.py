@@ -274,7 +274,8 @@ def _unwrap_content_key(
     except Exception:  # noqa: BLE001 - RFC 3218, see below
         # RFC 3218: every failure that may depend on the ciphertext looks the same:
         # ValueError from a file key, and whatever a token key raises for bad
-        # padding (python-pkcs11's GeneralError on SoftHSM, pitfall 8).
+        # padding (python-pkcs11's GeneralError on SoftHSM; docs/specs/hsm-and-cms.md,
+        # "Decryption failures must all look alike").
         return random_key
     # A key of the wrong length is another unwrap failure, handled the same way.
     return key if len(key) == key_size else random_key

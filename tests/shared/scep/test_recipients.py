@@ -171,7 +171,7 @@ class RaisingKey(rsa.RSAPrivateKey):
 @pytest.mark.parametrize(
     "error",
     [
-        p11e.GeneralError(),  # SoftHSM's answer to bad PKCS#1 padding (pitfall 8)
+        p11e.GeneralError(),  # SoftHSM's answer to bad PKCS#1 padding (docs/specs/hsm-and-cms.md)
         p11e.EncryptedDataInvalid(),
         p11e.EncryptedDataLenRange(),
         ValueError("Decryption failed"),

@@ -46,7 +46,8 @@ class IntuneChallengeValidator:
 
     async def validate(self, request: ValidationRequest) -> ValidationOutcome:
         if challenge_password(request.csr) is None:
-            # Intune would answer the same; no need to spend a call on it (spec §6).
+            # Intune would answer the same; no need to spend a call on it
+            # (docs/specs/intune-api.md, "The device's challenge").
             return ValidationOutcome.reject(
                 "the CSR has no challengePassword", provider_code=CHALLENGE_PASSWORD_MISSING
             )
