@@ -19,12 +19,12 @@ from typing import Protocol
 
 from .messages import Step
 from .store.models import Approval, NotifyState, RequestState
+from .store.ports import ReadsRequests
 from .store.views import RequestView
 
 __all__ = [
     "Permanent",
     "Pipeline",
-    "RequestReader",
     "Step",
     "StepHandler",
     "Transient",
@@ -96,12 +96,8 @@ class UnknownTransaction(Permanent):
 StepHandler = Callable[[str], Awaitable[RequestView]]
 
 
-class RequestReader(Protocol):
-    async def get(self, transaction_id: str) -> RequestView | None: ...
-
-
 async def request_after(
-    repository: RequestReader, transaction_id: str, moved: RequestView | None
+    repository: ReadsRequests, transaction_id: str, moved: RequestView | None
 ) -> RequestView:
     """The request after a compare-and-set: as we left it if it moved, else as
     whoever moved it left it."""

@@ -10,12 +10,13 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Protocol
 
-from scepline_shared.store.views import CertificateView, CrlView, RecordResult, RequestView
+from scepline_shared.store.ports import ReadsCertificates, ReadsRequests
+from scepline_shared.store.views import CrlView, RecordResult, RequestView
 
 __all__ = ["IngressStore"]
 
 
-class IngressStore(Protocol):
+class IngressStore(ReadsRequests, ReadsCertificates, Protocol):
     async def record_request(
         self,
         *,
@@ -28,10 +29,6 @@ class IngressStore(Protocol):
         renewal_of_serial: str | None = None,
         queued: bool = False,
     ) -> RecordResult: ...
-
-    async def get(self, transaction_id: str) -> RequestView | None: ...
-
-    async def get_certificate(self, serial: str | int) -> CertificateView | None: ...
 
     async def latest_crl(self, issuer_key_id: str) -> CrlView | None: ...
 

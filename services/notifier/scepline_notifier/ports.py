@@ -11,24 +11,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from scepline_shared.store.models import NotifyState, RequestState
+from scepline_shared.store.ports import MovesRequests, ReadsCertificates
 from scepline_shared.store.views import CertificateView, RequestView
 
 __all__ = ["NotifierStore"]
 
 
-class NotifierStore(Protocol):
-    async def get(self, transaction_id: str) -> RequestView | None: ...
-
-    async def transition(
-        self,
-        *,
-        transaction_id: str,
-        from_state: RequestState,
-        to_state: RequestState,
-        detail: str,
-        **fields: Any,
-    ) -> RequestView | None: ...
-
+class NotifierStore(MovesRequests, ReadsCertificates, Protocol):
     async def transition_notify(
         self,
         *,
@@ -47,8 +36,6 @@ class NotifierStore(Protocol):
         reason: int = ...,
         **fields: Any,
     ) -> RequestView | None: ...
-
-    async def get_certificate(self, serial: str | int) -> CertificateView | None: ...
 
     async def issuers(self) -> list[str]: ...
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from scepline_shared.store.models import JournalKind, RequestState
+from scepline_shared.store.ports import MovesRequests
 from scepline_shared.store.views import (
     CertificateView,
     CrlView,
@@ -22,19 +23,7 @@ from scepline_shared.store.views import (
 __all__ = ["CrlStore", "SignerStore"]
 
 
-class SignerStore(Protocol):
-    async def get(self, transaction_id: str) -> RequestView | None: ...
-
-    async def transition(
-        self,
-        *,
-        transaction_id: str,
-        from_state: RequestState,
-        to_state: RequestState,
-        detail: str,
-        **fields: Any,
-    ) -> RequestView | None: ...
-
+class SignerStore(MovesRequests, Protocol):
     async def claim_signature(
         self, *, transaction_id: str, claim: SignatureClaim
     ) -> RequestView | None: ...

@@ -20,6 +20,7 @@ from scepline_shared.ca.errors import CaMaterialError, PolicyViolation
 from scepline_shared.ca.profile import CertificateProfile, requested_sans
 from scepline_shared.ca.tbs import tbs_sha256
 from scepline_shared.keys import KeyPair
+from scepline_shared.serials import parse_serial, serial_hex
 
 __all__ = [
     "MAX_SERIAL",
@@ -45,26 +46,6 @@ def new_serial() -> int:
     20), a constant 32-digit hex form, and far above the CA/B 64-bit entropy floor.
     """
     return secrets.randbits(_SERIAL_BITS - 1) | (1 << (_SERIAL_BITS - 1))
-
-
-def parse_serial(text: str) -> int | None:
-    """A serial as people and Intune spell it: hex, any case, with or without
-    ``:``, spaces or dashes; None if it is not one."""
-    compact = text.strip().replace(":", "").replace(" ", "").replace("-", "")
-    try:
-        value = int(compact, 16)
-    except ValueError:
-        return None
-    return value if value > 0 else None
-
-
-def serial_hex(serial: int) -> str:
-    """Canonical serial text: lowercase hex, no leading zeros, no separators."""
-    if isinstance(serial, bool) or not isinstance(serial, int):
-        raise TypeError(f"serial must be an int, got {type(serial).__name__}")
-    if serial <= 0:
-        raise ValueError(f"serial must be positive, got {serial}")
-    return format(serial, "x")
 
 
 @dataclass(frozen=True)
