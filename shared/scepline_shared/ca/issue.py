@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -150,32 +151,13 @@ def prepare_certificate(
     )
 
 
-def issue_certificate(
-    *,
-    csr: x509.CertificateSigningRequest,
-    ca: KeyPair,
-    profile: CertificateProfile,
-    serial: int,
-    now: datetime | None = None,
-    signature_verified: bool = False,
-    crl_distribution_point: str | None = None,
-    names_vouched: bool = False,
-) -> x509.Certificate:
-    """Sign ``csr`` with ``ca`` according to ``profile`` (see :func:`prepare_certificate`).
+def issue_certificate(*, ca: KeyPair, **options: Any) -> x509.Certificate:
+    """:func:`prepare_certificate` (same arguments), signed with ``ca``'s key.
 
     Nothing is journaled here: the sign step claims the serial in the store
     between preparing and signing; this one-call form is for tools and tests.
     """
-    return prepare_certificate(
-        csr=csr,
-        ca=ca,
-        profile=profile,
-        serial=serial,
-        now=now,
-        signature_verified=signature_verified,
-        crl_distribution_point=crl_distribution_point,
-        names_vouched=names_vouched,
-    ).sign(ca)
+    return prepare_certificate(ca=ca, **options).sign(ca)
 
 
 def _distribution_points(url: str | None) -> x509.CRLDistributionPoints | None:
