@@ -10,6 +10,9 @@ COPY pyproject.toml uv.lock README.md ./
 COPY shared shared
 COPY services services
 COPY scepline scepline
+# The developer tools are a workspace member that --no-dev leaves out: uv reads
+# their pyproject.toml to check the lock, nothing of them is installed.
+COPY devtools/pyproject.toml devtools/pyproject.toml
 RUN uv sync --locked --no-dev
 # Containers publish what they need: SCEP on SCEPLINE_HTTP_PORT; /metrics, /healthz and
 # /readyz on SCEPLINE_HEALTH_PORT (for the container network, never the internet).

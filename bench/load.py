@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from scepline_devtools.scep_client import Requester, build_csr, self_signed_requester
 from scepline_shared.scep import (
     ContentEncryption,
     Digest,
@@ -39,7 +40,6 @@ from scepline_shared.scep import (
     parse_degenerate,
     read_pki_message,
 )
-from scepline_shared.scep_client import Requester, build_csr, self_signed_requester
 
 
 @dataclass

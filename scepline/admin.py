@@ -13,7 +13,7 @@ the Intune provider Intune gets a failureNotification for a request it had
 validated.
 
 A dead letter whose request finished anyway is *resolved*
-(``scepline_shared.dead_letters``): listed as such, dropped by replay rather
+(``scepline_ingress.dead_letters``): listed as such, dropped by replay rather
 than sent back, and purged without touching its final request.
 """
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import scepline_notifier.main as notifier
+from scepline_ingress.dead_letters import resolved_letters
 from scepline_shared.broker.base import Broker
 from scepline_shared.ca.issue import parse_serial
-from scepline_shared.dead_letters import resolved_letters
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, StepHandler, Transient, resume_step
 from scepline_shared.scep import FailInfo
@@ -346,7 +346,7 @@ async def _give_up(
 def _parked_at_step(request: RequestView) -> Step | None:
     """The step whose dead-letter queue holds a parked request. A final request
     is only ever parked by the notify step (a notification after the release)."""
-    return Step.NOTIFY if request.is_terminal else resume_step(request.state)
+    return Step.NOTIFY if request.is_terminal else resume_step(request)
 
 
 def _print_parked(request: RequestView, *, full: bool) -> None:

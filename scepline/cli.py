@@ -201,7 +201,18 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
-    from .intune_sim import serve
+    # A developer tool from devtools/, not shipped in the product's wheel.
+    try:
+        from scepline_devtools.intune_sim import serve
+    except ModuleNotFoundError as error:
+        if error.name is None or not error.name.startswith("scepline_devtools"):
+            raise
+        print(
+            "scepline intune-sim: the Intune simulator is a developer tool, not installed"
+            " here; in a checkout of the repository, `uv sync` installs it",
+            file=sys.stderr,
+        )
+        return 2
 
     data_dir = args.data_dir or settings.data_dir / "intune-sim"
     serve(args.host, args.port, tls=not args.no_tls, data_dir=data_dir)
@@ -210,7 +221,7 @@ def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
 
 def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, init_ca, load_certificate
-    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.configured import key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
     private_directory(settings.data_dir)
@@ -218,7 +229,7 @@ def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
         imported = load_certificate(args.import_ca_cert) if args.import_ca_cert else None
         schedule = init_ca(
             settings.data_dir,
-            KeySource.from_settings(settings),
+            key_source(settings),
             ca_key_type=settings.ca_key_type,
             ca_key_size=settings.ca_key_size,
             ca_common_name=settings.ca_common_name,
@@ -236,11 +247,11 @@ def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
 
 def _ca_show(settings: Settings, _args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, CaNotInitialised, load_ca_schedule
-    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.configured import key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
     try:
-        schedule = load_ca_schedule(settings.data_dir, KeySource.from_settings(settings))
+        schedule = load_ca_schedule(settings.data_dir, key_source(settings))
     except CaNotInitialised as missing:
         print(f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})")
         return 1
@@ -255,7 +266,7 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     from scepline_shared.ca import CaError, load_ca_schedule, stage_rollover
-    from scepline_shared.ca.keysource import KeySource
+    from scepline_shared.configured import key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
     if args.switch_at is not None:
@@ -269,7 +280,7 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
             return 2
     else:
         switch_at = datetime.now(UTC) + timedelta(days=args.switch_in_days)
-    keys = KeySource.from_settings(settings)
+    keys = key_source(settings)
     try:
         stage_rollover(
             settings.data_dir,

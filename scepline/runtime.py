@@ -24,20 +24,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import scepline_notifier.main as notifier
 import scepline_signer.main as signer
 import scepline_validator.main as validator
+from scepline_ingress.broker_pipeline import BrokerPipeline
 from scepline_ingress.identity import schedule_identities
 from scepline_ingress.main import build_ingress_app
+from scepline_ingress.queue_metrics import QueueDepthReporter
+from scepline_ingress.sweeper import Sweeper
 from scepline_shared.broker.base import Broker, create_broker
-from scepline_shared.broker_pipeline import BrokerPipeline
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
+from scepline_shared.configured import key_source
 from scepline_shared.health import ReadinessCheck, health_app
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step
 from scepline_shared.private_files import private_directory
-from scepline_shared.queue_metrics import QueueDepthReporter
 from scepline_shared.settings import Settings
 from scepline_shared.store.database import create_engine_for, session_factory
 from scepline_shared.store.errors import StoreKeyError
@@ -45,7 +47,6 @@ from scepline_shared.store.migrate import upgrade_to_head
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.seal_legacy import seal_legacy_csrs
 from scepline_shared.store.store_key import STORE_KEY_FILE, CsrSealer, load_store_key
-from scepline_shared.sweeper import Sweeper
 from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 
 from .http_server import Listener, serve_http
@@ -170,7 +171,7 @@ def create_ca(settings: Settings, keys: KeySource | None = None) -> CaSchedule:
     private_directory(settings.data_dir)
     return init_ca(
         settings.data_dir,
-        keys if keys is not None else KeySource.from_settings(settings),
+        keys if keys is not None else key_source(settings),
         ca_key_type=settings.ca_key_type,
         ca_key_size=settings.ca_key_size,
         ca_common_name=settings.ca_common_name,
@@ -183,7 +184,7 @@ def open_ca(settings: Settings, *, create: bool = False) -> CaScheduleWatcher:
     """The CA schedule this process serves from, checked at start (every token
     key proves it matches its certificate) and reloaded when `scepline ca
     rollover` stages a generation. ``create``: make the CA first (``scepline up``)."""
-    keys = KeySource.from_settings(settings)
+    keys = key_source(settings)
     if create:
         create_ca(settings, keys)
     watcher = CaScheduleWatcher(settings.data_dir, keys)
@@ -255,10 +256,6 @@ def build_worker(
         handler = signer.build_handler(
             settings, rt.repository, lambda: watcher.current().material().ca
         )
-        if settings.challenge_provider == "intune":
-            # Intune wants a failureNotification when the signer refuses a request
-            # it validated; see docs/architecture.md "Intune".
-            handler = notifier.route_failures_to_notifier(handler, rt.repository, rt.broker)
     else:
         handler = notifier.build_handler(settings, rt.repository, intune)
     return StepWorker(

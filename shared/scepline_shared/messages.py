@@ -10,13 +10,20 @@ it, so an operator can replay it once every worker understands it.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from .pipeline import Step
+__all__ = ["DeadLetter", "MalformedMessage", "Step", "StepMessage", "utc_now"]
 
-__all__ = ["DeadLetter", "MalformedMessage", "StepMessage", "utc_now"]
+
+class Step(enum.StrEnum):
+    """A step of the pipeline; each has its own queues and workers."""
+
+    VALIDATE = "validate"
+    SIGN = "sign"
+    NOTIFY = "notify"
 
 
 class MalformedMessage(ValueError):

@@ -77,7 +77,7 @@ REQUESTS_IN_FLIGHT = Gauge(
     "scepline_requests_in_flight", "Enrolment requests the ingress is waiting on"
 )
 
-# CRL publishing (signer; scepline_shared.ca.crl_publisher).
+# CRL publishing (signer; scepline_signer.crl_publisher).
 CRL_PUBLISHED = Counter(
     "scepline_crl_published_total",
     "CRLs published, by why (initial, revocation, refresh, forced)",

@@ -1,24 +1,25 @@
-"""The enrolment pipeline's contract: steps, typed retry outcomes, and ports.
+"""The enrolment pipeline's contract: routing, typed retry outcomes, and ports.
 
 A request moves RECEIVED → (validate) → VALIDATED → (sign: SIGNING, the
-claim, then SIGNED) → (notify) → ISSUED, or ends REJECTED/FAILED. The state store is the truth: the
-step to run next is a pure function of the stored state, so a message only says
-"look at transaction X", and any step may be delivered twice.
+claim, then SIGNED) → (notify) → ISSUED, or ends REJECTED/FAILED. The state
+store is the truth: the step to run next is decided here, from what the store
+recorded about the request (its state, what vouched for it, whether its
+provider was told), so a message only says "look at transaction X", and any
+step may be delivered twice.
 
 Handlers raise ``Transient`` to be retried later, or ``Permanent`` when the
-request cannot be processed at all; only the pipeline implementation decides
-what a retry means (a delay, a delay queue, a dead-letter queue).
+request cannot be processed at all; only the worker decides what a retry means
+(a delay, a delay queue, a dead-letter queue).
 """
 
 from __future__ import annotations
 
-import enum
-import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from .store.models import RequestState
-from .store.repository import RequestRepository
+from .messages import Step
+from .store.models import Approval, NotifyState, RequestState
+from .store.ports import ReadsRequests
 from .store.views import RequestView
 
 __all__ = [
@@ -28,17 +29,11 @@ __all__ = [
     "StepHandler",
     "Transient",
     "UnknownTransaction",
-    "backoff_delay",
     "next_step",
+    "owes_failure_notification",
+    "request_after",
     "resume_step",
-    "state_after",
 ]
-
-
-class Step(enum.StrEnum):
-    VALIDATE = "validate"
-    SIGN = "sign"
-    NOTIFY = "notify"
 
 
 _NEXT_STEP: dict[RequestState, Step] = {
@@ -46,27 +41,35 @@ _NEXT_STEP: dict[RequestState, Step] = {
     RequestState.VALIDATED: Step.SIGN,
     RequestState.SIGNED: Step.NOTIFY,
 }
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter (attempt counts from 0)."""
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
 # SIGNING is not routed on: a signer holds the request. Only a request left
 # behind in it (the signer died) is handed to the sign step again, by the sweep.
 _RESUME_STEP: dict[RequestState, Step] = {**_NEXT_STEP, RequestState.SIGNING: Step.SIGN}
 
 
-def next_step(state: RequestState) -> Step | None:
-    """The step that moves a request on from ``state`` (after a step ran); None
-    when it is final, or while a signer holds it."""
-    return _NEXT_STEP.get(state)
+def owes_failure_notification(request: RequestView, *, after_dead: bool = False) -> bool:
+    """The request FAILED after a provider vouched for it (Intune validated it)
+    and the provider was not told: it is owed a failureNotification.
+    ``after_dead``: a notification that already failed (notify DEAD) counts as
+    not told too (an operator giving the request up)."""
+    untold = (NotifyState.NONE, NotifyState.DEAD) if after_dead else (NotifyState.NONE,)
+    return (
+        request.state is RequestState.FAILED
+        and request.approval is Approval.PROVIDER
+        and request.notify_state in untold
+    )
 
 
-def resume_step(state: RequestState) -> Step | None:
+def next_step(request: RequestView) -> Step | None:
+    """The step that moves ``request`` on after a step ran; None when nothing is
+    left to do (it is final and nobody is owed a word, or a signer holds it)."""
+    if owes_failure_notification(request):
+        return Step.NOTIFY  # the device has its FAILURE; the provider is told next
+    return _NEXT_STEP.get(request.state)
+
+
+def resume_step(request: RequestView) -> Step | None:
     """The step that picks up a request nobody moved on for a while (the sweep)."""
-    return _RESUME_STEP.get(state)
+    return _RESUME_STEP.get(request.state)
 
 
 class Transient(Exception):
@@ -82,27 +85,28 @@ class Permanent(Exception):
     """This step can never succeed for this message (e.g. unknown transaction)."""
 
 
-# A step handler moves one request on and returns the state it is in afterwards
-# (whoever moved it), so the caller can route it to the next step. It raises
-# Permanent for a transaction the store does not know.
-StepHandler = Callable[[str], Awaitable[RequestState]]
-
-
 class UnknownTransaction(Permanent):
     def __init__(self, transaction_id: str) -> None:
         super().__init__(f"no request with transaction id {transaction_id!r}")
 
 
-async def state_after(
-    repository: RequestRepository, transaction_id: str, moved: RequestView | None
-) -> RequestState:
-    """The request's state after a compare-and-set: ours if it moved, else whoever's."""
+# A step handler moves one request on and returns it as it is afterwards
+# (whoever moved it), so the worker can route it with `next_step`. It raises
+# Permanent for a transaction the store does not know.
+StepHandler = Callable[[str], Awaitable[RequestView]]
+
+
+async def request_after(
+    repository: ReadsRequests, transaction_id: str, moved: RequestView | None
+) -> RequestView:
+    """The request after a compare-and-set: as we left it if it moved, else as
+    whoever moved it left it."""
     if moved is not None:
-        return moved.state
+        return moved
     current = await repository.get(transaction_id)
     if current is None:
         raise UnknownTransaction(transaction_id)
-    return current.state
+    return current
 
 
 class Pipeline(Protocol):

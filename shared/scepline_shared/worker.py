@@ -12,12 +12,12 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 
+from .backoff import backoff_delay
 from .broker.base import Broker, Delivery
 from .log import bind_transaction, get_logger
 from .messages import StepMessage
 from .metrics import PIPELINE_STEP_SECONDS, QUEUE_LAG
-from .pipeline import Permanent, Step, StepHandler, Transient, backoff_delay, next_step
-from .store.models import TERMINAL_STATES
+from .pipeline import Permanent, Step, StepHandler, Transient, next_step
 
 __all__ = ["DeadLetterHook", "RetryPolicy", "StepWorker"]
 
@@ -78,7 +78,7 @@ class StepWorker:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            state = await self._handler(message.transaction_id)
+            request = await self._handler(message.transaction_id)
         except Transient as transient:
             outcome = "transient"
             await self._retry_or_park(delivery, message, transient.reason, transient.defer)
@@ -94,7 +94,7 @@ class StepWorker:
             return
         finally:
             self._seconds[outcome].observe(time.perf_counter() - started)
-        following = next_step(state)
+        following = next_step(request)
         if following is not None:
             await self._broker.publish(
                 StepMessage(
@@ -103,7 +103,7 @@ class StepWorker:
                     enqueued_at=dt.datetime.now(dt.UTC),
                 )
             )
-        elif state in TERMINAL_STATES:
+        if request.is_terminal:  # a FAILED request may still go on to notify its provider
             await self._broker.publish_outcome(message.transaction_id)
         await delivery.ack()
 

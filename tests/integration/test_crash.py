@@ -25,14 +25,14 @@ import asyncpg
 import httpx
 import pytest
 
-from scepline_shared.scep import MessageType, PkiStatus, issuer_and_subject
-from scepline_shared.scep_client import (
+from scepline_devtools.scep_client import (
     Requester,
     ScepClient,
     ScepHttpError,
     build_csr,
     self_signed_requester,
 )
+from scepline_shared.scep import MessageType, PkiStatus, issuer_and_subject
 from tests.fixtures.postgres import fresh_postgres_database
 from tests.fixtures.processes import ProcessGroup, ScepProcess, free_port, wait_until_ready
 from tests.fixtures.rabbitmq import delete_namespace

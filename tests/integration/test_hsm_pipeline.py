@@ -16,10 +16,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepline_devtools.scep_client import build_csr
 from scepline_shared.keys import spki_sha256_hex
 from scepline_shared.keys.pkcs11 import Pkcs11Config, Pkcs11PrivateKey, TokenUnavailable
 from scepline_shared.scep import PkiStatus
-from scepline_shared.scep_client import build_csr
 from scepline_shared.settings import Settings
 from tests.fixtures.scepline import CHALLENGE, DEPLOYMENTS, RunningScepline, deployment, running
 from tests.support.pki import name, requester

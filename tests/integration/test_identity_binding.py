@@ -14,8 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepline_devtools.scep_client import Requester, build_csr
 from scepline_shared.scep import CertRep, FailInfo, MessageType, PkiStatus
-from scepline_shared.scep_client import Requester, build_csr
 from scepline_shared.store.models import Approval, RequestState
 from tests.fixtures.scepline import (
     CHALLENGE,

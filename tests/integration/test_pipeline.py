@@ -13,18 +13,18 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import REGISTRY
 
 from scepline.admin import purge, replay
-from scepline_shared.challenge import (
+from scepline_devtools.scep_client import build_csr
+from scepline_ingress.sweeper import Sweeper
+from scepline_shared.messages import StepMessage, utc_now
+from scepline_shared.pipeline import Step, Transient
+from scepline_shared.scep import FailInfo, MessageType, PkiStatus, issuer_and_subject
+from scepline_shared.settings import Settings
+from scepline_shared.store.models import RequestState
+from scepline_validator.challenge import (
     StaticChallengeValidator,
     ValidationOutcome,
     ValidationRequest,
 )
-from scepline_shared.messages import StepMessage, utc_now
-from scepline_shared.pipeline import Step, Transient
-from scepline_shared.scep import FailInfo, MessageType, PkiStatus, issuer_and_subject
-from scepline_shared.scep_client import build_csr
-from scepline_shared.settings import Settings
-from scepline_shared.store.models import RequestState
-from scepline_shared.sweeper import Sweeper
 from tests.fixtures.scepline import (
     CHALLENGE,
     DEPLOYMENTS,
@@ -220,7 +220,7 @@ def _swept(step: Step) -> float:
 
 
 def _pipeline(product: RunningScepline):  # type: ignore[no-untyped-def]
-    from scepline_shared.broker_pipeline import BrokerPipeline
+    from scepline_ingress.broker_pipeline import BrokerPipeline
 
     return BrokerPipeline(broker=product.embedded.broker)
 

@@ -15,12 +15,16 @@ from collections.abc import AsyncIterator
 import pytest
 from cryptography import x509
 
+from scepline_devtools.scep_client import ScepClient, build_csr
 from scepline_shared.ca import stage_rollover
 from scepline_shared.ca.keysource import KeySource
-from scepline_shared.challenge import StaticChallengeValidator, ValidationOutcome, ValidationRequest
 from scepline_shared.scep import PkiStatus, read_next_ca_response
-from scepline_shared.scep_client import ScepClient, build_csr
 from scepline_shared.settings import Settings
+from scepline_validator.challenge import (
+    StaticChallengeValidator,
+    ValidationOutcome,
+    ValidationRequest,
+)
 from tests.fixtures.scepline import (
     CHALLENGE,
     DEPLOYMENTS,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepline_devtools.scep_client import ScepClient, build_csr
 from scepline_shared.scep import PkiStatus
-from scepline_shared.scep_client import ScepClient, build_csr
 from scepline_validator.main import LAB_CHALLENGE_FILE
 from tests.fixtures.processes import scepline_up
 from tests.fixtures.scepline import data_dir_with_ca

@@ -30,17 +30,17 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from scepline_shared.challenge import (
+from scepline_devtools.scep_client import build_csr
+from scepline_shared.messages import StepMessage, utc_now
+from scepline_shared.pipeline import Step, Transient
+from scepline_shared.scep import MessageType, PkiStatus
+from scepline_shared.settings import Settings
+from scepline_shared.store.models import RequestState
+from scepline_validator.challenge import (
     StaticChallengeValidator,
     ValidationOutcome,
     ValidationRequest,
 )
-from scepline_shared.messages import StepMessage, utc_now
-from scepline_shared.pipeline import Step, Transient
-from scepline_shared.scep import MessageType, PkiStatus
-from scepline_shared.scep_client import build_csr
-from scepline_shared.settings import Settings
-from scepline_shared.store.models import RequestState
 from tests.fixtures.postgres import fresh_postgres_database
 from tests.fixtures.rabbitmq import delete_namespace
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, data_dir_with_ca, running

@@ -16,10 +16,11 @@ of saved files have gaps where GetCACaps/GetCACert requests were. ``<method>`` i
 or ``post``. With ``save_responses=True`` the server's answer is saved too, as
 ``<seq>-<method>-pkioperation-response.der``.
 
-Decoding the GET ``message`` parameter follows the quirks in the spec (section 1.6). It is
-taken from the *raw* query string and percent-decoded without turning ``+`` into a space.
-Whitespace (the ``%0A`` line breaks sscep/strongSwan add) is removed, and the rest is
-base64-decoded, with padding added if it is missing.
+Decoding the GET ``message`` parameter follows the clients' quirks
+(``docs/specs/scep-clients.md``, "Devices and other clients"). It is taken from the *raw*
+query string and percent-decoded without turning ``+`` into a space. Whitespace (the
+``%0A`` line breaks sscep/strongSwan add) is removed, and the rest is base64-decoded, with
+padding added if it is missing.
 
 Only the standard library is used. The proxy listens on a free loopback port. For a manual
 recording session, run ``python -m tests.interop.capture_proxy TARGET_URL OUT_DIR``.

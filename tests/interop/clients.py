@@ -1,6 +1,6 @@
 """Drive real third-party SCEP clients against a SCEP server URL, for interop tests.
 
-Three clients from Debian 12 are supported (spec ``scep-protocol-and-clients.md`` §4):
+Three clients from Debian 12 are supported (``docs/specs/scep-clients.md``, "Debian packages"):
 
 * ``scepclient``: micromdm scepclient 2.1.0 (Debian package ``scep``).
 * ``strongswan``: strongSwan 5.9.8 ``pki --scepca`` / ``pki --scep`` (``strongswan-pki`` plus
@@ -246,7 +246,7 @@ def _kill_leftovers(pgid: int) -> None:
 def _require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        raise InteropError(f"{tool!r} is not installed (see spec §4 for the Debian packages)")
+        raise InteropError(f"{tool!r} is not installed (see docs/specs/scep-clients.md)")
     return path
 
 
@@ -558,10 +558,10 @@ def enrol_strongswan(
     ``rsa_padding`` maps to ``--rsa-padding``: ``"pss"`` signs the pkiMessage (SignerInfo
     ``rsassaPss`` with explicit parameters) and the self-signed certificate with RSASSA-PSS.
 
-    Known 5.9.8 bugs (spec §4): its GetCACaps checks test enum indexes as bit masks. The
-    default ``cipher="aes"`` fails unless the server also advertises ``DES3``
-    ("AES_CBC encryption algorithm not supported by CA"). It accepts only
-    ``rsaEncryption`` as the SignerInfo signature algorithm of a CertRep.
+    Known 5.9.8 bugs (``docs/specs/scep-clients.md``, "strongSwan pki"): its GetCACaps
+    checks test enum indexes as bit masks. The default ``cipher="aes"`` fails unless the
+    server also advertises ``DES3`` ("AES_CBC encryption algorithm not supported by CA").
+    It accepts only ``rsaEncryption`` as the SignerInfo signature algorithm of a CertRep.
     """
     pki = _require("pki")
     workdir = _fresh_dir(workdir)

@@ -8,13 +8,13 @@ from typing import Any
 
 from cryptography import x509
 
-from scepline.intune_sim import GRAPH_SCOPE, RecordedNotification
+from scepline_devtools.intune_sim import GRAPH_SCOPE, RecordedNotification
+from scepline_devtools.scep_client import build_csr
 from scepline_shared.broker.base import Broker
 from scepline_shared.intune import IntuneClient, IntuneConfig
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step
 from scepline_shared.scep import CertRep, PkiStatus
-from scepline_shared.scep_client import build_csr
 from tests.fixtures.scepline import RunningScepline
 from tests.intune_sim.fixtures import IntuneSim
 from tests.support.pki import name, requester

@@ -1,7 +1,9 @@
 """The Intune client against the simulator: real HTTPS, real MSAL, no doubles.
 
-Each test names the spec behaviour it pins (spec §§1-5, matrix §7 rows 1-2 and 7-9
-at the client level; ``test_end_to_end.py`` runs the rows through the product).
+Each test names the behaviour it pins (``docs/specs/intune-api.md``, from
+"Authentication" to "Timeouts, retries and throttling"; "Minimum test matrix"
+rows 1-2 and 7-9 at the client level; ``test_end_to_end.py`` runs the rows
+through the product).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from structlog.testing import capture_logs
 
-from scepline.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, Route
+from scepline_devtools.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, Route
 from scepline_shared.intune import (
     CertificateCredential,
     IntuneConfigurationError,
@@ -240,7 +242,7 @@ async def test_an_expired_token_is_replaced_once(intune_sim: IntuneSim):
 
 
 async def test_a_client_certificate_works_instead_of_a_secret(intune_sim: IntuneSim):
-    from scepline.intune_sim import AppRegistration
+    from scepline_devtools.intune_sim import AppRegistration
 
     key_pem, cert_pem, _ = certificate_credential("scepline-cert-app")
     app_id = str(uuid.uuid4())

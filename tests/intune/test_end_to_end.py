@@ -2,7 +2,8 @@
 
 Devices enrol over SCEP with challenges minted by the simulator; ingress and
 the three workers run their real code; Intune is the simulator over HTTPS.
-Each test names the row of the spec's minimum test matrix (§7) it covers.
+Each test names the row of the minimum test matrix it covers (``docs/specs/intune-api.md``,
+"Minimum test matrix").
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from cryptography.hazmat.primitives import hashes
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from scepline.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, Route
+from scepline_devtools.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, Route
+from scepline_devtools.scep_client import Requester, build_csr
 from scepline_shared.scep import FailInfo, MessageType, PkiStatus
-from scepline_shared.scep_client import Requester, build_csr
 from scepline_shared.settings import Settings
 from scepline_shared.store.models import NotifyState, RequestState
 from tests.fixtures.scepline import running

@@ -1,5 +1,6 @@
 """Success and failure notifications through the whole product, on both deployments:
-withholding, retries, dead letters and replay (spec §3.3, matrix §7 rows 5-7)."""
+withholding, retries, dead letters and replay (``docs/specs/intune-api.md``, "Notifications";
+"Minimum test matrix" rows 5-7)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from cryptography import x509
 
 import scepline_notifier.main as notifier
 from scepline.admin import dead_letters, purge, replay
-from scepline.intune_sim import Route
 from scepline.runtime import intune_client
+from scepline_devtools.intune_sim import Route
 from scepline_shared.intune import MAX_ERROR_DESCRIPTION
 from scepline_shared.pipeline import Step
 from scepline_shared.scep import FailInfo, PkiStatus

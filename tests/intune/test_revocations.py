@@ -1,7 +1,7 @@
-"""Intune's revocation requests (spec §3.4): a device retired in Intune loses its
-certificate, in the store and in the next CRL. Against the simulator, on both
-deployments; the requests are queued the way Intune would, from the success
-notifications the simulator recorded."""
+"""Intune's revocation requests (docs/specs/intune-api.md, "Revocation requests"):
+a device retired in Intune loses its certificate, in the store and in the next
+CRL. Against the simulator, on both deployments; the requests are queued the way
+Intune would, from the success notifications the simulator recorded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from scepline.intune_sim import Route
+from scepline_devtools.intune_sim import Route
 from scepline_notifier.revocations import RevocationSync
 from scepline_shared.ca.issue import parse_serial
 from scepline_shared.intune import IntuneProtocolError

@@ -18,7 +18,7 @@ import msal
 import pytest
 import requests
 
-from scepline.intune_sim import RunningSimulator, SimulatorAdmin, SimulatorState
+from scepline_devtools.intune_sim import RunningSimulator, SimulatorAdmin, SimulatorState
 
 __all__ = ["IntuneSim", "intune_sim", "intune_sim_server"]
 
@@ -52,7 +52,8 @@ class IntuneSim:
         return httpx.Client(verify=self.ssl_context(), trust_env=False, **options)
 
     def requests_session(self) -> requests.Session:
-        # trust_env=False: REQUESTS_CA_BUNDLE would otherwise override `verify` (spec §7b).
+        # trust_env=False: REQUESTS_CA_BUNDLE would otherwise override `verify`
+        # (docs/specs/intune-api.md, "MSAL for Python against another authority").
         session = requests.Session()
         session.trust_env = False
         session.verify = str(self.ca_bundle)

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AttributeOID
 
-from scepline.intune_sim import GRAPH_SCOPE, INTUNE_APP_ID, INTUNE_SCOPE
+from scepline_devtools.intune_sim import GRAPH_SCOPE, INTUNE_APP_ID, INTUNE_SCOPE
 from tests.intune_sim.fixtures import IntuneSim
 from tests.support.pki import self_signed
 

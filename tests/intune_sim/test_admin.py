@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scepline.intune_sim import INTUNE_SCOPE, FaultKind, Route, SimulatorAdmin
+from scepline_devtools.intune_sim import INTUNE_SCOPE, FaultKind, Route, SimulatorAdmin
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import Caller, csr
 
@@ -67,13 +67,20 @@ def test_a_challenge_reports_its_uses(intune_sim: IntuneSim, caller: Caller) -> 
     )
 
 
-def test_serve_runs_in_its_own_process_and_describes_itself(tmp_path: Path) -> None:
-    code = (
-        "import sys; from pathlib import Path; from scepline.intune_sim import serve; "
-        "serve('127.0.0.1', 0, tls=True, data_dir=Path(sys.argv[1]))"
-    )
+def test_scepline_intune_sim_runs_in_its_own_process_and_describes_itself(
+    tmp_path: Path,
+) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "scepline",
+            "intune-sim",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

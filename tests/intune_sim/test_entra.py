@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from scepline.intune_sim import INTUNE_SCOPE, INTUNE_SCOPE_SINGLE_SLASH, AppRegistration
-from scepline.intune_sim.jws import b64url_encode, parse, sign_rs256
+from scepline_devtools.intune_sim import INTUNE_SCOPE, INTUNE_SCOPE_SINGLE_SLASH, AppRegistration
+from scepline_devtools.intune_sim.jws import b64url_encode, parse, sign_rs256
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import Caller, certificate_credential, rsa_key
 

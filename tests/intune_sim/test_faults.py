@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from scepline.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, FaultKind, Route
+from scepline_devtools.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE, FaultKind, Route
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import Caller, csr, success_notification
 
@@ -99,7 +99,8 @@ def test_token_faults_answer_in_the_aad_shape_and_msal_replays_them(
     second = app.acquire_token_for_client([INTUNE_SCOPE])
     assert first["error"] == "temporarily_unavailable"
     assert second["error"] == "temporarily_unavailable"
-    # MSAL served the second error from its throttle cache (spec §7b).
+    # MSAL served the second error from its throttle cache
+    # (docs/specs/intune-api.md, "MSAL for Python against another authority").
     assert len(intune_sim.admin.calls(Route.TOKEN)) == 1
     assert "access_token" in app.acquire_token_for_client([GRAPH_SCOPE])
 

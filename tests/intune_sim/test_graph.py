@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scepline.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE
+from scepline_devtools.intune_sim import GRAPH_SCOPE, INTUNE_SCOPE
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import Caller, csr
 

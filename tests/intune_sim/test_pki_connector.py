@@ -1,4 +1,5 @@
-"""PkiConnectorFEService: revocation requests out, revocation results in (spec §3.4)."""
+"""PkiConnectorFEService: revocation requests out, revocation results in
+(docs/specs/intune-api.md, "Revocation requests")."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from scepline.intune_sim import FaultKind, Route
+from scepline_devtools.intune_sim import FaultKind, Route
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import Caller, csr, success_notification
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from scepline.intune_sim import (
+from scepline_devtools.intune_sim import (
     GRAPH_SCOPE,
     INTUNE_SCOPE,
     AppRegistration,
@@ -21,7 +21,7 @@ from scepline.intune_sim import (
     RunningSimulator,
     SimulatorAdmin,
 )
-from scepline.intune_sim.jws import parse
+from scepline_devtools.intune_sim.jws import parse
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import Caller, certificate_credential, csr, success_notification
 

@@ -1,7 +1,8 @@
 """validateRequest: every answer code, and the protocol checks around it.
 
 Business outcomes are HTTP 200 with a ``code``; only auth, api-version and body
-shape problems are 4xx (spec §3.1, §7).
+shape problems are 4xx (``docs/specs/intune-api.md``, "Calls, results and errors"
+and "What the simulator reproduces").
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from scepline.intune_sim import ChallengeSpec, FaultKind, Route, SimulatorState
-from scepline.intune_sim.challenges import mint
+from scepline_devtools.intune_sim import ChallengeSpec, FaultKind, Route, SimulatorState
+from scepline_devtools.intune_sim.challenges import mint
 from tests.intune_sim.fixtures import IntuneSim
 from tests.intune_sim.helpers import CLIENT_AUTH, Caller, csr, ec_key, rsa_key
 
@@ -225,7 +226,7 @@ class TestProtocolErrors:
     def test_a_graph_token_has_the_wrong_audience(
         self, caller: Caller, body: dict[str, Any]
     ) -> None:
-        from scepline.intune_sim import GRAPH_SCOPE
+        from scepline_devtools.intune_sim import GRAPH_SCOPE
 
         graph_token = caller.token(GRAPH_SCOPE)
         self._error(caller.scep("validateRequest", body, token=graph_token), 401)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepline_devtools.scep_client import Requester, build_csr
 from scepline_shared.scep import (
     CertRep,
     ContentEncryption,
@@ -19,7 +20,6 @@ from scepline_shared.scep import (
     build_request,
     read_cert_rep,
 )
-from scepline_shared.scep_client import Requester, build_csr
 from tests.fixtures.scepline import CHALLENGE, RunningScepline
 from tests.support.pki import name
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from scepline_shared.scep_client import Requester, build_csr, self_signed_requester
+from scepline_devtools.scep_client import Requester, build_csr, self_signed_requester
 
 
 def name(common_name: str) -> x509.Name:

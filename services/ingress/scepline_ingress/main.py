@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from scepline_shared.health import ReadinessCheck
 from scepline_shared.pipeline import Pipeline
 from scepline_shared.settings import Settings
-from scepline_shared.store.repository import RequestRepository
 
 from .http import create_app
 from .identity import IdentitySource, ScepIdentity
+from .ports import IngressStore
 from .service import ScepOptions, ScepService
 
 __all__ = ["build_ingress_app", "options_from"]
@@ -32,7 +32,7 @@ def build_ingress_app(
     settings: Settings,
     *,
     identity: ScepIdentity | IdentitySource,
-    repository: RequestRepository,
+    repository: IngressStore,
     pipeline: Pipeline,
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,

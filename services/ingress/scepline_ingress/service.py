@@ -54,8 +54,7 @@ from scepline_shared.scep import (
 )
 from scepline_shared.scep.message import OpenedEnvelope, open_envelope_for
 from scepline_shared.store.models import RequestState
-from scepline_shared.store.repository import RequestRepository, RequestView
-from scepline_shared.store.views import CrlView
+from scepline_shared.store.views import CrlView, RequestView
 
 from .identity import (
     IdentitySource,
@@ -64,6 +63,7 @@ from .identity import (
     blocks_in_token,
     static_identities,
 )
+from .ports import IngressStore
 
 __all__ = ["ScepOptions", "ScepReply", "ScepService"]
 
@@ -128,7 +128,7 @@ class ScepService:
         self,
         *,
         identities: IdentitySource | ScepIdentity,
-        repository: RequestRepository,
+        repository: IngressStore,
         pipeline: Pipeline,
         options: ScepOptions,
     ) -> None:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from scepline_shared.intune import IntuneClient
 from scepline_shared.log import get_logger
-from scepline_shared.pipeline import UnknownTransaction, state_after
+from scepline_shared.pipeline import UnknownTransaction, owes_failure_notification, request_after
 from scepline_shared.store.models import NotifyState, RequestState
-from scepline_shared.store.repository import RequestRepository
+from scepline_shared.store.views import RequestView
 
 from .intune import notify_intune
+from .ports import NotifierStore
 
 __all__ = ["NotifierDeps", "handle_notify"]
 
@@ -25,14 +26,14 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class NotifierDeps:
-    repository: RequestRepository
+    repository: NotifierStore
     # None: the static provider, nobody to notify.
     intune: IntuneClient | None = None
     # SCEPLINE_RELEASE_BEFORE_NOTIFY: hand out the certificate first, notify after.
     release_before_notify: bool = False
 
 
-async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestState:
+async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestView:
     if deps.intune is not None:
         request = await deps.repository.get(transaction_id)
         if request is None:
@@ -45,7 +46,7 @@ async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestState
         )
     # Nothing to notify: the release is one compare-and-set, tried straight
     # away (one statement instead of a read and a write); if the request was
-    # not SIGNED, `state_after` reads what it is (a redelivery, say).
+    # not SIGNED, `request_after` reads what it is (a redelivery, say).
     moved = await deps.repository.transition(
         transaction_id=transaction_id,
         from_state=RequestState.SIGNED,
@@ -55,4 +56,15 @@ async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestState
     )
     if moved is not None:
         log.info("certificate released", serial=moved.cert_serial)
-    return await state_after(deps.repository, transaction_id, moved)
+        return moved
+    request = await request_after(deps.repository, transaction_id, moved)
+    if owes_failure_notification(request):
+        # A provider without notifications vouched for it: nobody to tell.
+        told = await deps.repository.transition_notify(
+            transaction_id=transaction_id,
+            from_state=NotifyState.NONE,
+            to_state=NotifyState.NOT_REQUIRED,
+            detail="failure: provider needs no notification",
+        )
+        return await request_after(deps.repository, transaction_id, told)
+    return request

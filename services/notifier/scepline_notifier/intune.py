@@ -1,4 +1,4 @@
-"""The notify step with Intune as the provider (spec §3.3).
+"""The notify step with Intune as the provider (docs/specs/intune-api.md, "Notifications").
 
 SIGNED: successNotification first; ``Success`` → notify_state SENT, then the
 release (ISSUED). Any other code, or a configuration/protocol error, withholds
@@ -21,20 +21,14 @@ from cryptography import x509
 
 from scepline_shared.intune import IntuneClient, IntuneError, IntuneResult, IntuneUnavailable
 from scepline_shared.log import get_logger
-from scepline_shared.pipeline import Transient, state_after
+from scepline_shared.pipeline import Transient, owes_failure_notification, request_after
 from scepline_shared.scep import FailInfo
 from scepline_shared.store.models import NotifyState, RequestState
-from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import RequestView
 
-__all__ = [
-    "hresult_for",
-    "needs_failure_notification",
-    "notify_intune",
-    "owes_failure_notification",
-    "report_given_up",
-    "was_validated",
-]
+from .ports import NotifierStore
+
+__all__ = ["hresult_for", "notify_intune", "report_given_up"]
 
 log = get_logger(__name__)
 
@@ -49,30 +43,8 @@ def hresult_for(fail_info: int | None) -> int:
     return _HRESULT_GENERIC if fail_info is None else _HRESULT_FAILINFO_BASE + fail_info
 
 
-def was_validated(request: RequestView) -> bool:
-    """Did the provider approve this request (its approval is recorded with VALIDATED)?"""
-    return request.approval is not None
-
-
-def owes_failure_notification(request: RequestView | None, *, after_dead: bool = False) -> bool:
-    """Is Intune owed a failureNotification: the request FAILED after Intune
-    validated it, and Intune was not told. ``after_dead``: a notification that
-    already failed (notify DEAD) counts as not told too (an operator's purge)."""
-    untold = _PENDING_NOTIFY if after_dead else (NotifyState.NONE,)
-    return (
-        request is not None
-        and request.state is RequestState.FAILED
-        and request.notify_state in untold
-        and was_validated(request)
-    )
-
-
-async def needs_failure_notification(repository: RequestRepository, transaction_id: str) -> bool:
-    return owes_failure_notification(await repository.get(transaction_id))
-
-
 async def report_given_up(
-    repository: RequestRepository, intune: IntuneClient, transaction_id: str
+    repository: NotifierStore, intune: IntuneClient, transaction_id: str
 ) -> None:
     """An operator gave up on a request (``scepline dlq purge``): if Intune
     validated it and was never told how it ended, send the failureNotification
@@ -86,29 +58,24 @@ async def report_given_up(
 
 async def notify_intune(
     request: RequestView,
-    repository: RequestRepository,
+    repository: NotifierStore,
     intune: IntuneClient,
     *,
     release_before_notify: bool,
-) -> RequestState:
+) -> RequestView:
     if request.state is RequestState.SIGNED:
         if request.notify_state is NotifyState.SENT:  # notified, then crashed
             return await _release(repository, request, "released (Intune notified earlier)")
         if not release_before_notify:
             return await _notify_then_release(repository, intune, request)
-        state = await _release(
+        request = await _release(
             repository, request, "released before notifying Intune (RELEASE_BEFORE_NOTIFY)"
         )
-        released = await repository.get(request.transaction_id)
-        if state is not RequestState.ISSUED or released is None:
-            return state
-        request = released
     if request.state is RequestState.ISSUED and request.notify_state in _PENDING_NOTIFY:
-        await _notify_released(repository, intune, request)
-        return RequestState.ISSUED
+        return await _notify_released(repository, intune, request)
     if owes_failure_notification(request):
-        await _notify_failure(repository, intune, request)
-    return request.state
+        return await _notify_failure(repository, intune, request)
+    return request
 
 
 async def _success(intune: IntuneClient, request: RequestView) -> IntuneResult:
@@ -128,8 +95,8 @@ async def _success(intune: IntuneClient, request: RequestView) -> IntuneResult:
 
 
 async def _notify_then_release(
-    repository: RequestRepository, intune: IntuneClient, request: RequestView
-) -> RequestState:
+    repository: NotifierStore, intune: IntuneClient, request: RequestView
+) -> RequestView:
     try:
         result = await _success(intune, request)
     except IntuneError as failed:
@@ -151,39 +118,38 @@ async def _notify_then_release(
 
 
 async def _notify_released(
-    repository: RequestRepository, intune: IntuneClient, request: RequestView
-) -> None:
+    repository: NotifierStore, intune: IntuneClient, request: RequestView
+) -> RequestView:
     """The certificate is out already; Intune is told after the fact."""
     try:
         result = await _success(intune, request)
     except IntuneError as failed:
-        await _dead(repository, request, f"successNotification failed: {failed.message}")
-        return
+        return await _dead(repository, request, f"successNotification failed: {failed.message}")
     if result.ok:
-        await repository.transition_notify(
+        moved = await repository.transition_notify(
             transaction_id=request.transaction_id,
             from_state=request.notify_state,
             to_state=NotifyState.SENT,
             detail=f"successNotification: Success (activity {result.activity_id})",
         )
-        return
+        return await request_after(repository, request.transaction_id, moved)
     # Too late to withhold: say so loudly, an admin may want to revoke.
     log.error(
         "intune refused the success notification of a released certificate",
         code=result.code,
         serial=request.cert_serial,
     )
-    await _dead(repository, request, f"successNotification refused: {result.code}")
+    return await _dead(repository, request, f"successNotification refused: {result.code}")
 
 
 async def _withhold(
-    repository: RequestRepository,
+    repository: NotifierStore,
     intune: IntuneClient,
     request: RequestView,
     reason: str,
     *,
     code: str | None = None,
-) -> RequestState:
+) -> RequestView:
     # Without a code of Intune's own, the validation's "Success" stays on record.
     recorded = {"provider_code": code} if code is not None else {}
     # Signed but never handed out: FAILED and revoked together, so no crash can
@@ -197,16 +163,17 @@ async def _withhold(
         **recorded,
     )
     if moved is None:
-        return await state_after(repository, request.transaction_id, moved)
+        return await request_after(repository, request.transaction_id, moved)
     log.warning("certificate withheld", reason=reason, code=code, serial=moved.cert_serial)
-    await _notify_failure(repository, intune, moved)
-    return moved.state
+    return await _notify_failure(repository, intune, moved)
 
 
 async def _notify_failure(
-    repository: RequestRepository, intune: IntuneClient, request: RequestView
-) -> None:
-    """failureNotification, best effort: its own failure is only logged (spec §3.3)."""
+    repository: NotifierStore, intune: IntuneClient, request: RequestView
+) -> RequestView:
+    """failureNotification, best effort: its own failure is only logged
+    (docs/specs/intune-api.md, "Notifications"); the request as it is
+    afterwards (notify SENT or DEAD)."""
     description = request.fail_reason or "the certificate was not issued"
     try:
         result = await intune.failure_notification(
@@ -216,33 +183,32 @@ async def _notify_failure(
             error_description=description,
         )
     except IntuneError as failed:
-        await _dead(repository, request, f"failureNotification failed: {failed.message}")
-        return
+        return await _dead(repository, request, f"failureNotification failed: {failed.message}")
     if not result.ok:
-        await _dead(repository, request, f"failureNotification refused: {result.code}")
-        return
-    await repository.transition_notify(
+        return await _dead(repository, request, f"failureNotification refused: {result.code}")
+    moved = await repository.transition_notify(
         transaction_id=request.transaction_id,
         from_state=request.notify_state,
         to_state=NotifyState.SENT,
         detail=f"failureNotification: Success (activity {result.activity_id})",
     )
+    return await request_after(repository, request.transaction_id, moved)
 
 
-async def _dead(repository: RequestRepository, request: RequestView, detail: str) -> None:
+async def _dead(repository: NotifierStore, request: RequestView, detail: str) -> RequestView:
     log.warning("intune notification not delivered", detail=detail)
-    if request.notify_state is NotifyState.NONE:
-        await repository.transition_notify(
-            transaction_id=request.transaction_id,
-            from_state=NotifyState.NONE,
-            to_state=NotifyState.DEAD,
-            detail=detail,
-        )
+    if request.notify_state is not NotifyState.NONE:
+        return request
+    moved = await repository.transition_notify(
+        transaction_id=request.transaction_id,
+        from_state=NotifyState.NONE,
+        to_state=NotifyState.DEAD,
+        detail=detail,
+    )
+    return await request_after(repository, request.transaction_id, moved)
 
 
-async def _release(
-    repository: RequestRepository, request: RequestView, detail: str
-) -> RequestState:
+async def _release(repository: NotifierStore, request: RequestView, detail: str) -> RequestView:
     moved = await repository.transition(
         transaction_id=request.transaction_id,
         from_state=RequestState.SIGNED,
@@ -251,4 +217,4 @@ async def _release(
     )
     if moved is not None:
         log.info("certificate released", serial=moved.cert_serial)
-    return await state_after(repository, request.transaction_id, moved)
+    return await request_after(repository, request.transaction_id, moved)

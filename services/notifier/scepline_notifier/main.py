@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from scepline_shared.broker.base import Broker
 from scepline_shared.intune import IntuneClient
-from scepline_shared.messages import StepMessage, utc_now
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.settings import Settings
-from scepline_shared.store.models import NotifyState, RequestState
-from scepline_shared.store.repository import RequestRepository
+from scepline_shared.store.models import NotifyState
 from scepline_shared.worker import DeadLetterHook
 
 from .handler import NotifierDeps, handle_notify
-from .intune import needs_failure_notification, report_given_up
+from .intune import report_given_up
+from .ports import NotifierStore
 from .revocations import RevocationSync
 
 __all__ = [
@@ -25,14 +23,13 @@ __all__ = [
     "build_failure_reporter",
     "build_handler",
     "build_revocation_sync",
-    "route_failures_to_notifier",
 ]
 
 STEP = Step.NOTIFY
 
 
 def build_handler(
-    settings: Settings, repository: RequestRepository, intune: IntuneClient | None = None
+    settings: Settings, repository: NotifierStore, intune: IntuneClient | None = None
 ) -> StepHandler:
     """The notify step for the configured provider (``intune``: the process's client)."""
     if settings.challenge_provider != "intune":
@@ -43,35 +40,8 @@ def build_handler(
     return partial(handle_notify, deps=deps)
 
 
-def route_failures_to_notifier(
-    sign: StepHandler, repository: RequestRepository, broker: Broker
-) -> StepHandler:
-    """Wrap the sign step so Intune hears of a request the signer refused.
-
-    ``next_step(FAILED)`` is None (FAILED is final, the device gets its answer
-    at once), yet Intune wants a failureNotification for an issuance that failed
-    after its validation. The signer knows nothing of Intune, so this wrapper,
-    applied by the composition root only with the Intune provider, hands such a
-    request to the notify step as well. It publishes before the worker acks, so a
-    crash in between redelivers the sign message and publishes again; the
-    notifier sends at most one notification (notify_state NONE → SENT|DEAD).
-    """
-
-    async def sign_then_route(transaction_id: str) -> RequestState:
-        state = await sign(transaction_id)
-        if state is RequestState.FAILED and await needs_failure_notification(
-            repository, transaction_id
-        ):
-            await broker.publish(
-                StepMessage(transaction_id=transaction_id, step=Step.NOTIFY, enqueued_at=utc_now())
-            )
-        return state
-
-    return sign_then_route
-
-
 def build_revocation_sync(
-    settings: Settings, repository: RequestRepository, intune: IntuneClient | None
+    settings: Settings, repository: NotifierStore, intune: IntuneClient | None
 ) -> RevocationSync | None:
     """Intune's revocation requests, polled by the notifier (``revocations.py``);
     None without the Intune provider or with SCEPLINE_INTUNE_REVOCATION_INTERVAL_SECONDS=0."""
@@ -90,7 +60,7 @@ FailureReporter = Callable[[str], Awaitable[None]]
 
 
 def build_failure_reporter(
-    repository: RequestRepository, intune: IntuneClient | None
+    repository: NotifierStore, intune: IntuneClient | None
 ) -> FailureReporter | None:
     """How an operator's give-up reaches the provider: Intune gets a
     failureNotification for a request it validated (``intune.report_given_up``).
@@ -100,7 +70,7 @@ def build_failure_reporter(
     return partial(report_given_up, repository, intune)
 
 
-def build_dead_letter_hook(repository: RequestRepository) -> DeadLetterHook:
+def build_dead_letter_hook(repository: NotifierStore) -> DeadLetterHook:
     """A notification that keeps failing is DEAD until an operator replays it."""
 
     async def mark_dead(transaction_id: str, reason: str) -> None:

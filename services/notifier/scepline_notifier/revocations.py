@@ -1,5 +1,6 @@
-"""Intune's revocation requests (spec §3.4): when a device is retired, wiped or
-leaves the SCEP profile's scope, Intune asks the CA to revoke its certificate.
+"""Intune's revocation requests (docs/specs/intune-api.md, "Revocation requests"):
+when a device is retired, wiped or leaves the SCEP profile's scope, Intune asks
+the CA to revoke its certificate.
 
 The notifier (the service that talks to Intune) downloads the pending requests
 every ``SCEPLINE_INTUNE_REVOCATION_INTERVAL_SECONDS``, revokes each certificate
@@ -24,9 +25,10 @@ from scepline_shared.metrics import INTUNE_REVOCATIONS
 from scepline_shared.periodic import repeat_until_stopped
 from scepline_shared.store.certificates import (
     CRL_REASON_CESSATION_OF_OPERATION,
-    CertificateRepository,
 )
 from scepline_shared.store.views import CertificateView
+
+from .ports import NotifierStore
 
 __all__ = ["RevocationSync"]
 
@@ -37,7 +39,7 @@ class RevocationSync:
     def __init__(
         self,
         *,
-        repository: CertificateRepository,
+        repository: NotifierStore,
         intune: IntuneClient,
         interval: float,
         batch: int = 100,

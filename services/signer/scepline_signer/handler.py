@@ -43,12 +43,13 @@ from scepline_shared.keys import KeyPair, SigningKey, spki_sha256_hex
 from scepline_shared.keys.pkcs11 import HsmError, Pkcs11EcPrivateKey, Pkcs11RsaPrivateKey
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import SIGNING_SECONDS
-from scepline_shared.pipeline import Permanent, Transient, UnknownTransaction, state_after
+from scepline_shared.pipeline import Permanent, Transient, UnknownTransaction, request_after
 from scepline_shared.scep import FailInfo, ScepError, load_recorded_csr
 from scepline_shared.store.errors import SerialCollision
 from scepline_shared.store.models import Approval, RequestState
-from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import IssuedCertificateRecord, RequestView, SignatureClaim
+
+from .ports import SignerStore
 
 __all__ = ["SignerDeps", "handle_sign", "issued_record", "signs_in_token"]
 
@@ -76,7 +77,7 @@ class SignerDeps:
     voids it (far above any signing time; the sweep brings the request back).
     """
 
-    repository: RequestRepository
+    repository: SignerStore
     ca: Callable[[], KeyPair]
     profile: CertificateProfile
     public_base_url: str | None = None
@@ -108,17 +109,17 @@ def issued_record(
     )
 
 
-async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestState:
+async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestView:
     request = await deps.repository.get(transaction_id)
     if request is None:
         raise UnknownTransaction(transaction_id)
     if request.state is RequestState.SIGNING:
         voided = await _void_if_abandoned(request, deps)
         if voided is None or voided.state is not RequestState.VALIDATED:
-            return await state_after(deps.repository, transaction_id, voided)
+            return await request_after(deps.repository, transaction_id, voided)
         request = voided
     if request.state is not RequestState.VALIDATED:
-        return request.state  # already signed (redelivery) or not ours to sign
+        return request  # already signed (redelivery) or not ours to sign
     try:
         csr = load_recorded_csr(request.csr_der)
     except ScepError as unreadable:  # ingress checked it; only a corrupted row gets here
@@ -139,7 +140,7 @@ async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestState:
         except SerialCollision:
             continue  # astronomically unlikely with 126 random bits; draw again
         if claimed is None:
-            return await state_after(deps.repository, transaction_id, claimed)
+            return await request_after(deps.repository, transaction_id, claimed)
         certificate = await _sign_claimed(transaction_id, prepared, ca, claim, deps)
         renews = request.renewal_of_serial if request.approval is Approval.RENEWAL else None
         record = issued_record(certificate, issuer_key_id=claim.issuer_key_id, renews_serial=renews)
@@ -152,7 +153,7 @@ async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestState:
             log.warning("signing claim lost before the certificate was stored", serial=claim.serial)
         else:
             log.info("certificate signed", serial=record.serial, subject=record.subject)
-        return await state_after(deps.repository, transaction_id, moved)
+        return await request_after(deps.repository, transaction_id, moved)
     raise RuntimeError("could not draw a unique serial number")
 
 
@@ -248,7 +249,7 @@ def _timed_sign(prepared: PreparedCertificate, ca: KeyPair) -> x509.Certificate:
     return certificate
 
 
-async def _refuse(deps: SignerDeps, transaction_id: str, refusal: CaError) -> RequestState:
+async def _refuse(deps: SignerDeps, transaction_id: str, refusal: CaError) -> RequestView:
     moved = await deps.repository.transition(
         transaction_id=transaction_id,
         from_state=RequestState.VALIDATED,
@@ -258,7 +259,7 @@ async def _refuse(deps: SignerDeps, transaction_id: str, refusal: CaError) -> Re
         fail_reason=str(refusal),
     )
     log.info("request refused by the signer", reason=str(refusal))
-    return await state_after(deps.repository, transaction_id, moved)
+    return await request_after(deps.repository, transaction_id, moved)
 
 
 @lru_cache(maxsize=16)

@@ -11,17 +11,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from scepline_shared.ca import CaSchedule
-from scepline_shared.ca.crl_publisher import CrlPublisher, OffLoop
 from scepline_shared.ca.tbs import tbs_sha256_of
-from scepline_shared.issuance import profile_from
+from scepline_shared.configured import profile_from
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.settings import Settings
-from scepline_shared.store.certificates import CertificateRepository
 from scepline_shared.store.models import JournalKind
-from scepline_shared.store.repository import RequestRepository
 
+from .crl_publisher import CrlPublisher, OffLoop
 from .handler import SignerDeps, handle_sign
+from .ports import CrlStore, SignerStore
 
 __all__ = [
     "STEP",
@@ -46,7 +45,7 @@ def signing_executor() -> ThreadPoolExecutor:
 
 def build_handler(
     settings: Settings,
-    repository: RequestRepository,
+    repository: SignerStore,
     ca: Callable[[], KeyPair],
     *,
     executor: ThreadPoolExecutor | None = None,
@@ -70,7 +69,7 @@ def build_handler(
 
 def build_crl_publisher(
     settings: Settings,
-    repository: CertificateRepository,
+    repository: CrlStore,
     cas: Callable[[], Iterable[KeyPair]],
     *,
     sign: OffLoop | None = None,
@@ -83,7 +82,7 @@ def build_crl_publisher(
     return CrlPublisher.from_settings(settings, repository, cas, sign=sign)
 
 
-async def journal_ca_certificates(repository: CertificateRepository, schedule: CaSchedule) -> int:
+async def journal_ca_certificates(repository: CrlStore, schedule: CaSchedule) -> int:
     """Put the CA's own certificates into the issuance journal: each generation's
     CA certificate if its own key signed it (not an imported CA's) and its RA
     certificate. ``ca init`` and ``ca rollover`` make them as files, before a

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from scepline_shared.ca import CertificateProfile
-from scepline_shared.challenge import ChallengeValidator, ValidationRequest
 from scepline_shared.log import get_logger
-from scepline_shared.pipeline import UnknownTransaction, state_after
+from scepline_shared.pipeline import UnknownTransaction, request_after
 from scepline_shared.scep import FailInfo, MessageType, load_recorded_csr
 from scepline_shared.store.models import RequestState
-from scepline_shared.store.repository import RequestRepository
 from scepline_shared.store.views import RequestView
+
+from .challenge import ChallengeValidator, ValidationRequest
+from .ports import ValidatorStore
 
 __all__ = ["ValidatorDeps", "handle_validate"]
 
@@ -32,7 +33,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class ValidatorDeps:
-    repository: RequestRepository
+    repository: ValidatorStore
     challenge: ChallengeValidator
     # The issuance profile: a renewal is compared by the names it would be issued.
     profile: CertificateProfile = field(default_factory=CertificateProfile)
@@ -40,12 +41,12 @@ class ValidatorDeps:
     exact_renewal_sans: bool = False
 
 
-async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> RequestState:
+async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> RequestView:
     request = await deps.repository.get(transaction_id)
     if request is None:
         raise UnknownTransaction(transaction_id)
     if request.state != RequestState.RECEIVED:
-        return request.state  # already handled: a redelivery or a duplicate message
+        return request  # already handled: a redelivery or a duplicate message
     csr = load_recorded_csr(request.csr_der)
     renewed, not_renewable = await _renewed_certificate(deps.repository, request)
     if request.message_type == MessageType.RENEWAL_REQ and renewed is None:
@@ -85,12 +86,12 @@ async def handle_validate(transaction_id: str, deps: ValidatorDeps) -> RequestSt
     )
     if moved is not None:
         log.info("request validated", reason=outcome.reason, approval=outcome.approval.value)
-    return await state_after(deps.repository, transaction_id, moved)
+    return await request_after(deps.repository, transaction_id, moved)
 
 
 async def _reject(
     deps: ValidatorDeps, transaction_id: str, reason: str, provider_code: str | None = None
-) -> RequestState:
+) -> RequestView:
     moved = await deps.repository.transition(
         transaction_id=transaction_id,
         from_state=RequestState.RECEIVED,
@@ -102,11 +103,11 @@ async def _reject(
     )
     if moved is not None:
         log.info("request rejected", reason=reason, provider_code=provider_code)
-    return await state_after(deps.repository, transaction_id, moved)
+    return await request_after(deps.repository, transaction_id, moved)
 
 
 async def _renewed_certificate(
-    repository: RequestRepository, request: RequestView
+    repository: ValidatorStore, request: RequestView
 ) -> tuple[x509.Certificate | None, str]:
     """The certificate of ours that signed the request, if it may be renewed,
     else None and why not."""

@@ -7,19 +7,19 @@ import secrets
 from functools import partial
 from pathlib import Path
 
-from scepline_shared.challenge import (
+from scepline_shared.configured import profile_from
+from scepline_shared.intune import IntuneClient
+from scepline_shared.pipeline import Step, StepHandler
+from scepline_shared.private_files import private_directory, read_or_create_secret
+from scepline_shared.settings import Settings
+
+from .challenge import (
     ChallengeValidator,
     IntuneChallengeValidator,
     StaticChallengeValidator,
 )
-from scepline_shared.intune import IntuneClient
-from scepline_shared.issuance import profile_from
-from scepline_shared.pipeline import Step, StepHandler
-from scepline_shared.private_files import private_directory, read_or_create_secret
-from scepline_shared.settings import Settings
-from scepline_shared.store.repository import RequestRepository
-
 from .handler import ValidatorDeps, handle_validate
+from .ports import ValidatorStore
 
 __all__ = ["LAB_CHALLENGE_FILE", "STEP", "build_handler", "challenge_provider", "lab_challenge"]
 
@@ -66,7 +66,7 @@ def lab_challenge(data_dir: Path) -> tuple[str, Path]:
 
 
 def build_handler(
-    settings: Settings, repository: RequestRepository, challenge: ChallengeValidator
+    settings: Settings, repository: ValidatorStore, challenge: ChallengeValidator
 ) -> StepHandler:
     deps = ValidatorDeps(
         repository,

@@ -15,8 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 from aiormq import spec
 
-from ..messages import DeadLetter, MalformedMessage, StepMessage, utc_now
-from ..pipeline import Step
+from ..messages import DeadLetter, MalformedMessage, Step, StepMessage, utc_now
 from .base import DELIVERY_LIMIT, BrokerUnavailable, clip_reason
 
 __all__ = [

@@ -25,8 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from aiormq.exceptions import ChannelLockedResource
 
 from ..log import get_logger
-from ..messages import DeadLetter
-from ..pipeline import Step
+from ..messages import DeadLetter, Step
 from ._amqp import bounded, to_dead_letter
 from .base import BrokerUnavailable
 from .topology import Topology

@@ -11,14 +11,13 @@ Consumers are idempotent; the state store, not the broker, is the truth.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from ..messages import DeadLetter, StepMessage
-from ..pipeline import Step
+from ..backoff import spread_upwards
+from ..messages import DeadLetter, Step, StepMessage
 
 __all__ = [
     "DELIVERY_LIMIT",
@@ -147,10 +146,9 @@ class Broker(Protocol):
 
 
 def jittered(delay: float) -> float:
-    """``delay`` capped at ``MAX_RETRY_DELAY``, then spread upwards by up to
-    ``RETRY_JITTER`` without passing the cap: a retry never comes early."""
-    delay = min(max(0.0, delay), MAX_RETRY_DELAY)
-    return min(delay * (1 + random.uniform(0, RETRY_JITTER)), MAX_RETRY_DELAY)
+    """A retry's delay capped at ``MAX_RETRY_DELAY`` and spread upwards by up to
+    ``RETRY_JITTER``: a retry never comes early."""
+    return spread_upwards(delay, cap=MAX_RETRY_DELAY, fraction=RETRY_JITTER)
 
 
 def validate_namespace(namespace: str) -> str:

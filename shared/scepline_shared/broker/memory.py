@@ -21,8 +21,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from ..log import get_logger
-from ..messages import DeadLetter, MalformedMessage, StepMessage, utc_now
-from ..pipeline import Step
+from ..messages import DeadLetter, MalformedMessage, Step, StepMessage, utc_now
 from .base import (
     DELIVERY_LIMIT,
     BrokerUnavailable,

@@ -32,8 +32,7 @@ from aiormq import spec
 from aiormq.exceptions import ChannelInvalidStateError
 
 from ..log import get_logger
-from ..messages import DeadLetter, StepMessage, utc_now
-from ..pipeline import Step
+from ..messages import DeadLetter, Step, StepMessage, utc_now
 from ._amqp import (
     AMQP_FAILURES,
     bounded,

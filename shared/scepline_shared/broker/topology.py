@@ -23,7 +23,7 @@ from typing import Any
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
-from ..pipeline import Step
+from ..messages import Step
 from .base import DELIVERY_LIMIT, MAX_RETRY_DELAY, validate_namespace
 
 __all__ = ["RETRY_TIERS", "Declared", "Topology", "declare_topology", "retry_tier"]

@@ -14,22 +14,12 @@ from scepline_shared.ca._common import (
 )
 from scepline_shared.ca.issue import MAX_SERIAL
 from scepline_shared.keys import KeyPair, spki_sha256_hex
+from scepline_shared.revocation import REASON_FLAGS
 
 __all__ = ["REASON_CODES", "build_crl", "crl_builder", "crl_distribution_url"]
 
-#: RFC 5280 5.3.1 CRLReason codes (7 is unused by the RFC).
-REASON_CODES: dict[int, x509.ReasonFlags] = {
-    0: x509.ReasonFlags.unspecified,
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
+#: RFC 5280 5.3.1 CRLReason codes and their flags (the table: scepline_shared.revocation).
+REASON_CODES = REASON_FLAGS
 
 
 def crl_distribution_url(public_base_url: str, ca_certificate: x509.Certificate) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -20,6 +21,7 @@ from scepline_shared.ca.errors import CaMaterialError, PolicyViolation
 from scepline_shared.ca.profile import CertificateProfile, requested_sans
 from scepline_shared.ca.tbs import tbs_sha256
 from scepline_shared.keys import KeyPair
+from scepline_shared.serials import parse_serial, serial_hex
 
 __all__ = [
     "MAX_SERIAL",
@@ -45,26 +47,6 @@ def new_serial() -> int:
     20), a constant 32-digit hex form, and far above the CA/B 64-bit entropy floor.
     """
     return secrets.randbits(_SERIAL_BITS - 1) | (1 << (_SERIAL_BITS - 1))
-
-
-def parse_serial(text: str) -> int | None:
-    """A serial as people and Intune spell it: hex, any case, with or without
-    ``:``, spaces or dashes; None if it is not one."""
-    compact = text.strip().replace(":", "").replace(" ", "").replace("-", "")
-    try:
-        value = int(compact, 16)
-    except ValueError:
-        return None
-    return value if value > 0 else None
-
-
-def serial_hex(serial: int) -> str:
-    """Canonical serial text: lowercase hex, no leading zeros, no separators."""
-    if isinstance(serial, bool) or not isinstance(serial, int):
-        raise TypeError(f"serial must be an int, got {type(serial).__name__}")
-    if serial <= 0:
-        raise ValueError(f"serial must be positive, got {serial}")
-    return format(serial, "x")
 
 
 @dataclass(frozen=True)
@@ -169,32 +151,13 @@ def prepare_certificate(
     )
 
 
-def issue_certificate(
-    *,
-    csr: x509.CertificateSigningRequest,
-    ca: KeyPair,
-    profile: CertificateProfile,
-    serial: int,
-    now: datetime | None = None,
-    signature_verified: bool = False,
-    crl_distribution_point: str | None = None,
-    names_vouched: bool = False,
-) -> x509.Certificate:
-    """Sign ``csr`` with ``ca`` according to ``profile`` (see :func:`prepare_certificate`).
+def issue_certificate(*, ca: KeyPair, **options: Any) -> x509.Certificate:
+    """:func:`prepare_certificate` (same arguments), signed with ``ca``'s key.
 
     Nothing is journaled here: the sign step claims the serial in the store
     between preparing and signing; this one-call form is for tools and tests.
     """
-    return prepare_certificate(
-        csr=csr,
-        ca=ca,
-        profile=profile,
-        serial=serial,
-        now=now,
-        signature_verified=signature_verified,
-        crl_distribution_point=crl_distribution_point,
-        names_vouched=names_vouched,
-    ).sign(ca)
+    return prepare_certificate(ca=ca, **options).sign(ca)
 
 
 def _distribution_points(url: str | None) -> x509.CRLDistributionPoints | None:

@@ -22,7 +22,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pkcs11
 from pkcs11 import Attribute, ObjectClass
@@ -31,17 +31,12 @@ from scepline_shared.ca.errors import CaMaterialError
 from scepline_shared.keys import SigningKey, write_file_atomic
 from scepline_shared.keys.pkcs11 import (
     KeyNotFound,
-    Pkcs11Config,
-    Pkcs11KeyRef,
     Pkcs11PrivateKey,
     Pkcs11Token,
     generate_ca_keys,
     load_private_key,
 )
 from scepline_shared.log import get_logger
-
-if TYPE_CHECKING:
-    from scepline_shared.settings import Settings
 
 __all__ = [
     "KeyBackend",
@@ -104,36 +99,6 @@ class KeySource:
             raise TypeError("the pkcs11 key backend needs a Pkcs11Token")
         if not self.ca_key_label or not self.ra_key_label:
             raise ValueError("key labels must not be empty")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> KeySource:
-        """The key source ``settings`` describe; builds the token but opens nothing.
-
-        Opening is left to first use so that each worker process logs in after
-        it forked (hsm-and-cms.md pitfall 16). The PIN is read now, from the file
-        if one is configured, and lives only in the token's config.
-        """
-        labels = {
-            "ca_key_label": settings.pkcs11_ca_key_label,
-            "ra_key_label": settings.pkcs11_ra_key_label,
-            "ra_in_token": settings.pkcs11_ra_in_token,
-        }
-        if settings.key_backend == "file":
-            return cls(backend="file", **labels)
-        if not settings.pkcs11_module or not settings.pkcs11_token_label:
-            raise ValueError("the pkcs11 key backend needs pkcs11_module and pkcs11_token_label")
-        config = Pkcs11Config(
-            module=settings.pkcs11_module,
-            token_label=settings.pkcs11_token_label,
-            pin=settings.pkcs11_user_pin(),
-            ca_key=Pkcs11KeyRef(label=settings.pkcs11_ca_key_label),
-            ra_key=(
-                Pkcs11KeyRef(label=settings.pkcs11_ra_key_label)
-                if settings.pkcs11_ra_in_token
-                else None
-            ),
-        )
-        return cls(backend="pkcs11", token=Pkcs11Token(config), **labels)
 
     def in_token(self, role: Role) -> bool:
         """Whether new keys for ``role`` are generated in the token."""

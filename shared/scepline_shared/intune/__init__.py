@@ -1,9 +1,10 @@
 """Microsoft Intune's SCEP challenge validation API, as a third-party CA calls it.
 
-See ``/work/shared/specs/intune-scep-api.md`` (summarised in ``docs/intune.md``):
-Entra ID app-only tokens through MSAL, Graph discovery of the tenant's Intune
-shard, then ``ScepActions`` validateRequest / successNotification /
-failureNotification, and the PKI connector's revocation requests, over httpx.
+See ``docs/specs/intune-api.md`` (the facts, with sources) and
+``docs/intune.md`` (the operator's view): Entra ID app-only tokens through
+MSAL, Graph discovery of the tenant's Intune shard, then ``ScepActions``
+validateRequest / successNotification / failureNotification, and the PKI
+connector's revocation requests, over httpx.
 ``IntuneClient`` is the one entry point.
 """
 

@@ -27,11 +27,13 @@ __all__ = [
     "default_caller_info",
 ]
 
-# The Intune first-party service principal whose endpoints Graph lists (spec §2).
+# The Intune first-party service principal whose endpoints Graph lists
+# (docs/specs/intune-api.md, "Service discovery").
 INTUNE_APP_ID = "0000000a-0000-0000-c000-000000000000"
 SCEP_SERVICE = "ScepRequestValidationFEService"
 SCEP_API_VERSION = "2018-02-20"
-# Revocation requests for the CA (spec §3.4): its own service and api-version.
+# Revocation requests for the CA (docs/specs/intune-api.md, "Revocation requests"):
+# its own service and api-version.
 PKI_SERVICE = "PkiConnectorFEService"
 PKI_API_VERSION = "5019-05-05"
 
@@ -99,7 +101,8 @@ class IntuneConfig:
     @property
     def intune_scope(self) -> str:
         # Resource URI exactly, then "/.default": "https://api.manage.microsoft.com/"
-        # gives the double slash every reference client sends (spec §1).
+        # gives the double slash every reference client sends
+        # (docs/specs/intune-api.md, "Authentication").
         return f"{self.resource_url}/.default"
 
     @property

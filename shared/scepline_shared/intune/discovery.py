@@ -1,10 +1,11 @@
 """Where this tenant's Intune service lives: Microsoft Graph discovery, cached.
 
 The ScepRequestValidationFEService host is per tenant and sharded, so it is
-looked up in the endpoints of Intune's service principal (spec §2) and kept
-for a TTL (30 min by default). Callers ``invalidate`` it when a call hints the
-service moved (404, 401, 5xx, network error); the URI that failed is then
-avoided while Graph lists another for the same service (stale duplicates).
+looked up in the endpoints of Intune's service principal
+(docs/specs/intune-api.md, "Service discovery") and kept for a TTL (30 min by
+default). Callers ``invalidate`` it when a call hints the service moved (404,
+401, 5xx, network error); the URI that failed is then avoided while Graph
+lists another for the same service (stale duplicates).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ class IntuneResult:
 
     @property
     def ok(self) -> bool:
-        # Exactly "Success": every other code, known or invented, is a failure (spec §3.1).
+        # Exactly "Success": every other code, known or invented, is a failure
+        # (docs/specs/intune-api.md, "Calls, results and errors").
         return self.code == SUCCESS
 
 

@@ -90,7 +90,8 @@ class TokenSource:
         config = self._config
         session = requests.Session()
         if config.ca_bundle is not None:
-            # REQUESTS_CA_BUNDLE would otherwise override `verify` (spec §7b).
+            # REQUESTS_CA_BUNDLE would otherwise override `verify` (docs/specs/intune-api.md,
+            # "MSAL for Python against another authority").
             session.trust_env = False
             session.verify = str(config.ca_bundle)
         # requests has no session-wide timeout; MSAL patches its own session the same way.

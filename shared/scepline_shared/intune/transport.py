@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import random
 import ssl
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from ..backoff import backoff_delay
 from ..log import get_logger
 from .config import IntuneConfig
 from .errors import IntuneUnavailable
@@ -118,7 +118,8 @@ class Transport:
                     return Exchange(response, activity_id)
                 status, retry_after = response.status_code, retry_after_of(response)
                 reason = f"HTTP {status}"
-            wait = _backoff(attempt)
+            # At least half the step: the device is waiting, but not in step with others.
+            wait = backoff_delay(attempt - 1, base=_BACKOFF_BASE, cap=_BACKOFF_CAP, at_least=0.5)
             if retry_after is not None:
                 wait = max(wait, retry_after)
             give_up = attempt >= self._config.max_attempts or time.monotonic() + wait > deadline
@@ -140,11 +141,6 @@ class Transport:
             await asyncio.sleep(wait)
 
 
-def _backoff(attempt: int) -> float:
-    # Exponential with jitter, so a fleet of workers does not retry in step.
-    return min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
-
 def retry_after_of(response: httpx.Response) -> float | None:
     """Seconds the service asked us to wait: Retry-After, else the FE body's RetryAfter."""
     header = response.headers.get("retry-after")
@@ -161,7 +157,8 @@ def retry_after_of(response: httpx.Response) -> float | None:
 
 
 def _fe_retry_after(response: httpx.Response) -> float | None:
-    # Intune FE errors nest a JSON document in error.message (spec §3.1).
+    # Intune FE errors nest a JSON document in error.message
+    # (docs/specs/intune-api.md, "Calls, results and errors").
     try:
         inner = json.loads(response.json()["error"]["message"])
         value = inner.get("RetryAfter")

@@ -1,10 +1,12 @@
 """The JSON bodies of the three ScepActions and the result they answer with, and
-of the revocation calls (download requests, upload results; spec §3.4).
+of the revocation calls (download requests, upload results;
+``docs/specs/intune-api.md``, "Revocation requests").
 
-Field formats follow spec §4: the CSR as standard padded base64 of the client's
-own DER (the same string on all three calls), thumbprint uppercase hex SHA-1,
-serial lowercase hex as the store spells it (what revocations will be matched
-against), expiry ISO-8601 UTC with ``Z``, the issuer DN as the issuing CA.
+Field formats follow ``docs/specs/intune-api.md``, "Field formats": the CSR as
+standard padded base64 of the client's own DER (the same string on all three
+calls), thumbprint uppercase hex SHA-1, serial lowercase hex as the store
+spells it (what revocations will be matched against), expiry ISO-8601 UTC with
+``Z``, the issuer DN as the issuing CA.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def success_body(
             "issuingCertificateAuthority": issuer,
             "callerInfo": caller_info,
             # Optional; EJBCA sends the issuer DN in all three, and Intune appears to
-            # echo them back on revocation requests (spec §3.4).
+            # echo them back on revocation requests
+            # (docs/specs/intune-api.md, "Revocation requests").
             "caConfiguration": issuer,
             "certificateAuthority": issuer,
         }
@@ -117,7 +120,8 @@ def parse_result(response: httpx.Response, activity_id: str) -> IntuneResult:
 
 
 class RevocationError(IntEnum):
-    """The errorCode of a revocation result (spec §3.4); 41xx ask Intune to retry."""
+    """The errorCode of a revocation result (docs/specs/intune-api.md, "Revocation requests");
+    41xx ask Intune to retry."""
 
     NONE = 0
     NON_RETRYABLE_SERVICE = 4000

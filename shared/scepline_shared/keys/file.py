@@ -17,6 +17,8 @@ from typing import Literal, TypeAlias
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from scepline_shared.keys.parameters import key_parameters
+
 __all__ = [
     "KeyFileError",
     "SigningKey",
@@ -29,19 +31,6 @@ __all__ = [
 #: The key types a CA, RA or requester may hold. HSM adapters subclass these ABCs.
 SigningKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
-_MIN_RSA_BITS = 2048
-_CURVES: dict[str | int, type[ec.EllipticCurve]] = {
-    256: ec.SECP256R1,
-    384: ec.SECP384R1,
-    521: ec.SECP521R1,
-    "p-256": ec.SECP256R1,
-    "p-384": ec.SECP384R1,
-    "p-521": ec.SECP521R1,
-    "secp256r1": ec.SECP256R1,
-    "prime256v1": ec.SECP256R1,
-    "secp384r1": ec.SECP384R1,
-    "secp521r1": ec.SECP521R1,
-}
 # Link-based no-clobber creation is unavailable on some filesystems (FAT, some FUSE
 # mounts); there we fall back to exists-check + rename, which the callers' lock covers.
 _NO_LINK_ERRNOS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV})
@@ -65,25 +54,10 @@ def generate_private_key(
     ``ec``: a curve size (256/384/521), a name (``"P-256"``, ``"secp384r1"``,
     ``"prime256v1"``...) or an :class:`~ec.EllipticCurve` instance.
     """
-    if kind == "rsa":
-        if isinstance(size_or_curve, bool) or not isinstance(size_or_curve, int):
-            raise TypeError(f"RSA key size must be an int, got {size_or_curve!r}")
-        if size_or_curve < _MIN_RSA_BITS:
-            raise ValueError(f"RSA key size {size_or_curve} < {_MIN_RSA_BITS}")
-        return rsa.generate_private_key(public_exponent=65537, key_size=size_or_curve)
-    if kind == "ec":
-        return ec.generate_private_key(_curve(size_or_curve))
-    raise ValueError(f"unknown key kind {kind!r} (expected 'rsa' or 'ec')")
-
-
-def _curve(size_or_curve: int | str | ec.EllipticCurve) -> ec.EllipticCurve:
-    if isinstance(size_or_curve, ec.EllipticCurve):
-        return size_or_curve
-    lookup = size_or_curve.lower() if isinstance(size_or_curve, str) else size_or_curve
-    curve_cls = _CURVES.get(lookup)
-    if curve_cls is None:
-        raise ValueError(f"unsupported EC curve {size_or_curve!r}")
-    return curve_cls()
+    parameters = key_parameters(kind, size_or_curve)
+    if isinstance(parameters, int):
+        return rsa.generate_private_key(public_exponent=65537, key_size=parameters)
+    return ec.generate_private_key(parameters)
 
 
 def load_private_key(path: Path, *, password: bytes | None = None) -> SigningKey:

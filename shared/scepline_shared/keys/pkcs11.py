@@ -33,6 +33,7 @@ from pkcs11 import exceptions as p11e
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from scepline_shared.keys.file import SigningKey
+from scepline_shared.keys.parameters import key_parameters
 from scepline_shared.keys.pkcs11_keys import Pkcs11EcPrivateKey, Pkcs11RsaPrivateKey, find_key
 from scepline_shared.keys.pkcs11_token import (
     SESSION_LOST_ERRORS,
@@ -65,20 +66,6 @@ __all__ = [
 ]
 
 Pkcs11PrivateKey = Pkcs11RsaPrivateKey | Pkcs11EcPrivateKey
-
-_MIN_RSA_BITS = 2048
-_CURVES: dict[str | int, type[ec.EllipticCurve]] = {
-    256: ec.SECP256R1,
-    384: ec.SECP384R1,
-    521: ec.SECP521R1,
-    "p-256": ec.SECP256R1,
-    "p-384": ec.SECP384R1,
-    "p-521": ec.SECP521R1,
-    "prime256v1": ec.SECP256R1,
-    "secp256r1": ec.SECP256R1,
-    "secp384r1": ec.SECP384R1,
-    "secp521r1": ec.SECP521R1,
-}
 
 
 def load_private_key(
@@ -125,16 +112,7 @@ def generate_ca_keys(
     if not label or key_id is None:
         raise ValueError("generate_ca_keys needs a non-empty label and id")
     ref = Pkcs11KeyRef(label=label, id=key_id)
-    if key_type == "rsa":
-        if isinstance(size_or_curve, bool) or not isinstance(size_or_curve, int):
-            raise TypeError(f"RSA key size must be an int, got {size_or_curve!r}")
-        if size_or_curve < _MIN_RSA_BITS:
-            raise ValueError(f"RSA key size {size_or_curve} < {_MIN_RSA_BITS}")
-        bits_or_curve: int | ec.EllipticCurve = size_or_curve
-    elif key_type == "ec":
-        bits_or_curve = _curve(size_or_curve)
-    else:
-        raise ValueError(f"unknown key type {key_type!r} (expected 'rsa' or 'ec')")
+    bits_or_curve = key_parameters(key_type, size_or_curve)
 
     def operation(session: pkcs11.Session) -> Pkcs11PrivateKey:
         with _wrapped_errors(f"key generation on {token.label!r}"):
@@ -247,17 +225,6 @@ def key_matches_certificate(
     return False
 
 
-def _curve(size_or_curve: int | str | ec.EllipticCurve) -> ec.EllipticCurve:
-    if isinstance(size_or_curve, ec.EllipticCurve):
-        curve_cls: type[ec.EllipticCurve] | None = type(size_or_curve)
-    else:
-        lookup = size_or_curve.lower() if isinstance(size_or_curve, str) else size_or_curve
-        curve_cls = _CURVES.get(lookup)
-    if curve_cls is None or curve_cls not in _CURVES.values():
-        raise ValueError(f"unsupported EC curve {size_or_curve!r}")
-    return curve_cls()
-
-
 def _public_object(session: pkcs11.Session, private: pkcs11.Key) -> pkcs11.Key | None:
     """The public key object paired with ``private``: same CKA_ID, else same label."""
     key_id = private[Attribute.ID] or None
@@ -308,7 +275,8 @@ def _curve_from_params(params: bytes) -> ec.EllipticCurve:
 
 
 def decode_ec_point(value: bytes, curve: ec.EllipticCurve) -> bytes:
-    """CKA_EC_POINT: DER OCTET STRING (PKCS#11 spec, SoftHSM) or the raw point (pitfall 5).
+    """CKA_EC_POINT: DER OCTET STRING (PKCS#11 spec, SoftHSM) or the raw point
+    (``docs/specs/hsm-and-cms.md``, "EC public points").
 
     The two cannot be confused: a raw point is 1+n or 1+2n bytes for an n-byte
     field, and wrapping adds 2 or 3 bytes, which no supported curve size matches.

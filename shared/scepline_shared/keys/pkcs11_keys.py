@@ -10,7 +10,8 @@ to the token's worker thread and block the calling thread until it returns.
 Code on an event loop must use ``await key.async_sign(...)``/``async_decrypt``,
 or ``asyncio.to_thread(builder.sign, key, ...)``.
 
-Hashing happens here, in Python: SoftHSM has no CKM_ECDSA_SHA256 (pitfall 4), and
+Hashing happens here, in Python: SoftHSM has no CKM_ECDSA_SHA256 (``docs/specs/hsm-and-cms.md``,
+"ECDSA: hash in Python"), and
 sending a digest instead of the message keeps network-HSM round trips small.
 """
 
@@ -164,7 +165,8 @@ class Pkcs11RsaPrivateKey(_TokenKey, rsa.RSAPrivateKey):
     def decrypt(self, ciphertext: bytes, padding: asym_padding.AsymmetricPadding) -> bytes:
         """Any failure that may depend on the ciphertext is a bare ``ValueError``.
 
-        SoftHSM reports bad PKCS#1 padding as CKR_GENERAL_ERROR (pitfall 8); letting
+        SoftHSM reports bad PKCS#1 padding as CKR_GENERAL_ERROR (``docs/specs/hsm-and-cms.md``,
+        "Decryption failures must all look alike"); letting
         that type escape would be a Bleichenbacher oracle for callers that branch on
         it (RFC 3218). A token that stays unreachable raises
         :class:`~scepline_shared.keys.pkcs11_token.TokenUnavailable` instead:
@@ -267,7 +269,8 @@ class Pkcs11EcPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise _unsupported(f"EC signature algorithm {type(signature_algorithm).__name__}")
         if signature_algorithm.deterministic_signing:
-            # The HSM picks the nonce (pitfall 17); refuse rather than ignore a request.
+            # The HSM picks the nonce (docs/specs/hsm-and-cms.md, "The HSM picks the ECDSA nonce");
+            # refuse rather than ignore a request.
             raise _unsupported("deterministic ECDSA (RFC 6979) with an HSM-held key")
         _, digest = _digest(data, signature_algorithm.algorithm)
         size = (self.key_size + 7) // 8

@@ -2,15 +2,15 @@
 
 python-pkcs11 initialises modules with ``C_Initialize(NULL)``, so SoftHSM turns
 its own mutexes off, and it releases the GIL inside every C_* call: two threads
-using two sessions crash the process (hsm-and-cms.md, pitfall 1). So every token
-call in the process runs under one process-wide lock, on the token's own single
-worker thread (which also keeps blocking HSM calls off any event loop). Scale
-out with processes, not threads.
+using two sessions crash the process (``docs/specs/hsm-and-cms.md``,
+"One session at a time"). So every token call in the process runs under one
+process-wide lock, on the token's own single worker thread (which also keeps
+blocking HSM calls off any event loop). Scale out with processes, not threads.
 
 The session is opened lazily, on first use, in the process that uses it: open
-tokens in each worker after fork (pitfall 16). A session that the HSM dropped
+tokens in each worker after fork ("After fork"). A session that the HSM dropped
 (failover, restart, a logout elsewhere) is reopened once and the call retried
-(pitfall 20).
+("Lost sessions").
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pkcs11
 from pkcs11 import exceptions as p11e
 
 from scepline_shared.log import get_logger
+from scepline_shared.scep.errors import KeyUnavailable
 
 __all__ = [
     "SESSION_LOST_ERRORS",
@@ -83,8 +84,11 @@ def _reset_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_locks_in_child)
 
 
-class HsmError(RuntimeError):
-    """A token operation failed; ``__cause__`` holds the python-pkcs11 exception."""
+class HsmError(KeyUnavailable, RuntimeError):
+    """A token operation failed; ``__cause__`` holds the python-pkcs11 exception.
+
+    The codec's KeyUnavailable: a SCEP request the token cannot decrypt now is
+    retried by the client, not refused."""
 
 
 class TokenUnavailable(HsmError):
@@ -128,7 +132,8 @@ class Pkcs11Config:
     """How to reach a token. The PIN is never part of repr/str (and so never logged).
 
     ``token_label`` selects the token; slot indexes are not stable (SoftHSM moves an
-    initialised token to a random slot id, pitfall 6). ``ca_key``/``ra_key`` name the
+    initialised token to a random slot id; ``docs/specs/hsm-and-cms.md``,
+    "Find the token by its label"). ``ca_key``/``ra_key`` name the
     keys the services load; either may be absent (e.g. an RA key kept in a file).
     """
 
@@ -232,7 +237,8 @@ class Pkcs11Token:
     def cached_object(
         self, session: pkcs11.Session, key: tuple[Any, ...], find: Callable[[], pkcs11.Object]
     ) -> pkcs11.Object:
-        """A handle found once per session (handles are per session, pitfall 2).
+        """A handle found once per session (handles are per session: ``docs/specs/hsm-and-cms.md``,
+        "Logins, sessions and handles").
 
         Call only inside an operation passed to :meth:`run`.
         """

@@ -12,6 +12,7 @@ from .errors import (
     BadRequest,
     BadTime,
     DisallowedAlgorithm,
+    KeyUnavailable,
     MalformedMessage,
     ScepError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "FailInfo",
     "IssuerAndSerial",
     "IssuerAndSubjectNames",
+    "KeyUnavailable",
     "MalformedMessage",
     "MessageHeader",
     "MessageType",

@@ -3,12 +3,18 @@
 This is the only module that touches asn1crypto's OID tables. It registers the
 SCEP authenticated attributes (RFC 8894 §3.2.1) and failInfoText (RFC 8894
 §3.2.1.4.6) once at import, so ``cms.CMSAttribute`` parses their values into
-typed objects instead of raw ``Any``.
+typed objects instead of raw ``Any``. asn1crypto has no public registration
+function: adding entries to ``CMSAttributeType._map`` and
+``CMSAttribute._oid_specs`` is the way its maintainer gives for extending it
+(other CMS libraries, pyHanko among them, do the same). The tables are still
+underscored, so asn1crypto is pinned below its next minor release and
+``tests/shared/test_library_internals.py`` fails if they change shape.
 
 It also holds the helpers that keep asn1crypto 1.5.1 fast (see
-``hsm-and-cms.md`` pitfall 15). A value built from Python data stays "mutated"
-for ever in 1.5.1, so every parent that checks or encodes it encodes the whole
-subtree again, and a parent that needs it with other tagging deep-copies it.
+``docs/specs/hsm-and-cms.md``, "asn1crypto's re-encoding cost"). A value built
+from Python data stays "mutated" for ever in 1.5.1, so every parent that checks
+or encodes it encodes the whole subtree again, and a parent that needs it with
+other tagging deep-copies it.
 A value *loaded* from bytes holds its encoding: a parent only concatenates it,
 and re-tagging it copies one byte string. So the codec builds each level once
 from loaded children and hands the parent ``frozen(level)``; values that never

@@ -31,10 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP, PKCS1v15
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
-from scepline_shared.keys.pkcs11_token import SESSION_LOST_ERRORS, HsmError
-
 from . import asn1
-from .errors import BadAlg, BadMessageCheck, BadRequest, DisallowedAlgorithm
+from .errors import BadAlg, BadMessageCheck, BadRequest, DisallowedAlgorithm, KeyUnavailable
 from .types import ContentEncryption
 
 __all__ = [
@@ -48,10 +46,6 @@ __all__ = [
 
 #: A key that can decrypt and the certificate clients encrypt to.
 Recipient = tuple[rsa.RSAPrivateKey, x509.Certificate]
-
-# Raised when the token itself is unreachable or refuses us (not the ciphertext):
-# these propagate so the request is retried instead of refused for good.
-_OUTAGES: tuple[type[Exception], ...] = (HsmError, *SESSION_LOST_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -273,14 +267,15 @@ def _unwrap_content_key(
         # The key (a token) cannot do the OAEP parameters the client chose: that
         # depends on the public algorithm identifier only, not on the ciphertext.
         raise BadAlg("the RA key cannot unwrap the content key with these parameters") from exc
-    except _OUTAGES:
+    except KeyUnavailable:
         # The token is unreachable or refuses us whatever the input: the request
         # is retried later instead of being answered badMessageCheck for good.
         raise
     except Exception:  # noqa: BLE001 - RFC 3218, see below
         # RFC 3218: every failure that may depend on the ciphertext looks the same:
         # ValueError from a file key, and whatever a token key raises for bad
-        # padding (python-pkcs11's GeneralError on SoftHSM, pitfall 8).
+        # padding (python-pkcs11's GeneralError on SoftHSM; docs/specs/hsm-and-cms.md,
+        # "Decryption failures must all look alike").
         return random_key
     # A key of the wrong length is another unwrap failure, handled the same way.
     return key if len(key) == key_size else random_key

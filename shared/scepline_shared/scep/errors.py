@@ -27,9 +27,17 @@ __all__ = [
     "BadRequest",
     "BadTime",
     "DisallowedAlgorithm",
+    "KeyUnavailable",
     "MalformedMessage",
     "ScepError",
 ]
+
+
+class KeyUnavailable(Exception):
+    """The key that must decrypt or sign cannot be used now (its token is
+    unreachable or refuses the session): not the message's fault. Raised by key
+    backends (the PKCS#11 adapters' HsmError is one); the codec lets it through
+    instead of answering a FAILURE, so the client retries."""
 
 
 class ScepError(Exception):

@@ -26,6 +26,16 @@ times asyncpg's own work, and a pipelined request runs about ten statements.
 Parameters and rows go through the same type processors SQLAlchemy would
 apply (aware UTC datetimes, StrEnum columns), and errors come out as
 SQLAlchemy's (`IntegrityError` for a constraint), so callers see no difference.
+
+This path leans on SQLAlchemy beyond its everyday API: the compiler's
+positional parameters (`positiontup`, `binds`, `post_compile_params`,
+`literal_execute_params`, described in its "Core Internals" reference),
+`sqlalchemy.util.greenlet_spawn` (not public) to check a pooled connection out
+and back in from async code, and the asyncpg adapter's behaviour that a
+connection invalidated outside a greenlet is terminated without waiting.
+SQLAlchemy is therefore pinned below its next minor release, and
+`tests/shared/test_library_internals.py` fails if any of these changes. What it
+buys, measured: docs/performance.md, "Library internals".
 """
 
 from __future__ import annotations
@@ -179,9 +189,8 @@ class Database:
                 binds.append((bind.key, None, process))
             else:
                 binds.append((None, bind.effective_value, process))
-        columns = getattr(statement, "selected_columns", None)
-        if columns is None:  # a write with RETURNING
-            columns = getattr(statement, "_returning", ())
+        # A SELECT's columns, or a write's RETURNING columns (none without one).
+        columns = getattr(statement, "exported_columns", ())
         processors = (
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )

@@ -16,6 +16,13 @@ from sqlalchemy import bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from scepline_shared.revocation import (
+    CESSATION_OF_OPERATION,
+    REASON_CODES,
+    REASON_NAMES,
+    SUPERSEDED,
+    UNSPECIFIED,
+)
 from scepline_shared.store._convert import (
     CERTIFICATE_COLUMNS,
     CERTIFICATE_TABLE,
@@ -44,28 +51,12 @@ __all__ = [
     "utc_now",
 ]
 
-# RFC 5280 CRLReason values; 7 is unassigned.
-REVOCATION_REASONS: frozenset[int] = frozenset(range(11)) - {7}
-# RFC 5280 CRLReason codes by the names operators type (7 is unused; 8,
-# removeFromCRL, belongs to delta CRLs; 10 to attribute authorities).
-REVOCATION_REASON_NAMES: dict[str, int] = {
-    "unspecified": 0,
-    "key-compromise": 1,
-    "ca-compromise": 2,
-    "affiliation-changed": 3,
-    "superseded": 4,
-    "cessation-of-operation": 5,
-    "certificate-hold": 6,
-    "privilege-withdrawn": 9,
-}
-# A certificate signed but never released (nothing is known against it).
-CRL_REASON_UNSPECIFIED = REVOCATION_REASON_NAMES["unspecified"]
-# A voided serial: its signing claim was given up and the request signed again
-# under another serial (or ended); whatever the key may have produced for it is
-# replaced, which is what RFC 5280 calls superseded.
-CRL_REASON_SUPERSEDED = REVOCATION_REASON_NAMES["superseded"]
-# A device Intune retired or wiped: it left management; nothing says its key leaked.
-CRL_REASON_CESSATION_OF_OPERATION = REVOCATION_REASON_NAMES["cessation-of-operation"]
+# The reason table lives in scepline_shared.revocation; these names stay for callers.
+REVOCATION_REASONS = REASON_CODES
+REVOCATION_REASON_NAMES = REASON_NAMES
+CRL_REASON_UNSPECIFIED = UNSPECIFIED
+CRL_REASON_SUPERSEDED = SUPERSEDED
+CRL_REASON_CESSATION_OF_OPERATION = CESSATION_OF_OPERATION
 
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from scepline_shared.store._convert import (
     CERTIFICATE_TABLE,
@@ -429,32 +429,17 @@ class RequestRepository(CertificateRepository):
             if entry is None:
                 raise StoreError(f"serial {key} is claimed but not in the issuance journal")
             claimed = journal_entry(entry)
-            row = (
-                await connection.execute(
-                    update(REQUEST_TABLE)
-                    .where(*conditions)
-                    .values(
-                        state=to_state,
-                        cert_serial=None,
-                        version=_REQ.version + 1,
-                        updated_at=now,
-                        **fields,
-                    )
-                    .returning(*REQUEST_COLUMNS)
-                )
-            ).first()
+            row = await _move(
+                connection,
+                conditions,
+                source=RequestState.SIGNING,
+                target=to_state,
+                at=now,
+                detail=f"{why}; serial {key} voided and revoked (superseded)",
+                values={"cert_serial": None, **fields},
+            )
             if row is None:
                 return None
-            await connection.execute(
-                insert(EVENT_TABLE).values(
-                    request_id=row.id,
-                    at=now,
-                    kind="state",
-                    from_state=RequestState.SIGNING.value,
-                    to_state=to_state.value,
-                    detail=f"{why}; serial {key} voided and revoked (superseded)",
-                )
-            )
             await connection.execute(
                 insert(CERTIFICATE_TABLE).values(
                     serial=key,
@@ -504,31 +489,17 @@ class RequestRepository(CertificateRepository):
             raise TypeError(f"fail_and_revoke cannot set {sorted(unknown)}")
         now = self._clock()
         async with self._db.engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    update(REQUEST_TABLE)
-                    .where(_REQ.transaction_id == transaction_id, _REQ.state == source)
-                    .values(
-                        state=RequestState.FAILED,
-                        version=_REQ.version + 1,
-                        updated_at=now,
-                        **fields,
-                    )
-                    .returning(*REQUEST_COLUMNS)
-                )
-            ).first()
+            row = await _move(
+                connection,
+                [_REQ.transaction_id == transaction_id, _REQ.state == source],
+                source=source,
+                target=RequestState.FAILED,
+                at=now,
+                detail=detail,
+                values=fields,
+            )
             if row is None:
                 return None
-            await connection.execute(
-                insert(EVENT_TABLE).values(
-                    request_id=row.id,
-                    at=now,
-                    kind="state",
-                    from_state=source.value,
-                    to_state=RequestState.FAILED.value,
-                    detail=detail,
-                )
-            )
             if row.cert_serial is not None:
                 await connection.execute(
                     update(CERTIFICATE_TABLE)
@@ -684,6 +655,40 @@ class RequestRepository(CertificateRepository):
         change = _cas_change(column, frozenset(values), certificate is not None)
         row = await self._db.change_request(change, parameters)
         return None if row is None else request_view(row, self._sealer)
+
+
+async def _move(
+    connection: AsyncConnection,
+    conditions: list[Any],
+    *,
+    source: RequestState,
+    target: RequestState,
+    at: datetime,
+    detail: str,
+    values: dict[str, Any],
+) -> Row[Any] | None:
+    """Inside a caller's transaction: the request matching ``conditions`` to
+    ``target`` with ``values``, and its history event; the changed row or None."""
+    row = (
+        await connection.execute(
+            update(REQUEST_TABLE)
+            .where(*conditions)
+            .values(state=target, version=_REQ.version + 1, updated_at=at, **values)
+            .returning(*REQUEST_COLUMNS)
+        )
+    ).first()
+    if row is not None:
+        await connection.execute(
+            insert(EVENT_TABLE).values(
+                request_id=row.id,
+                at=at,
+                kind="state",
+                from_state=source.value,
+                to_state=target.value,
+                detail=detail,
+            )
+        )
+    return row
 
 
 @cache

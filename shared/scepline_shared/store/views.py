@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from scepline_shared.serials import serial_hex
 from scepline_shared.store.models import (
     TERMINAL_STATES,
     Approval,
@@ -33,33 +34,6 @@ __all__ = [
 ]
 
 _SERIAL = re.compile(r"[1-9a-f][0-9a-f]{0,63}")
-
-
-def serial_hex(serial: int | str) -> str:
-    """The store's spelling of a certificate serial: lowercase hex, no leading zeros.
-
-    Accepts an int (as from `x509.Certificate.serial_number`) or hex text in any
-    case, with or without leading zeros or a `0x` prefix, so operators can paste
-    what a tool printed.
-    """
-    if isinstance(serial, bool):  # bool is an int; a serial of True is a bug
-        raise TypeError("serial must be an int or hex string")
-    if isinstance(serial, int):
-        value = serial
-    elif isinstance(serial, str):
-        text = serial.strip().lower().removeprefix("0x").replace(":", "")
-        try:
-            value = int(text, 16)
-        except ValueError:
-            raise ValueError(f"serial {serial!r} is not hexadecimal") from None
-    else:
-        raise TypeError("serial must be an int or hex string")
-    if value <= 0:
-        raise ValueError("certificate serials are positive")
-    spelled = format(value, "x")
-    if len(spelled) > 64:
-        raise ValueError("serial longer than 32 bytes")
-    return spelled
 
 
 def spki_key_id(spki_der: bytes) -> str:

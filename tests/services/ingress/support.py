@@ -17,11 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepline_devtools.scep_client import Requester, ScepClient, build_csr
+from scepline_ingress.broker_pipeline import BrokerPipeline
 from scepline_ingress.identity import IdentitySource, ScepIdentity
 from scepline_ingress.main import build_ingress_app
-from scepline_shared.broker_pipeline import BrokerPipeline
 from scepline_shared.scep import CertRep, MessageType, build_request, read_cert_rep
-from scepline_shared.scep_client import Requester, ScepClient, build_csr
 from tests.fixtures.scepline import CHALLENGE, RunningScepline
 from tests.support.pki import name, requester
 

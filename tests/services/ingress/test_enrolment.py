@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepline_devtools.scep_client import Requester, build_csr
 from scepline_shared.ca import build_crl
 from scepline_shared.keys import spki_sha256_hex
 from scepline_shared.scep import (
@@ -27,7 +28,6 @@ from scepline_shared.scep import (
     issuer_and_subject,
     read_cert_rep,
 )
-from scepline_shared.scep_client import Requester, build_csr
 from scepline_shared.settings import Settings
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, running
 from tests.support.exchange import Exchange

@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from scepline_devtools.scep_client import ScepClient, build_csr
 from scepline_ingress.identity import ScepIdentity, identity_from_schedule, schedule_identities
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource
@@ -30,7 +31,6 @@ from scepline_shared.scep import (
     issuer_and_subject,
     parse_degenerate,
 )
-from scepline_shared.scep_client import ScepClient, build_csr
 from scepline_shared.settings import Settings
 from tests.fixtures.scepline import CHALLENGE, RunningScepline, running
 from tests.services.ingress.support import (

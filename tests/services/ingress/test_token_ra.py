@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from scepline_devtools.scep_client import build_csr
 from scepline_ingress.identity import ScepIdentity, blocks_in_token
 from scepline_shared.ca.lab import ra_certificate
 from scepline_shared.keys.pkcs11 import Pkcs11RsaPrivateKey, Pkcs11Token, generate_ca_keys
 from scepline_shared.scep import FailInfo, PkiStatus
 from scepline_shared.scep import message as scep_message
-from scepline_shared.scep_client import build_csr
 from tests.fixtures.scepline import CHALLENGE, RunningScepline
 from tests.services.ingress.support import PkcsReq, ingress_beside, lab_validity
 from tests.support.pki import name, requester

@@ -117,7 +117,7 @@ async def test_the_claim_is_journaled_before_the_key_signs(repository: RequestRe
     ca, key = counting_ca()
     transaction_id, _ = await validated(repository)
 
-    assert await handle_sign(transaction_id, deps(repository, ca)) is RequestState.SIGNED
+    assert (await handle_sign(transaction_id, deps(repository, ca))).state is RequestState.SIGNED
 
     assert key.signatures == 1
     request = await repository.get(transaction_id)
@@ -139,7 +139,7 @@ async def test_a_second_delivery_finds_the_claim_and_signs_nothing(
     transaction_id, csr = await validated(repository)
     serial = await claimed_by_a_signer_that_died(repository, transaction_id, csr)
 
-    state = await handle_sign(transaction_id, deps(repository, ca))
+    state = (await handle_sign(transaction_id, deps(repository, ca))).state
 
     assert state is RequestState.SIGNING
     assert key.signatures == 0
@@ -154,9 +154,10 @@ async def test_an_abandoned_claim_is_voided_and_the_request_signed_again(
     transaction_id, csr = await validated(repository)
     voided_serial = await claimed_by_a_signer_that_died(repository, transaction_id, csr)
 
-    state = await handle_sign(
+    signed = await handle_sign(
         transaction_id, deps(repository, ca, claim_timeout=dt.timedelta(seconds=0))
     )
+    state = signed.state
 
     assert state is RequestState.SIGNED
     assert key.signatures == 1

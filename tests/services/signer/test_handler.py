@@ -98,7 +98,7 @@ class TestSigningWithATokenKey:
         settings = Settings(public_base_url="http://scep.example.com")
         handler = build_handler(settings, repository, lambda: hsm_ca, executor=executor)
 
-        assert await handler(transaction_id) is RequestState.SIGNED
+        assert (await handler(transaction_id)).state is RequestState.SIGNED
 
         certificate = await _signed(repository, transaction_id)
         assert executor.submitted == 1  # the token signing ran on the executor
@@ -143,7 +143,9 @@ class TestSigningWithAFileKey:
         ca = file_ca()
         transaction_id = await _validated(repository, make_csr())
 
-        state = await handle_sign(transaction_id, _deps(repository, lambda: ca, executor=executor))
+        state = (
+            await handle_sign(transaction_id, _deps(repository, lambda: ca, executor=executor))
+        ).state
 
         assert state is RequestState.SIGNED
         assert executor.submitted == 0
@@ -178,7 +180,7 @@ class TestProfileFromSettings:
         handler = build_handler(settings, repository, lambda: ca)
         transaction_id = await _validated(repository, make_csr())
 
-        assert await handler(transaction_id) is RequestState.FAILED
+        assert (await handler(transaction_id)).state is RequestState.FAILED
         request = await repository.get(transaction_id)
         assert request is not None and "key type rsa not allowed" in (request.fail_reason or "")
 

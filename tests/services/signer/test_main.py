@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scepline_shared.ca import CertificateProfile
-from scepline_shared.issuance import profile_from
+from scepline_shared.configured import profile_from
 from scepline_shared.settings import Settings
 from scepline_shared.store import RequestRepository
 from scepline_signer.main import build_crl_publisher, build_handler

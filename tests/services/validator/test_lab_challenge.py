@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from scepline_devtools.scep_client import build_csr
 from scepline_shared.scep import PkiStatus
-from scepline_shared.scep_client import build_csr
 from scepline_shared.settings import Settings
 from scepline_validator.main import LAB_CHALLENGE_FILE, challenge_provider, lab_challenge
 from tests.fixtures.scepline import running

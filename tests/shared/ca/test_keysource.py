@@ -14,6 +14,7 @@ from scepline_shared.ca.keysource import (
     read_key_index,
     write_key_index,
 )
+from scepline_shared.configured import key_source
 from scepline_shared.keys.pkcs11 import Pkcs11KeyRef, Pkcs11Token
 from scepline_shared.settings import Settings
 from tests.fixtures.softhsm import SoftHsmKeys
@@ -24,7 +25,7 @@ PKCS11 = {"key_backend": "pkcs11", "pkcs11_module": "/nonexistent/libpkcs11.so"}
 
 class TestFromSettings:
     def test_file_backend_has_no_token(self) -> None:
-        keys = KeySource.from_settings(Settings())
+        keys = key_source(Settings())
         assert keys.backend == "file"
         assert keys.token is None
         assert not keys.in_token("ca")
@@ -43,7 +44,7 @@ class TestFromSettings:
             pkcs11_ra_key_label="ra-key",
         )
         # The module path does not exist: building must not load it (after-fork rule).
-        keys = KeySource.from_settings(settings)
+        keys = key_source(settings)
         assert keys.backend == "pkcs11"
         assert isinstance(keys.token, Pkcs11Token)
         config = keys.token.config
@@ -63,7 +64,7 @@ class TestFromSettings:
         settings = Settings(
             **PKCS11, pkcs11_token_label="t", pkcs11_pin="1234", pkcs11_ra_in_token=False
         )
-        keys = KeySource.from_settings(settings)
+        keys = key_source(settings)
         assert keys.in_token("ca")
         assert not keys.in_token("ra")
         assert keys.token is not None and keys.token.config.ra_key is None

@@ -58,6 +58,8 @@ def test_serial_hex_refuses_non_positive(bad: int) -> None:
         serial_hex(bad)
 
 
-def test_serial_hex_refuses_non_int() -> None:
+def test_serial_hex_reads_text_and_refuses_other_types() -> None:
+    # One reader of serials for the whole product (scepline_shared.serials).
+    assert serial_hex("0x00:0A-bc") == "abc"
     with pytest.raises(TypeError):
-        serial_hex("12")  # type: ignore[arg-type]
+        serial_hex(1.5)  # type: ignore[arg-type]

@@ -84,7 +84,8 @@ def test_load_by_label_or_id_gives_the_same_public_key(
 def test_ec_point_read_from_the_token_is_der_wrapped(
     softhsm_token: Pkcs11Token, softhsm_keys: SoftHsmKeys
 ):
-    """SoftHSM wraps CKA_EC_POINT in an OCTET STRING (pitfall 5); we read it right."""
+    """SoftHSM wraps CKA_EC_POINT in an OCTET STRING (docs/specs/hsm-and-cms.md,
+    "EC public points"); we read it right."""
     key = softhsm_keys.ec()
     raw = softhsm_token.run(
         lambda s: bytes(
@@ -99,7 +100,8 @@ def test_ec_point_read_from_the_token_is_der_wrapped(
     "curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()], ids=lambda c: c.name
 )
 def test_ec_point_may_come_raw_or_wrapped(curve: ec.EllipticCurve):
-    """Pitfall 5: the spec (and SoftHSM) wrap CKA_EC_POINT in an OCTET STRING; some HSMs don't."""
+    """PKCS#11 (and SoftHSM) wrap CKA_EC_POINT in an OCTET STRING; some HSMs don't
+    (docs/specs/hsm-and-cms.md, "EC public points")."""
     public = ec.generate_private_key(curve).public_key()
     for form in (PublicFormat.UncompressedPoint, PublicFormat.CompressedPoint):
         raw = public.public_bytes(Encoding.X962, form)
@@ -296,7 +298,8 @@ def test_oaep_sha256_is_a_softhsm_limitation_reported_as_value_error(softhsm_key
     ],
 )
 def test_decrypt_failure_is_a_bare_value_error(softhsm_keys: SoftHsmKeys, ciphertext):
-    """RFC 3218 / pitfall 8: nothing about the failure (type, cause) leaks."""
+    """RFC 3218 (docs/specs/hsm-and-cms.md, "Decryption failures must all look alike"):
+    nothing about the failure (type, cause) leaks."""
     key = softhsm_keys.rsa()
     with pytest.raises(ValueError) as caught:
         key.decrypt(ciphertext(key.public_key()), padding.PKCS1v15())

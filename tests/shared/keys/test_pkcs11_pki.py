@@ -232,7 +232,8 @@ class RecordingKey(Pkcs11RsaPrivateKey):
 
 
 def test_corrupted_content_key_gives_the_generic_failure(softhsm_keys: SoftHsmKeys):
-    """RFC 3218 / pitfall 8: the token's error never reaches the SCEP layer as itself."""
+    """RFC 3218 (docs/specs/hsm-and-cms.md, "Decryption failures must all look alike"):
+    the token's error never reaches the SCEP layer as itself."""
     token_key = softhsm_keys.rsa()
     key = RecordingKey(token_key.token, token_key.ref, token_key.public_key())
     key.raised = []

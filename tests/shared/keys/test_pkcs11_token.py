@@ -1,7 +1,8 @@
 """Pkcs11Token: configuration, one locked session, async, reconnect and fork.
 
 SoftHSM2 under python-pkcs11 crashes the process on concurrent sessions
-(hsm-and-cms.md pitfall 1); these tests are the evidence that it does not here.
+(docs/specs/hsm-and-cms.md, "One session at a time"); these tests are the evidence that it
+does not here.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def test_missing_module_is_a_configuration_error(softhsm_config: Pkcs11Config):
 
 
 def test_eight_threads_signing_concurrently_all_verify(softhsm_keys: SoftHsmKeys):
-    """SoftHSM segfaults on concurrent sessions (pitfall 1); the lock prevents it."""
+    """SoftHSM segfaults on concurrent sessions ("One session at a time"); the lock
+    prevents it."""
     rsa_token_key = softhsm_keys.rsa()
     ec_token_key = softhsm_keys.ec()
     start = threading.Barrier(8)
@@ -157,7 +159,8 @@ async def test_async_sign_and_decrypt_keep_the_loop_free(softhsm_keys: SoftHsmKe
 def test_a_session_closed_behind_our_back_is_reopened(
     softhsm_token: Pkcs11Token, softhsm_keys: SoftHsmKeys, operation
 ):
-    """Pitfall 20: close (and log out) the raw session; the next call reconnects."""
+    """docs/specs/hsm-and-cms.md, "Lost sessions": close (and log out) the raw session; the
+    next call reconnects."""
     key = softhsm_keys.rsa()
     key.sign(MESSAGE, padding.PKCS1v15(), hashes.SHA256())  # the handle is cached now
     softhsm_token.run(lambda session: session.close())
@@ -188,7 +191,8 @@ def test_a_session_that_stays_lost_is_token_unavailable(
 
 
 def test_fork_child_opens_its_own_session(softhsm_config: Pkcs11Config, softhsm_keys: SoftHsmKeys):
-    """Pitfall 16: a child may not reuse the parent's session; a new token works."""
+    """docs/specs/hsm-and-cms.md, "After fork": a child may not reuse the parent's session; a
+    new token works."""
     parent_key = softhsm_keys.rsa()
     parent_key.sign(MESSAGE, padding.PKCS1v15(), hashes.SHA256())  # parent session open
     read_end, write_end = os.pipe()

@@ -22,6 +22,7 @@ from scepline_shared.scep import (
     BadRequest,
     ContentEncryption,
     Digest,
+    KeyUnavailable,
     MessageType,
     PkiMessage,
     build_request,
@@ -170,7 +171,7 @@ class RaisingKey(rsa.RSAPrivateKey):
 @pytest.mark.parametrize(
     "error",
     [
-        p11e.GeneralError(),  # SoftHSM's answer to bad PKCS#1 padding (pitfall 8)
+        p11e.GeneralError(),  # SoftHSM's answer to bad PKCS#1 padding (docs/specs/hsm-and-cms.md)
         p11e.EncryptedDataInvalid(),
         p11e.EncryptedDataLenRange(),
         ValueError("Decryption failed"),
@@ -191,12 +192,14 @@ def test_every_unwrap_failure_of_a_token_key_is_the_generic_bad_message_check(er
 
 @pytest.mark.parametrize(
     "error",
-    [TokenUnavailable("token gone"), HsmError("login failed"), p11e.SessionHandleInvalid()],
+    [TokenUnavailable("token gone"), HsmError("login failed"), KeyUnavailable("any backend")],
     ids=lambda error: type(error).__name__,
 )
 def test_an_unreachable_token_propagates_so_the_client_retries(error: Exception):
     """An outage does not depend on the ciphertext: it must not become a
-    permanent badMessageCheck (ingress answers 503 with Retry-After)."""
+    permanent badMessageCheck (ingress answers 503 with Retry-After). The codec
+    knows outages by its own KeyUnavailable, which the PKCS#11 adapters raise
+    (HsmError; a lost session is retried once, then TokenUnavailable)."""
     message = request_to(OLD)
     with pytest.raises(type(error)):
         open_envelope(message, recipients=[(RaisingKey(OLD_KEY, error), OLD)], allowed=ALL)

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from scepline_ingress.http import decode_get_message, query_parameters
-from scepline_shared.challenge import challenge_password
 from scepline_shared.scep import (
     ContentEncryption,
     MessageType,
@@ -23,6 +22,7 @@ from scepline_shared.scep import (
     parse_message_data,
     read_pki_message,
 )
+from scepline_validator.challenge import challenge_password
 
 DATA = Path(__file__).parents[2] / "data" / "scep"
 MANIFEST: list[dict[str, Any]] = json.loads((DATA / "manifest.json").read_text())

@@ -1,7 +1,7 @@
 """A SCEP client over HTTP, built on the codec.
 
-Used by the benchmarks (load generation), the test suite and operators who
-want to enrol from Python. It speaks like a careful RFC 8894 client: POST by
+Used by the benchmarks (load generation) and the test suite; a developer tool,
+not part of the product's wheel. It speaks like a careful RFC 8894 client: POST by
 default, GET with standard base64 on request, CertPoll for PENDING.
 """
 
@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AttributeOID, NameOID
 
-from .ca import key_usage
-from .scep import (
+from scepline_shared.ca import key_usage
+from scepline_shared.scep import (
     CertRep,
     ContentEncryption,
     Digest,

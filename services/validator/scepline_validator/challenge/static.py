@@ -7,7 +7,8 @@ import hmac
 from cryptography import x509
 from cryptography.x509.oid import AttributeOID
 
-from ..store.models import Approval
+from scepline_shared.store.models import Approval
+
 from .base import ValidationOutcome, ValidationRequest
 
 __all__ = ["StaticChallengeValidator", "challenge_password"]

@@ -1,4 +1,5 @@
-"""Fake PkiConnectorFEService: revocation requests out, revocation results in (§3.4).
+"""Fake PkiConnectorFEService: revocation requests out, revocation results in
+(docs/specs/intune-api.md, "Revocation requests").
 
 Requests are queued by the admin API, usually from recorded success
 notifications; they stay pending (and are downloaded again) until a result for

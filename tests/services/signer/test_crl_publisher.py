@@ -18,15 +18,15 @@ import pytest
 from cryptography import x509
 
 from scepline_shared.ca import CertificateProfile, issue_certificate, new_serial
-from scepline_shared.ca.crl_publisher import CrlPublisher, OffLoop, crl_due, publish_crl_if_due
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.keys.pkcs11 import Pkcs11Token
 from scepline_shared.metrics import CRL_PUBLISH_ERRORS
 from scepline_shared.settings import Settings
 from scepline_shared.store import CrlView, RequestRepository
-from tests.services.signer.pki import file_ca, store_issued, token_ca
+from scepline_signer.crl_publisher import CrlPublisher, OffLoop, crl_due, publish_crl_if_due
+from tests.shared.ca._pki import make_csr, name, openssl, write_pem
 
-from ._pki import make_csr, name, openssl, write_pem
+from .pki import file_ca, store_issued, token_ca
 
 VALIDITY = timedelta(days=7)
 _T = TypeVar("_T")

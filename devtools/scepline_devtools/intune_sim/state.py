@@ -53,7 +53,8 @@ INTUNE_SCOPE = "https://api.manage.microsoft.com//.default"  # resource URI + "/
 INTUNE_SCOPE_SINGLE_SLASH = "https://api.manage.microsoft.com/.default"
 SCEP_ROLE = "scep_challenge_provider"
 GRAPH_ROLE = "Application.Read.All"
-# Path shapes of the URIs Intune lists (spec §2); the shard is our first segment.
+# Path shapes of the URIs Intune lists (docs/specs/intune-api.md, "Service discovery");
+# the shard is our first segment.
 SCEP_SERVICE_PATH = (
     "RACerts/ScepRequestValidationFEService/Gateway/StatelessScepRequestValidationService"
 )

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .messages import DeadLetter
-from .store.repository import RequestRepository
+from scepline_shared.messages import DeadLetter
+
+from .ports import IngressStore
 
 __all__ = ["resolved_letters"]
 
 
-async def resolved_letters(
-    repository: RequestRepository, letters: Sequence[DeadLetter]
-) -> set[str]:
+async def resolved_letters(repository: IngressStore, letters: Sequence[DeadLetter]) -> set[str]:
     """The ids of the resolved ones among ``letters``, in one store query. An
     unreadable letter is never resolved: an operator must look at it."""
     transactions = {

@@ -1,4 +1,5 @@
-"""Fake Microsoft Graph: the Intune service principal's endpoints (spec §2).
+"""Fake Microsoft Graph: the Intune service principal's endpoints
+(docs/specs/intune-api.md, "Service discovery").
 
 The listed URIs point back at this simulator under the current shard prefix,
 so a shard move is a knob change: the old prefix then answers 404.

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
+from scepline_ingress.queue_metrics import QUEUE_KINDS, RESOLVED_DEAD_LETTERS, QueueDepthReporter
 from scepline_shared.broker import Broker
 from scepline_shared.broker.memory import MemoryBroker
 from scepline_shared.pipeline import Step
-from scepline_shared.queue_metrics import QUEUE_KINDS, RESOLVED_DEAD_LETTERS, QueueDepthReporter
 from scepline_shared.store import RequestRepository, RequestState
 from tests.shared.broker.helpers import Inbox, dead_letter_policy, eventually, step_message
 from tests.shared.store.helpers import record

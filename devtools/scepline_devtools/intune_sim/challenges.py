@@ -1,9 +1,9 @@
 """Simulated Intune challenges and the checks validateRequest makes with them.
 
 A real challenge is an encrypted, signed blob naming the expected CSR contents,
-device, tenant and expiry (spec §6). Ours is base64 of HMAC-signed JSON with the
-same content: opaque to the CA, checkable here, impossible to forge in a test
-without the simulator's key.
+device, tenant and expiry (docs/specs/intune-api.md, "The device's challenge").
+Ours is base64 of HMAC-signed JSON with the same content: opaque to the CA,
+checkable here, impossible to forge in a test without the simulator's key.
 """
 
 from __future__ import annotations

@@ -26,10 +26,11 @@ from scepline_shared.log import get_logger
 from scepline_shared.metrics import CRL_NEXT_UPDATE, CRL_PUBLISH_ERRORS, CRL_PUBLISHED
 from scepline_shared.periodic import repeat_until_stopped
 from scepline_shared.settings import Settings
-from scepline_shared.store.certificates import CertificateRepository
 from scepline_shared.store.errors import CrlNumberCollision
 from scepline_shared.store.models import JournalKind
 from scepline_shared.store.views import CertificateView, CrlView
+
+from .ports import CrlStore
 
 __all__ = [
     "CrlPublisher",
@@ -94,7 +95,7 @@ def crl_due(
 
 
 async def publish_crl_if_due(
-    repository: CertificateRepository,
+    repository: CrlStore,
     ca: KeyPair,
     *,
     validity: timedelta,
@@ -267,7 +268,7 @@ class CrlPublisher:
     outage must not end the signer process.
     """
 
-    repository: CertificateRepository
+    repository: CrlStore
     cas: Callable[[], Iterable[KeyPair]]
     validity: timedelta
     interval: float = 60.0
@@ -284,7 +285,7 @@ class CrlPublisher:
     def from_settings(
         cls,
         settings: Settings,
-        repository: CertificateRepository,
+        repository: CrlStore,
         cas: Callable[[], Iterable[KeyPair]],
         *,
         sign: OffLoop = _to_thread,

@@ -1,7 +1,8 @@
 """Fake ScepRequestValidationFEService: validateRequest and the two notifications.
 
 Business outcomes are HTTP 200 with a ``code``; only protocol problems (auth,
-api-version, body shape) are 4xx, as with the real service (spec §3.1).
+api-version, body shape) are 4xx, as with the real service
+(docs/specs/intune-api.md, "Calls, results and errors").
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ import datetime as dt
 import time
 from collections import OrderedDict
 
-from .broker.base import Broker, BrokerUnavailable
-from .log import get_logger
-from .messages import StepMessage
-from .pipeline import Step
+from scepline_shared.broker.base import Broker, BrokerUnavailable
+from scepline_shared.log import get_logger
+from scepline_shared.messages import StepMessage
+from scepline_shared.pipeline import Step
 
 __all__ = ["BrokerPipeline"]
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 
-from .broker.base import Broker, BrokerUnavailable
+from scepline_shared.broker.base import Broker, BrokerUnavailable
+from scepline_shared.log import get_logger
+from scepline_shared.metrics import QUEUE_MESSAGES
+from scepline_shared.periodic import repeat_until_stopped
+from scepline_shared.pipeline import Step
+
 from .dead_letters import resolved_letters
-from .log import get_logger
-from .metrics import QUEUE_MESSAGES
-from .periodic import repeat_until_stopped
-from .pipeline import Step
-from .store.repository import RequestRepository
+from .ports import IngressStore
 
 __all__ = ["QUEUE_KINDS", "RESOLVED_DEAD_LETTERS", "QueueDepthReporter"]
 
@@ -37,7 +38,7 @@ CLASSIFY_AT_MOST = 1000
 
 
 class QueueDepthReporter:
-    def __init__(self, broker: Broker, repository: RequestRepository, *, interval: float) -> None:
+    def __init__(self, broker: Broker, repository: IngressStore, *, interval: float) -> None:
         self._broker = broker
         self._repository = repository
         self._interval = interval

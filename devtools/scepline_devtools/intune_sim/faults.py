@@ -32,7 +32,7 @@ from .state import PKI_SERVICE_PATH, SCEP_SERVICE_PATH, SimulatorState
 
 __all__ = ["TRANSPORT_SCOPE_KEY", "SimulatorMiddleware", "classify"]
 
-TRANSPORT_SCOPE_KEY = "scepline.intune_sim.transport"
+TRANSPORT_SCOPE_KEY = "scepline_devtools.intune_sim.transport"
 
 _ROUTES = [
     (re.compile(r"^/common/discovery/instance$"), Route.INSTANCE_DISCOVERY),

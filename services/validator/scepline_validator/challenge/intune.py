@@ -12,15 +12,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from ..intune import (
+from scepline_shared.intune import (
     IntuneClient,
     IntuneConfigurationError,
     IntuneError,
     IntuneUnavailable,
 )
-from ..log import get_logger
-from ..pipeline import Transient
-from ..store.models import Approval
+from scepline_shared.log import get_logger
+from scepline_shared.pipeline import Transient
+from scepline_shared.store.models import Approval
+
 from .base import ValidationOutcome, ValidationRequest
 from .static import challenge_password
 
@@ -45,7 +46,8 @@ class IntuneChallengeValidator:
 
     async def validate(self, request: ValidationRequest) -> ValidationOutcome:
         if challenge_password(request.csr) is None:
-            # Intune would answer the same; no need to spend a call on it (spec §6).
+            # Intune would answer the same; no need to spend a call on it
+            # (docs/specs/intune-api.md, "The device's challenge").
             return ValidationOutcome.reject(
                 "the CSR has no challengePassword", provider_code=CHALLENGE_PASSWORD_MISSING
             )

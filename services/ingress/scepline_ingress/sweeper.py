@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from .log import get_logger
-from .metrics import SWEPT_REQUESTS
-from .periodic import repeat_until_stopped
-from .pipeline import Pipeline, resume_step
-from .store.repository import RequestRepository
+from scepline_shared.log import get_logger
+from scepline_shared.metrics import SWEPT_REQUESTS
+from scepline_shared.periodic import repeat_until_stopped
+from scepline_shared.pipeline import Pipeline, resume_step
+
+from .ports import IngressStore
 
 __all__ = ["Sweeper"]
 
@@ -27,7 +28,7 @@ class Sweeper:
     def __init__(
         self,
         *,
-        repository: RequestRepository,
+        repository: IngressStore,
         pipeline: Pipeline,
         stale_after: timedelta = timedelta(seconds=60),
         interval: float = 30.0,
@@ -44,7 +45,7 @@ class Sweeper:
         stale = await self._repository.find_stale(older_than=self._stale_after, limit=self._batch)
         requeued = 0
         for view in stale:
-            step = resume_step(view.state)
+            step = resume_step(view)
             if step is not None:
                 await self._repository.mark_queued(view.transaction_id)
                 await self._pipeline.submit(view.transaction_id, step)

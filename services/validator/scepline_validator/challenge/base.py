@@ -8,7 +8,7 @@ from typing import Protocol
 
 from cryptography import x509
 
-from ..store.models import Approval
+from scepline_shared.store.models import Approval
 
 __all__ = ["ChallengeValidator", "ValidationOutcome", "ValidationRequest"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from scepline_shared.dead_letters import resolved_letters
+from scepline_ingress.dead_letters import resolved_letters
 from scepline_shared.messages import DeadLetter, StepMessage
 from scepline_shared.pipeline import Step
 from scepline_shared.store import RequestRepository, RequestState

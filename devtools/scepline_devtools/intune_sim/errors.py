@@ -3,7 +3,8 @@
 Entra answers ``{"error", "error_description": "AADSTS…", "error_codes"}``;
 Graph answers ``{"error": {"code", "message", "innerError"}}``; the Intune FE
 services answer the OData error whose ``message`` is itself a JSON document
-(spec §3.1). Clients parse these differently, so the simulator keeps them apart.
+(docs/specs/intune-api.md, "Calls, results and errors"). Clients parse these
+differently, so the simulator keeps them apart.
 """
 
 from __future__ import annotations
