@@ -1,9 +1,10 @@
 # Shared set-up steps for scripts/up and scripts/test. Source it; each function
 # is idempotent and quick when its work is already done.
 
-# Debian packages the test suite drives for real: the interop clients, the HSM.
+# Debian packages the test suite drives for real: the interop clients, the HSM, and
+# a Docker engine with docker-compose and debootstrap for the compose test.
 SCEPLINE_DEBIAN_PACKAGES="scep certmonger dbus strongswan-pki libstrongswan-standard-plugins \
-libstrongswan-extra-plugins softhsm2 opensc openssl"
+libstrongswan-extra-plugins softhsm2 opensc openssl docker.io docker-compose debootstrap"
 
 log() { printf '>> %s\n' "$*" >&2; }
 
@@ -58,4 +59,19 @@ ensure_rabbitmq() {
     log "starting RabbitMQ"
     rabbitmq-server -detached
     wait_for_port 5672 RabbitMQ
+}
+
+# Started only if it is not answering already. A Docker engine that cannot start is
+# not fatal here: the compose test then fails (under CI) with the reason.
+ensure_docker() {
+    docker info >/dev/null 2>&1 && return
+    log "starting the Docker engine (log: /var/log/dockerd.log)"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo sh -c 'nohup dockerd >>/var/log/dockerd.log 2>&1 &'
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return
+        sleep 1
+    done
+    log "the Docker engine did not start; see /var/log/dockerd.log"
 }
