@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -364,6 +365,32 @@ def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
 def up_health_port(settings: Settings) -> int:
     """Where ``scepline up`` serves its health port."""
     return UP_HEALTH_PORT if settings.health_port is None else settings.health_port
+
+
+def prepare_embedded(settings: Settings) -> Path | None:
+    """The one-time work of ``scepline up`` before its serving processes start:
+    the CA, the store (migrated, its key), the lab challenge; the generated
+    challenge's file, if any."""
+    create_ca(settings)
+
+    async def store_ready() -> None:
+        async with runtime(settings, with_broker=False):
+            pass
+
+    asyncio.run(store_ready())
+    if settings.challenge_provider != "static":
+        return None
+    return validator.challenge_provider(settings, None)[1]
+
+
+async def serve_embedded_on(
+    settings: Settings, scep_socket: socket.socket, ready: Callable[[], None]
+) -> None:
+    """One serving process of ``scepline up`` on every core: the whole product,
+    accepting on the socket its supervisor bound (which serves the health port)."""
+    async with embedded(settings) as product:
+        ready()
+        await serve_http(settings, Listener(product.app, socket=scep_socket))
 
 
 async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None]) -> None:
