@@ -30,12 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    _use_uvloop()
+    use_uvloop()
     result: int = args.run(settings, args)
     return result
 
 
-def _use_uvloop() -> None:
+def use_uvloop() -> None:
     """uvloop's event loop (libuv) costs a fraction of asyncio's per I/O event,
     and every request crosses HTTP, the broker and the store several times."""
     try:
@@ -170,20 +170,43 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(settings: Settings, _args: argparse.Namespace) -> int:
-    from .runtime import Embedded, serve_embedded, up_health_port
+    from .processes import serve_on_every_core, workers_for
+    from .runtime import prepare_embedded, serve_embedded, up_health_port
 
-    def announce(product: Embedded) -> None:
+    workers = workers_for(settings)
+    challenge_file = None
+
+    def announce(processes: int = 1) -> None:
         url = f"http://{settings.http_host}:{settings.http_port}/scep"
-        print(f"scepline serving SCEP at {url}", flush=True)
+        print(f"scepline serving SCEP at {url} ({processes} process(es))", flush=True)
         health = f"http://{settings.health_host}:{up_health_port(settings)}"
         print(f"Metrics and health checks at {health}/metrics, /healthz, /readyz", flush=True)
         print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
-        if product.challenge_file is not None:
+        if challenge_file is not None:
             # The path, not the challenge: the console may well be a log.
-            print(f"Static challenge (generated): {product.challenge_file}", flush=True)
+            print(f"Static challenge (generated): {challenge_file}", flush=True)
 
-    asyncio.run(serve_embedded(settings, announce))
-    return 0
+    if workers == 1:
+
+        def announce_one(product: object) -> None:
+            nonlocal challenge_file
+            challenge_file = getattr(product, "challenge_file", None)
+            announce()
+
+        asyncio.run(serve_embedded(settings, announce_one))
+        return 0
+
+    def prepare() -> None:
+        nonlocal challenge_file
+        challenge_file = prepare_embedded(settings)
+
+    return serve_on_every_core(
+        settings,
+        workers,
+        prepare,
+        lambda: announce(workers),
+        (settings.health_host, up_health_port(settings)),
+    )
 
 
 def _ingress(settings: Settings, _args: argparse.Namespace) -> int:

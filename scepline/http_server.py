@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import http
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -184,9 +185,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 @dataclass(frozen=True)
 class Listener:
+    """An app and where it listens: an address, or a socket bound already
+    (shared by the processes of ``scepline up``)."""
+
     app: FastAPI
-    host: str
-    port: int
+    host: str = "127.0.0.1"
+    port: int = 0
+    socket: socket.socket | None = None
 
 
 async def serve_http(settings: Settings, *listeners: Listener) -> None:
@@ -208,7 +213,10 @@ async def serve_http(settings: Settings, *listeners: Listener) -> None:
         )
         for listener in listeners
     ]
-    running = [asyncio.create_task(server.serve()) for server in servers]
+    running = [
+        asyncio.create_task(server.serve(None if listener.socket is None else [listener.socket]))
+        for server, listener in zip(servers, listeners, strict=True)
+    ]
     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.should_exit = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +39,7 @@ from scepline_shared.health import ReadinessCheck, health_app
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
-from scepline_shared.pipeline import Step
+from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.private_files import private_directory
 from scepline_shared.settings import Settings
 from scepline_shared.store.database import create_engine_for, session_factory
@@ -258,6 +259,10 @@ def build_worker(
         )
     else:
         handler = notifier.build_handler(settings, rt.repository, intune)
+    inline: dict[Step, StepHandler] = {}
+    if step is Step.SIGN and settings.challenge_provider != "intune":
+        # Nobody to notify: the release follows the signature in the signer.
+        inline[Step.NOTIFY] = notifier.build_handler(settings, rt.repository, None)
     return StepWorker(
         step=step,
         handler=handler,
@@ -267,15 +272,23 @@ def build_worker(
             base_delay=settings.retry_base_delay_seconds,
         ),
         on_dead_letter=_dead_letter_hook(step, rt.repository),
+        inline=inline,
     )
 
 
 @contextlib.asynccontextmanager
 async def _ingress(
-    rt: Runtime, ca: CaScheduleWatcher, ready: ReadinessCheck
+    rt: Runtime,
+    ca: CaScheduleWatcher,
+    ready: ReadinessCheck,
+    challenge: validator.ChallengeValidator | None,
 ) -> AsyncIterator[FastAPI]:
     settings = rt.settings
-    pipeline = BrokerPipeline(broker=rt.broker)
+    inline: dict[Step, StepHandler] = {}
+    if isinstance(challenge, validator.StaticChallengeValidator):
+        # A static challenge calls nothing outside: checked where it is recorded.
+        inline[Step.VALIDATE] = validator.build_handler(settings, rt.repository, challenge)
+    pipeline = BrokerPipeline(broker=rt.broker, inline=inline)
     await pipeline.start()
     sweeper = Sweeper(
         repository=rt.repository,
@@ -334,7 +347,7 @@ async def embedded(
         ready = _readiness(rt, ca)
         async with (
             _background((ca.run, ca.stop), (crls.run, crls.stop), *_revocations(rt, intune)),
-            _ingress(rt, ca, ready) as app,
+            _ingress(rt, ca, ready, challenge) as app,
         ):
             yield Embedded(app, health_app(ready), ca, generated, rt.repository, rt.broker)
 
@@ -354,6 +367,32 @@ def up_health_port(settings: Settings) -> int:
     return UP_HEALTH_PORT if settings.health_port is None else settings.health_port
 
 
+def prepare_embedded(settings: Settings) -> Path | None:
+    """The one-time work of ``scepline up`` before its serving processes start:
+    the CA, the store (migrated, its key), the lab challenge; the generated
+    challenge's file, if any."""
+    create_ca(settings)
+
+    async def store_ready() -> None:
+        async with runtime(settings, with_broker=False):
+            pass
+
+    asyncio.run(store_ready())
+    if settings.challenge_provider != "static":
+        return None
+    return validator.challenge_provider(settings, None)[1]
+
+
+async def serve_embedded_on(
+    settings: Settings, scep_socket: socket.socket, ready: Callable[[], None]
+) -> None:
+    """One serving process of ``scepline up`` on every core: the whole product,
+    accepting on the socket its supervisor bound (which serves the health port)."""
+    async with embedded(settings) as product:
+        ready()
+        await serve_http(settings, Listener(product.app, socket=scep_socket))
+
+
 async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None]) -> None:
     async with embedded(settings) as product:
         announce(product)
@@ -368,7 +407,10 @@ async def serve_ingress(settings: Settings) -> None:
     ca = await asyncio.to_thread(open_ca, settings)
     async with runtime(settings) as rt, _background((ca.run, ca.stop)):
         ready = _readiness(rt, ca)
-        async with _ingress(rt, ca, ready) as app:
+        local = None
+        if settings.challenge_provider == "static":
+            local = validator.challenge_provider(settings, None)[0]
+        async with _ingress(rt, ca, ready, local) as app:
             await serve_http(
                 settings,
                 Listener(app, settings.http_host, settings.http_port),

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 __all__ = ["ReadinessCheck", "health_app", "health_routes"]
 
@@ -35,13 +35,17 @@ def health_routes(ready: ReadinessCheck | None = None) -> APIRouter:
     return router
 
 
-def health_app(ready: ReadinessCheck | None = None) -> FastAPI:
-    """The app of the health port: :func:`health_routes` and ``/metrics``."""
+def health_app(
+    ready: ReadinessCheck | None = None, *, registry: CollectorRegistry = REGISTRY
+) -> FastAPI:
+    """The app of the health port: :func:`health_routes` and ``/metrics`` of
+    ``registry`` (this process's, or several processes' gathered by
+    ``prometheus_client.multiprocess``)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(health_routes(ready))
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

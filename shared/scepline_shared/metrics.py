@@ -55,6 +55,8 @@ QUEUE_MESSAGES = Gauge(
     "retry (for their backoff to pass), dlq (for an operator: scepline dlq replay), "
     "dlq_resolved (dead letters whose request finished anyway: replay drops them)",
     ["step", "queue"],
+    # `scepline up` on several processes: each has its own in-process queues.
+    multiprocess_mode="livesum",
 )
 SWEPT_REQUESTS = Counter(
     "scepline_swept_requests_total",
@@ -74,7 +76,9 @@ INTUNE_REVOCATIONS = Counter(
     ["result"],
 )
 REQUESTS_IN_FLIGHT = Gauge(
-    "scepline_requests_in_flight", "Enrolment requests the ingress is waiting on"
+    "scepline_requests_in_flight",
+    "Enrolment requests the ingress is waiting on",
+    multiprocess_mode="livesum",
 )
 
 # CRL publishing (signer; scepline_signer.crl_publisher).
@@ -91,6 +95,7 @@ CRL_NEXT_UPDATE = Gauge(
     "scepline_crl_next_update_timestamp_seconds",
     "nextUpdate of the latest CRL seen per CA key id (alert well before it passes)",
     ["issuer_key_id"],
+    multiprocess_mode="max",
 )
 
 # The CA schedule (every process that loads it; scepline_shared.ca.schedule).
@@ -99,4 +104,5 @@ CA_NOT_AFTER = Gauge(
     "notAfter of each CA and RA certificate of the CA schedule, by generation "
     "(alert well before the active one's: stage a rollover with scepline ca rollover)",
     ["generation", "role"],
+    multiprocess_mode="max",
 )

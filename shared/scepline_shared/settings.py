@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # serves them on 9100.
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=None, ge=0, le=65535)
+    # Serving processes of `scepline up` (each the whole product, sharing the
+    # SCEP port and the store); unset: one per core. 1: a single process.
+    workers: int | None = Field(default=None, ge=1, le=64)
     # Requests untouched this long (and not dead-lettered) are re-queued.
     sweep_stale_after_seconds: float = Field(default=60.0, gt=0)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from .backoff import backoff_delay
 from .broker.base import Broker, Delivery
@@ -18,13 +18,89 @@ from .log import bind_transaction, get_logger
 from .messages import StepMessage
 from .metrics import PIPELINE_STEP_SECONDS, QUEUE_LAG
 from .pipeline import Permanent, Step, StepHandler, Transient, next_step
+from .store.views import RequestView
 
-__all__ = ["DeadLetterHook", "RetryPolicy", "StepWorker"]
+__all__ = [
+    "DeadLetterHook",
+    "InlineSteps",
+    "RetryPolicy",
+    "StepWorker",
+    "hand_over",
+    "publish_route",
+    "run_inline",
+]
 
 log = get_logger(__name__)
 
 # Called with (transaction_id, reason) after a message of this step was parked.
 DeadLetterHook = Callable[[str, str], Awaitable[None]]
+
+# Steps run in this process right after the step that leads to them, instead of
+# as a queue hop: those that call nothing outside (a static challenge; a release
+# with nobody to notify). The composition root decides which; the handlers, the
+# state machine and the history are the same either way.
+InlineSteps = Mapping[Step, StepHandler]
+
+
+async def run_inline(request: RequestView, inline: InlineSteps) -> tuple[RequestView, Step | None]:
+    """Carry ``request`` through the inline steps that follow it; the request as
+    the last one left it, and the step left for the broker (None: nothing). A
+    step that fails inline is left for the broker too: its own worker retries it."""
+    following = next_step(request)
+    while following is not None and following in inline:
+        started = time.perf_counter()
+        try:
+            request = await inline[following](request.transaction_id)
+        except Exception as error:  # noqa: BLE001 - the step's own queue takes over
+            PIPELINE_STEP_SECONDS.labels(following.value, "error").observe(
+                time.perf_counter() - started
+            )
+            log.warning(
+                "inline step failed; handing it to its queue",
+                step=following.value,
+                error=f"{type(error).__name__}: {error}",
+            )
+            break
+        PIPELINE_STEP_SECONDS.labels(following.value, "ok").observe(time.perf_counter() - started)
+        following = next_step(request)
+    return request, following
+
+
+async def publish_route(
+    broker: Broker, transaction_id: str, request: RequestView, following: Step | None
+) -> None:
+    """Publish the step left for ``request``, and its outcome once it is final
+    (a FAILED request may still go on to notify its provider)."""
+    if following is not None:
+        await broker.publish(
+            StepMessage(
+                transaction_id=transaction_id, step=following, enqueued_at=dt.datetime.now(dt.UTC)
+            )
+        )
+    if request.is_terminal:
+        await broker.publish_outcome(transaction_id)
+
+
+async def hand_over(broker: Broker, transaction_id: str, step: Step, inline: InlineSteps) -> None:
+    """Hand a request to the pipeline at ``step``: run it here if it is inline
+    (and what follows inline), publish what is left."""
+    handler = inline.get(step)
+    if handler is not None:
+        try:
+            request = await handler(transaction_id)
+        except Exception as error:  # noqa: BLE001 - the step's own queue takes over
+            log.warning(
+                "inline step failed; handing it to its queue",
+                step=step.value,
+                error=f"{type(error).__name__}: {error}",
+            )
+        else:
+            request, following = await run_inline(request, inline)
+            await publish_route(broker, transaction_id, request, following)
+            return
+    await broker.publish(
+        StepMessage(transaction_id=transaction_id, step=step, enqueued_at=dt.datetime.now(dt.UTC))
+    )
 
 
 class RetryPolicy:
@@ -47,9 +123,11 @@ class StepWorker:
         broker: Broker,
         retry: RetryPolicy | None = None,
         on_dead_letter: DeadLetterHook | None = None,
+        inline: InlineSteps | None = None,
     ) -> None:
         self.step = step
         self._handler = handler
+        self._inline: InlineSteps = inline or {}
         self._broker = broker
         self._retry = retry or RetryPolicy()
         self._on_dead_letter = on_dead_letter
@@ -94,17 +172,8 @@ class StepWorker:
             return
         finally:
             self._seconds[outcome].observe(time.perf_counter() - started)
-        following = next_step(request)
-        if following is not None:
-            await self._broker.publish(
-                StepMessage(
-                    transaction_id=message.transaction_id,
-                    step=following,
-                    enqueued_at=dt.datetime.now(dt.UTC),
-                )
-            )
-        if request.is_terminal:  # a FAILED request may still go on to notify its provider
-            await self._broker.publish_outcome(message.transaction_id)
+        request, following = await run_inline(request, self._inline)
+        await publish_route(self._broker, message.transaction_id, request, following)
         await delivery.ack()
 
     async def _retry_or_park(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -117,7 +118,7 @@ class EmbeddedProcess:
     port: int
 
     def kill(self) -> None:
-        self.process.kill()
+        self.process.kill_all()
 
     def restart(self) -> None:
         self.process = self.group.start(
@@ -145,6 +146,7 @@ async def embedded_process(tmp_path: Path, lab_ca_dir: Path) -> AsyncIterator[Em
         "SCEPLINE_SWEEP_STALE_AFTER_SECONDS": "4",
         "SCEPLINE_SWEEP_INTERVAL_SECONDS": "1",
         "SCEPLINE_CRL_CHECK_INTERVAL_SECONDS": "1",
+        "SCEPLINE_WORKERS": "2",
     }
     group = ProcessGroup(env, tmp_path)
     process = group.start("up", "up", port=port, health_port=free_port())
@@ -388,3 +390,39 @@ async def test_killing_scepline_up_mid_signature_leaves_no_signature_unaccounted
     checked = await asyncio.to_thread(run_scepline, up.env, "ca", "journal", "--check")
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
     await _eventually_on_the_crl(up, {int(serial, 16) for serial in voided})
+
+
+async def test_killing_one_serving_process_of_scepline_up_loses_nothing(
+    embedded_process: EmbeddedProcess,
+):
+    """`scepline up` on every core: each serving process is the whole product on the
+    shared socket and store. kill -9 of one of them mid-burst: the supervisor starts
+    another, and every device gets its certificate, once."""
+    up = embedded_process
+    first = up.process.children()
+    assert len(first) == 2  # SCEPLINE_WORKERS=2
+
+    def chaos() -> None:
+        time.sleep(1.0)
+        os.kill(first[0], signal.SIGKILL)
+
+    statuses = await burst_with(up, 60, chaos)
+
+    assert all(status is PkiStatus.SUCCESS for status in statuses), statuses
+    now = await asyncio.to_thread(_children_when, up, 2)
+    assert len(now) == 2 and first[0] not in now and first[1] in now
+    with contextlib.closing(sqlite3.connect(f"file:{up.database}?mode=ro", uri=True)) as db:
+        states = dict(db.execute("SELECT state, count(*) FROM scep_request GROUP BY 1").fetchall())
+        issued_twice = db.execute(
+            "SELECT count(*) FROM (SELECT transaction_id FROM certificate WHERE der IS NOT NULL "
+            "GROUP BY transaction_id HAVING count(*) > 1)"
+        ).fetchone()[0]
+    assert states == {"ISSUED": 60}
+    assert issued_twice == 0
+
+
+def _children_when(up: EmbeddedProcess, count: int, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(children := up.process.children()) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return children

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import time
 from collections import OrderedDict
 
 from scepline_shared.broker.base import Broker, BrokerUnavailable
 from scepline_shared.log import get_logger
-from scepline_shared.messages import StepMessage
 from scepline_shared.pipeline import Step
+from scepline_shared.worker import InlineSteps, hand_over
 
 __all__ = ["BrokerPipeline"]
 
@@ -28,8 +27,12 @@ _REMEMBER_AT_MOST = 100_000
 
 
 class BrokerPipeline:
-    def __init__(self, *, broker: Broker) -> None:
+    """``inline``: steps ingress runs itself when it hands a request over (the
+    static challenge: no queue hop for a check that calls nothing outside)."""
+
+    def __init__(self, *, broker: Broker, inline: InlineSteps | None = None) -> None:
         self._broker = broker
+        self._inline: InlineSteps = inline or {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._recent: OrderedDict[str, float] = OrderedDict()
 
@@ -41,13 +44,7 @@ class BrokerPipeline:
         stays recorded and the sweep publishes it later; the device gets PENDING.
         The caller records the hand-over (``queued_at``) in the store."""
         try:
-            await self._broker.publish(
-                StepMessage(
-                    transaction_id=transaction_id,
-                    step=step,
-                    enqueued_at=dt.datetime.now(dt.UTC),
-                )
-            )
+            await hand_over(self._broker, transaction_id, step, self._inline)
         except BrokerUnavailable:
             log.warning("broker unavailable; the sweep will queue the request", step=step.value)
 

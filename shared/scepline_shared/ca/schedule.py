@@ -356,9 +356,9 @@ def _now(now: datetime | None) -> datetime:
 
 
 def export_expiries(schedule: CaSchedule) -> None:
-    """Each generation's CA and RA notAfter as the CA_NOT_AFTER gauge (only the
-    generations this schedule holds)."""
-    CA_NOT_AFTER.clear()
+    """Each generation's CA and RA notAfter as the CA_NOT_AFTER gauge. A
+    schedule only gains generations while a process runs (no clear(): it does
+    nothing across the processes of `scepline up` on every core)."""
     for generation in schedule.generations:
         for role, pair in (("ca", generation.material.ca), ("ra", generation.material.ra)):
             expiry = pair.certificate.not_valid_after_utc.timestamp()

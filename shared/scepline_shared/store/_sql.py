@@ -40,14 +40,19 @@ buys, measured: docs/performance.md, "Library internals".
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, Executable, Insert, Row, Table, bindparam, exc, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 from sqlalchemy.util import greenlet_spawn
 
@@ -148,6 +153,20 @@ class Database:
             postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         )
         self._compiled: dict[RequestChange, Executable | tuple[Executable, ...]] = {}
+        # SQLite has one writer at a time, and a connection that finds the lock
+        # taken sleeps in SQLite's busy handler (1, 2, 5, 10... ms at a time,
+        # whether or not the lock came free meanwhile). Writers take turns here
+        # first instead: one per process (an asyncio lock), and one among the
+        # processes sharing the file (a lock file the kernel hands over the
+        # moment it is released), so none sleeps in SQLite.
+        self._write_turn: asyncio.Lock | None = None
+        self._lock_file: Path | None = None
+        self._lock_descriptor: int | None = None
+        if engine.dialect.name == "sqlite":
+            self._write_turn = asyncio.Lock()
+            database = engine.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                self._lock_file = Path(f"{database}.write-lock")
         self._asyncpg = engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg"
         self._raw: dict[Executable, _Raw] = {}
         if self._asyncpg:
@@ -237,7 +256,7 @@ class Database:
         if raw is not None:
             record = await self._run_raw(raw, parameters, _fetchrow)
             return None if record is None else raw.row(record)  # type: ignore[return-value]
-        async with self._autocommit.connect() as connection:
+        async with self._turn_for(statement), self._autocommit.connect() as connection:
             result = await connection.execute(statement, parameters)
             return result.first()
 
@@ -248,7 +267,7 @@ class Database:
         if raw is not None:
             records = await self._run_raw(raw, parameters, _fetch)
             return [raw.row(record) for record in records]  # type: ignore[misc]
-        async with self._autocommit.connect() as connection:
+        async with self._turn_for(statement), self._autocommit.connect() as connection:
             result = await connection.execute(statement, parameters)
             return result.all()
 
@@ -260,7 +279,7 @@ class Database:
         if raw is not None:
             status = await self._run_raw(raw, parameters, _execute)
             return int(status.rsplit(" ", 1)[-1])  # "UPDATE 1"
-        async with self._autocommit.connect() as connection:
+        async with self._turn_for(statement), self._autocommit.connect() as connection:
             result = await connection.execute(statement, parameters)
             return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -281,7 +300,7 @@ class Database:
         if isinstance(compiled, Executable):  # one statement (PostgreSQL), autocommit
             return await self.fetch_one(compiled, parameters)
         first, *then = compiled
-        async with self.engine.begin() as connection:
+        async with self.transaction() as connection:
             row = (await connection.execute(first, parameters)).first()
             if row is None:
                 return None
@@ -290,6 +309,40 @@ class Database:
             for statement in then:
                 await connection.execute(statement, with_row)
             return row
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite, after this process's
+        other writers)."""
+        async with self._writing(), self.engine.begin() as connection:
+            yield connection
+
+    def _turn_for(self, statement: Executable) -> contextlib.AbstractAsyncContextManager[None]:
+        """A single statement that writes takes its turn too (it is a transaction)."""
+        if self._write_turn is not None and getattr(statement, "is_dml", False):
+            return self._writing()
+        return contextlib.nullcontext()
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        if self._write_turn is None:
+            yield
+            return
+        async with self._write_turn:
+            if self._lock_file is None:
+                yield
+                return
+            if self._lock_descriptor is None:
+                self._lock_descriptor = os.open(self._lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+            descriptor = self._lock_descriptor
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another process writes: wait off the loop
+                await asyncio.to_thread(fcntl.flock, descriptor, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
 
     def _compile(self, change: RequestChange) -> Executable | tuple[Executable, ...]:
         if self._single_statement:

@@ -417,7 +417,7 @@ class RequestRepository(CertificateRepository):
         ]
         if claimed_before is not None:
             conditions.append(_REQ.updated_at < claimed_before)
-        async with self._db.engine.begin() as connection:
+        async with self._db.transaction() as connection:
             entry = (
                 await connection.execute(
                     select(*JOURNAL_COLUMNS).where(
@@ -488,7 +488,7 @@ class RequestRepository(CertificateRepository):
         if unknown:
             raise TypeError(f"fail_and_revoke cannot set {sorted(unknown)}")
         now = self._clock()
-        async with self._db.engine.begin() as connection:
+        async with self._db.transaction() as connection:
             row = await _move(
                 connection,
                 [_REQ.transaction_id == transaction_id, _REQ.state == source],
