@@ -242,6 +242,7 @@ async def replay(
         if letter.message is not None and letter.id not in resolved:
             await repository.unpark(
                 transaction_id=letter.message.transaction_id,
+                requeued=True,
                 detail=f"{step.value} dead letter replayed",
             )
     rest = None if ids is None else [letter for letter in ids if letter not in resolved]

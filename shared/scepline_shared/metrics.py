@@ -6,6 +6,8 @@ Each process exposes them at ``/metrics`` on its health port
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "SCEP_REQUESTS",
     "SIGNING_SECONDS",
     "SWEPT_REQUESTS",
+    "clear_labels",
 ]
 
 SCEP_REQUESTS = Counter(
@@ -106,3 +109,11 @@ CA_NOT_AFTER = Gauge(
     ["generation", "role"],
     multiprocess_mode="max",
 )
+
+
+def clear_labels(gauge: Gauge) -> None:
+    """Forget every labelled value of ``gauge``. Across the processes of
+    ``scepline up`` on every core (prometheus_client's multiprocess mode) each
+    process writes its own values and clearing is not supported: left as is."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        gauge.clear()

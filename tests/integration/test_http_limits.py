@@ -64,6 +64,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, lab_ca_dir: Path) -> Iterat
         http_keepalive_timeout_seconds=str(KEEPALIVE_TIMEOUT),
         http_max_connections=str(MAX_CONNECTIONS),
         log_level="WARNING",
+        # The limits are per serving process: one, whose memory the flood measures.
+        workers="1",
     ) as (url, process):
         yield Server(url, process)
 

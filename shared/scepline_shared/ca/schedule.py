@@ -38,7 +38,7 @@ from scepline_shared.ca.material import CaMaterial, CaPaths, load_certificate, l
 from scepline_shared.keys import KeyFileError, KeyPair, SigningKey, load_private_key
 from scepline_shared.keys.pkcs11 import HsmError, key_matches_certificate
 from scepline_shared.log import get_logger
-from scepline_shared.metrics import CA_NOT_AFTER
+from scepline_shared.metrics import CA_NOT_AFTER, clear_labels
 
 __all__ = [
     "BACKDATE",
@@ -356,9 +356,9 @@ def _now(now: datetime | None) -> datetime:
 
 
 def export_expiries(schedule: CaSchedule) -> None:
-    """Each generation's CA and RA notAfter as the CA_NOT_AFTER gauge. A
-    schedule only gains generations while a process runs (no clear(): it does
-    nothing across the processes of `scepline up` on every core)."""
+    """Each generation's CA and RA notAfter as the CA_NOT_AFTER gauge (only the
+    generations this schedule holds)."""
+    clear_labels(CA_NOT_AFTER)
     for generation in schedule.generations:
         for role, pair in (("ca", generation.material.ca), ("ra", generation.material.ra)):
             expiry = pair.certificate.not_valid_after_utc.timestamp()

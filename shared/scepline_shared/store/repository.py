@@ -595,14 +595,20 @@ class RequestRepository(CertificateRepository):
         """Mark a request as waiting in a dead-letter queue; the sweep skips it."""
         return await self._set_parked(transaction_id, self._clock(), f"parked: {reason}")
 
-    async def unpark(self, *, transaction_id: str, detail: str = "replayed") -> bool:
-        """The operator replayed it: it is the pipeline's again."""
-        return await self._set_parked(transaction_id, None, detail)
+    async def unpark(
+        self, *, transaction_id: str, detail: str = "replayed", requeued: bool = False
+    ) -> bool:
+        """The operator replayed it: it is the pipeline's again. ``requeued``:
+        the caller hands it to its step right now (a broker replay), so it counts
+        as queued now and the sweep does not queue it a second time."""
+        return await self._set_parked(transaction_id, None, detail, requeued=requeued)
 
-    async def _set_parked(self, transaction_id: str, at: datetime | None, detail: str) -> bool:
+    async def _set_parked(
+        self, transaction_id: str, at: datetime | None, detail: str, *, requeued: bool = False
+    ) -> bool:
         now = self._clock()
         row = await self._db.change_request(
-            _park_change(),
+            _park_change(requeued),
             {
                 "where_transaction_id": transaction_id,
                 "set_parked_at": at,
@@ -714,12 +720,16 @@ def _cas_change(column: str, fields: frozenset[str], certificate: bool) -> Reque
 
 
 @cache
-def _park_change() -> RequestChange:
-    """Set or clear `parked_at`; the state does not change, the event records it on both sides."""
+def _park_change(requeued: bool) -> RequestChange:
+    """Set or clear `parked_at` (with ``requeued``, `queued_at` too); the state
+    does not change, the event records it on both sides."""
+    values = {"parked_at": bindparam("set_parked_at"), "updated_at": bindparam("set_updated_at")}
+    if requeued:
+        values["queued_at"] = bindparam("set_updated_at")
     return RequestChange(
         update(REQUEST_TABLE)
         .where(_REQ.transaction_id == bindparam("where_transaction_id"))
-        .values(parked_at=bindparam("set_parked_at"), updated_at=bindparam("set_updated_at"))
+        .values(values)
         .returning(*REQUEST_COLUMNS),
         ((EVENT_TABLE, {**_EVENT_PARAMETERS, "from_state": _REQ.state, "to_state": _REQ.state}),),
     )
