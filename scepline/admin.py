@@ -30,11 +30,11 @@ from scepline_shared.broker.base import Broker
 from scepline_shared.dead_letters import resolved_letters
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, StepHandler, Transient, resume_step
-from scepline_shared.scep import FailInfo
+from scepline_shared.scep import FailInfo, MessageType
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import REVOCATION_REASON_NAMES
 from scepline_shared.store.models import RequestState
-from scepline_shared.store.repository import RequestRepository
+from scepline_shared.store.repository import REFUSALS_KEPT, RequestRepository
 from scepline_shared.store.views import CertificateView, EventView, RequestView
 
 from .connections import Runtime, runtime
@@ -58,12 +58,36 @@ __all__ = [
 
 
 async def show_request(settings: Settings, transaction_id: str) -> int:
+    """A request's state and history, and any refusal of that transaction id
+    before it was recorded (which only the store's bounded ring remembers)."""
     async with runtime(settings, with_broker=False, patience=0) as rt:
         request = await rt.repository.get(transaction_id)
+        refusals = await rt.repository.refusals(transaction_id)
+        if request is not None:
+            _print_request(request, await rt.repository.history(transaction_id))
+    if request is None and not refusals:
+        raise CommandError(
+            f"no request with transaction id {transaction_id!r}, and no refusal of it among "
+            f"the last {REFUSALS_KEPT} (older ones are only in the logs)"
+        )
+    if refusals:
         if request is None:
-            raise CommandError(f"no request with transaction id {transaction_id!r}")
-        _print_request(request, await rt.repository.history(transaction_id))
+            print(f"transaction  {transaction_id}")
+            print("state        not recorded: refused before it was recorded")
+        print("refused" + ("" if request is None else " (messages not recorded)") + ":")
+        for refusal in refusals:
+            print(
+                f"  {refusal.at.isoformat()}  {_message_type(refusal.message_type)}  failInfo "
+                f"{FailInfo(refusal.fail_info).rfc_name}  {refusal.reason}"
+            )
     return 0
+
+
+def _message_type(value: int | None) -> str:
+    try:
+        return MessageType(value).name
+    except ValueError:
+        return f"messageType {value}"
 
 
 def _print_request(request: RequestView, history: Sequence[EventView]) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from scepline_shared.scep import PkiStatus
+from scepline_shared.scep import ContentEncryption, FailInfo, PkiStatus
 from scepline_shared.scep_client import build_csr
 from tests.fixtures.scepline import CHALLENGE, RunningScepline
 from tests.support.commands import run_scepline
+from tests.support.exchange import Exchange
 from tests.support.pki import name, requester
 
 
@@ -40,7 +41,7 @@ def store_dir(tmp_path: Path) -> Path:
         (["cert", "revoke", "abc123"], 1, "no certificate with serial abc123"),
         (["cert", "find", " "], 2, "give part of a subject"),
         (["cert", "find", "no-such-device"], 1, "0 certificate(s)"),
-        (["request", "show", "no-such-tx"], 1, "no request with transaction id 'no-such-tx'"),
+        (["request", "show", "no-such-tx"], 1, "no request with transaction id 'no-such-tx', and"),
         (["request", "list", "--limit", "0"], 2, "at least 1"),
         (["request", "list", "--state", "PENDING"], 2, "invalid choice"),
         (["dlq", "show", "nope"], 1, "no dead letter with id 'nope'"),
@@ -166,3 +167,21 @@ def into_a_closed_pipe(env: dict[str, str], args: list[str]) -> tuple[int, str]:
     process.stdout.close()
     errors = process.stderr.read().decode()
     return process.wait(60), errors
+
+
+async def test_a_request_refused_before_it_was_recorded_is_shown_with_the_reason(
+    scepline: RunningScepline,
+):
+    refused = await Exchange(scepline).enrol(
+        requester("des"), encryption=ContentEncryption.DES_CBC, transaction_id="tx-des"
+    )
+    assert refused.fail_info is FailInfo.BAD_ALG
+    env = {"SCEPLINE_DATA_DIR": str(scepline.settings.data_dir)}
+
+    shown = await asyncio.to_thread(run_scepline, env, "request", "show", "tx-des")
+
+    assert shown.returncode == 0, shown.stderr
+    assert "transaction  tx-des" in shown.stdout
+    assert "not recorded: refused before it was recorded" in shown.stdout
+    assert "PKCS_REQ  failInfo badAlg  content encryption" in shown.stdout
+    assert "SCEPLINE_SCEP_ALLOW_DES=true accepts it" in shown.stdout
