@@ -30,7 +30,6 @@ from scepline_shared.broker.base import Broker
 from scepline_shared.dead_letters import resolved_letters
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, StepHandler, Transient, resume_step
-from scepline_shared.scep import FailInfo, MessageType
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import REVOCATION_REASON_NAMES
 from scepline_shared.store.models import RequestState
@@ -71,6 +70,8 @@ async def show_request(settings: Settings, transaction_id: str) -> int:
             f"the last {REFUSALS_KEPT} (older ones are only in the logs)"
         )
     if refusals:
+        from scepline_shared.scep import FailInfo
+
         if request is None:
             print(f"transaction  {transaction_id}")
             print("state        not recorded: refused before it was recorded")
@@ -84,6 +85,8 @@ async def show_request(settings: Settings, transaction_id: str) -> int:
 
 
 def _message_type(value: int | None) -> str:
+    from scepline_shared.scep import MessageType
+
     try:
         return MessageType(value).name
     except ValueError:
@@ -218,20 +221,24 @@ async def prune_store(settings: Settings, older_than_days: int) -> int:
 async def dead_letters(
     settings: Settings, action: str, steps: Sequence[Step], ids: Sequence[str] | None
 ) -> int:
-    import scepline_notifier.main as notifier
-
-    from .runtime import intune_client
-
     in_process = settings.broker_url.startswith("memory://")
-    # Only replay and purge may talk to the provider; listing works even while
-    # its configuration is broken (which is when dead letters pile up).
+    # Only replay and purge may talk to the provider (and need the notifier);
+    # listing works even while its configuration is broken (which is when dead
+    # letters pile up).
     acts = action in ("replay", "purge")
-    provider = intune_client(settings) if acts else contextlib.nullcontext(None)
+    if acts:
+        import scepline_notifier.main as notifier
+
+        from .runtime import intune_client
+
+        provider = intune_client(settings)
+    else:
+        provider = contextlib.nullcontext(None)
     async with (
         provider as intune,
         runtime(settings, with_broker=not in_process, patience=0) as rt,
     ):
-        report_failure = notifier.build_failure_reporter(rt.repository, intune)
+        report_failure = notifier.build_failure_reporter(rt.repository, intune) if acts else None
         if in_process:
             late_notify = notifier.build_handler(settings, rt.repository, intune) if acts else None
             return await _parked_requests(rt, action, steps, ids, report_failure, late_notify)
@@ -362,6 +369,8 @@ async def _give_up(
     transaction_id: str,
     report_failure: FailureReporter | None,
 ) -> None:
+    from scepline_shared.scep import FailInfo
+
     request = await repository.get(transaction_id)
     if request is None or request.is_terminal:
         return

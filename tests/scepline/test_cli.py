@@ -168,9 +168,10 @@ def test_operator_commands_do_not_load_the_services_or_the_web_stack(tmp_path: P
     probe = (
         "import sys, os\n"
         "from scepline.cli import main\n"
-        "status = main(['request', 'list'])\n"
+        "status = main(['request', 'list']) + main(['dlq', 'list'])\n"
         "heavy = ['fastapi', 'uvicorn', 'aio_pika', 'msal', 'scepline_ingress', "
-        "'scepline_signer', 'scepline_validator', 'scepline_notifier', 'scepline.runtime']\n"
+        "'scepline_signer', 'scepline_validator', 'scepline_notifier', 'scepline.runtime', "
+        "'scepline_shared.scep', 'scepline_shared.intune', 'scepline_shared.ca']\n"
         "print(status, ' '.join(m for m in heavy if m in sys.modules))\n"
     )
     done = subprocess.run(
