@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         commands,
         "up",
-        "run every service in one process: SCEP, CA, SQLite store, in-process queue "
-        "(creates the lab CA and the database on first run)",
+        "run every service in one process (SQLite and an in-process queue unless set "
+        "otherwise); creates the lab CA and the database on first run",
         _up,
         store=CREATES_STORE,
         epilog=_SERVICE_SETTINGS,
