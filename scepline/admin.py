@@ -24,21 +24,23 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-import scepline_notifier.main as notifier
 from scepline_ingress.dead_letters import resolved_letters
 from scepline_shared.broker.base import Broker
-from scepline_shared.ca.issue import parse_serial
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, StepHandler, Transient, resume_step
-from scepline_shared.scep import FailInfo
 from scepline_shared.settings import Settings
 from scepline_shared.store.certificates import REVOCATION_REASON_NAMES
 from scepline_shared.store.models import RequestState
-from scepline_shared.store.repository import RequestRepository
-from scepline_shared.store.views import RequestView
+from scepline_shared.store.repository import REFUSALS_KEPT, RequestRepository
+from scepline_shared.store.views import CertificateView, EventView, RequestView
 
-from .runtime import Runtime, intune_client, runtime
+from .connections import Runtime, runtime
+from .errors import CommandError
+
+if TYPE_CHECKING:
+    from scepline_notifier.main import FailureReporter
 
 __all__ = [
     "Replayed",
@@ -55,33 +57,64 @@ __all__ = [
 
 
 async def show_request(settings: Settings, transaction_id: str) -> int:
-    async with runtime(settings, with_broker=False) as rt:
+    """A request's state and history, and any refusal of that transaction id
+    before it was recorded (which only the store's bounded ring remembers)."""
+    async with runtime(settings, with_broker=False, patience=0) as rt:
         request = await rt.repository.get(transaction_id)
+        refusals = await rt.repository.refusals(transaction_id)
+        if request is not None:
+            _print_request(request, await rt.repository.history(transaction_id))
+    if request is None and not refusals:
+        raise CommandError(
+            f"no request with transaction id {transaction_id!r}, and no refusal of it among "
+            f"the last {REFUSALS_KEPT} (older ones are only in the logs)"
+        )
+    if refusals:
+        from scepline_shared.scep import FailInfo
+
         if request is None:
-            print(f"no request with transaction id {transaction_id!r}")
-            return 1
-        print(f"transaction  {request.transaction_id}")
-        print(f"state        {request.state}  (notify: {request.notify_state})")
-        print(f"subject      {request.subject}")
-        if request.renewal_of_serial:
-            print(f"renews       serial {request.renewal_of_serial}")
-        if request.cert_serial:
-            print(f"certificate  serial {request.cert_serial}")
-        if request.fail_reason:
-            print(f"failure      {request.fail_reason} (failInfo {request.fail_info})")
-        if request.parked_at:
-            print(f"parked       since {request.parked_at.isoformat()} (see `scepline dlq list`)")
-        for event in await rt.repository.history(transaction_id):
+            print(f"transaction  {transaction_id}")
+            print("state        not recorded: refused before it was recorded")
+        print("refused" + ("" if request is None else " (messages not recorded)") + ":")
+        for refusal in refusals:
             print(
-                f"  {event.at.isoformat()}  {event.from_state or '-'} -> {event.to_state}"
-                f"  {event.detail}"
+                f"  {refusal.at.isoformat()}  {_message_type(refusal.message_type)}  failInfo "
+                f"{FailInfo(refusal.fail_info).rfc_name}  {refusal.reason}"
             )
-        return 0
+    return 0
+
+
+def _message_type(value: int | None) -> str:
+    from scepline_shared.scep import MessageType
+
+    try:
+        return MessageType(value).name
+    except ValueError:
+        return f"messageType {value}"
+
+
+def _print_request(request: RequestView, history: Sequence[EventView]) -> None:
+    print(f"transaction  {request.transaction_id}")
+    print(f"state        {request.state}  (notify: {request.notify_state})")
+    print(f"subject      {request.subject}")
+    if request.renewal_of_serial:
+        print(f"renews       serial {request.renewal_of_serial}")
+    if request.cert_serial:
+        print(f"certificate  serial {request.cert_serial}")
+    if request.fail_reason:
+        print(f"failure      {request.fail_reason} (failInfo {request.fail_info})")
+    if request.parked_at:
+        print(f"parked       since {request.parked_at.isoformat()} (see `scepline dlq list`)")
+    for event in history:
+        print(
+            f"  {event.at.isoformat()}  {event.from_state or '-'} -> {event.to_state}"
+            f"  {event.detail}"
+        )
 
 
 async def list_requests(settings: Settings, state: RequestState, limit: int) -> int:
     """Requests in one state, most recently changed first: who is PENDING now."""
-    async with runtime(settings, with_broker=False) as rt:
+    async with runtime(settings, with_broker=False, patience=0) as rt:
         found = await rt.repository.in_state(state, limit=limit)
     for request in found:
         parked = "  parked" if request.parked_at is not None else ""
@@ -94,15 +127,11 @@ async def list_requests(settings: Settings, state: RequestState, limit: int) -> 
     return 0
 
 
-async def show_certificate(settings: Settings, serial: str) -> int:
-    serial_number = _serial(serial)
-    if serial_number is None:
-        return 2
-    async with runtime(settings, with_broker=False) as rt:
-        certificate = await rt.repository.get_certificate(serial_number)
+async def show_certificate(settings: Settings, serial: int) -> int:
+    async with runtime(settings, with_broker=False, patience=0) as rt:
+        certificate = await rt.repository.get_certificate(serial)
     if certificate is None:
-        print(f"no certificate with serial {serial_number:x} was issued here")
-        return 1
+        raise CommandError(f"no certificate with serial {serial:x} was issued here")
     print(f"serial       {certificate.serial}")
     print(f"subject      {certificate.subject}")
     print(f"issuer       {certificate.issuer}")
@@ -110,32 +139,31 @@ async def show_certificate(settings: Settings, serial: str) -> int:
         f"valid        {certificate.not_before.isoformat()} .. {certificate.not_after.isoformat()}"
     )
     print(f"transaction  {certificate.transaction_id}  (scepline request show)")
-    if certificate.is_voided:
-        print("status       voided: claimed for signing, never stored; revoked (superseded)")
-    elif certificate.revoked_at is None:
-        print("status       not revoked")
-    else:
-        reason = _REASON_LABELS.get(certificate.revocation_reason or 0, "?")
-        print(f"status       revoked at {certificate.revoked_at.isoformat()} ({reason})")
+    print(f"status       {_status(certificate)}")
     return 0
 
 
-def _serial(text: str) -> int | None:
-    serial = parse_serial(text)
-    if serial is None:
-        print(f"not a hexadecimal serial number: {text!r}")
-    return serial
+def _status(certificate: CertificateView) -> str:
+    if certificate.is_voided:
+        return "voided: claimed for signing, never stored; revoked (superseded)"
+    if certificate.revoked_at is None:
+        return "not revoked"
+    return f"revoked at {certificate.revoked_at.isoformat()} ({_reason_name(certificate)})"
 
 
 _FIND_LIMIT = 50
 _REASON_LABELS = {code: name for name, code in REVOCATION_REASON_NAMES.items()}
 
 
+def _reason_name(certificate: CertificateView) -> str:
+    code = certificate.revocation_reason or 0
+    return _REASON_LABELS.get(code, f"reason {code}")
+
+
 async def find_certificates(settings: Settings, subject_part: str) -> int:
     if not subject_part.strip():
-        print("give part of a subject to search for, e.g. a device name")
-        return 2
-    async with runtime(settings, with_broker=False) as rt:
+        raise CommandError("give part of a subject to search for, e.g. a device name", status=2)
+    async with runtime(settings, with_broker=False, patience=0) as rt:
         found = await rt.repository.find_certificates(subject_part, limit=_FIND_LIMIT)
     for certificate in found:
         status = "revoked" if certificate.revoked_at is not None else "valid"
@@ -152,22 +180,27 @@ async def find_certificates(settings: Settings, subject_part: str) -> int:
     return 0 if found else 1
 
 
-async def revoke_certificate(settings: Settings, serial: str, reason: int) -> int:
+async def revoke_certificate(settings: Settings, serial: int, reason: str) -> int:
     """Record the revocation; the signers' CRL publishers see a revoked certificate
-    missing from its CA's latest CRL and publish a new one at their next check."""
-    serial_number = _serial(serial)
-    if serial_number is None:
-        return 2
-    async with runtime(settings, with_broker=False) as rt:
-        certificate = await rt.repository.revoke(serial_number, reason=reason)
-        if certificate is None:
-            print(f"no certificate with serial {serial_number:x} was issued here")
-            return 1
-        assert certificate.revoked_at is not None
+    missing from its CA's latest CRL and publish a new one at their next check.
+    Revoking again changes nothing (the CRLs already said when and why) and says so."""
+    async with runtime(settings, with_broker=False, patience=0) as rt:
+        before = await rt.repository.get_certificate(serial)
+        if before is None:
+            raise CommandError(f"no certificate with serial {serial:x} was issued here")
+        if before.revoked_at is not None:
+            print(f"certificate {before.serial} ({before.subject})")
+            print(
+                f"already {_status(before)}; unchanged (a revocation's time and reason "
+                "stay as the CRLs published them)"
+            )
+            return 0
+        certificate = await rt.repository.revoke(serial, reason=REVOCATION_REASON_NAMES[reason])
+        assert certificate is not None and certificate.revoked_at is not None
         print(f"certificate {certificate.serial} ({certificate.subject})")
         print(
-            f"revoked at {certificate.revoked_at.isoformat()}, reason "
-            f"{certificate.revocation_reason}; the next CRL lists it (signers check every "
+            f"revoked at {certificate.revoked_at.isoformat()} ({_reason_name(certificate)}); "
+            "the next CRL lists it (signers check every "
             f"{settings.crl_check_interval_seconds:g} s)"
         )
         return 0
@@ -176,7 +209,7 @@ async def revoke_certificate(settings: Settings, serial: str, reason: int) -> in
 async def prune_store(settings: Settings, older_than_days: int) -> int:
     """Retention: forget final requests and superseded CRLs older than N days."""
     cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
-    async with runtime(settings, with_broker=False) as rt:
+    async with runtime(settings, with_broker=False, patience=0) as rt:
         requests = await rt.repository.prune(untouched_since=cutoff)
         crls = await rt.repository.prune_crls(expired_before=cutoff)
     print(f"deleted {requests} final request(s) untouched since {cutoff:%Y-%m-%d %H:%M} UTC")
@@ -189,15 +222,31 @@ async def dead_letters(
     settings: Settings, action: str, steps: Sequence[Step], ids: Sequence[str] | None
 ) -> int:
     in_process = settings.broker_url.startswith("memory://")
-    # Only replay and purge may talk to the provider; listing works even while
-    # its configuration is broken (which is when dead letters pile up).
+    # Only replay and purge may talk to the provider (and need the notifier);
+    # listing works even while its configuration is broken (which is when dead
+    # letters pile up).
     acts = action in ("replay", "purge")
-    provider = intune_client(settings) if acts else contextlib.nullcontext(None)
-    async with provider as intune, runtime(settings, with_broker=not in_process) as rt:
-        report_failure = notifier.build_failure_reporter(rt.repository, intune)
+    if acts:
+        import scepline_notifier.main as notifier
+
+        from .runtime import intune_client
+
+        provider = intune_client(settings)
+    else:
+        provider = contextlib.nullcontext(None)
+    async with (
+        provider as intune,
+        runtime(settings, with_broker=not in_process, patience=0) as rt,
+    ):
+        report_failure = notifier.build_failure_reporter(rt.repository, intune) if acts else None
         if in_process:
             late_notify = notifier.build_handler(settings, rt.repository, intune) if acts else None
             return await _parked_requests(rt, action, steps, ids, report_failure, late_notify)
+        if ids is not None:
+            known: set[str] = set()
+            for step in steps:
+                known |= {letter.id for letter in await rt.broker.dead_letters(step, limit=10_000)}
+            _refuse_unknown(ids, known, steps)
         for step in steps:
             letters = await rt.broker.dead_letters(step, limit=1000)
             resolved = await resolved_letters(rt.repository, letters)
@@ -255,7 +304,7 @@ async def purge(
     step: Step,
     *,
     ids: Sequence[str] | None,
-    report_failure: notifier.FailureReporter | None = None,
+    report_failure: FailureReporter | None = None,
 ) -> int:
     """Drop dead letters and give up on their requests (FAILED, not PENDING
     forever); ``report_failure`` tells the provider (Intune) of each. A request
@@ -276,14 +325,13 @@ async def _parked_requests(
     action: str,
     steps: Sequence[Step],
     ids: Sequence[str] | None,
-    report_failure: notifier.FailureReporter | None,
+    report_failure: FailureReporter | None,
     notify: StepHandler | None,
 ) -> int:
-    parked = [
-        request
-        for request in await rt.repository.parked()
-        if _parked_at_step(request) in steps and (ids is None or request.transaction_id in ids)
-    ]
+    waiting = [r for r in await rt.repository.parked() if _parked_at_step(r) in steps]
+    if ids is not None:
+        _refuse_unknown(ids, {request.transaction_id for request in waiting}, steps)
+    parked = [r for r in waiting if ids is None or r.transaction_id in ids]
     print(f"{len(parked)} parked request(s) (in-process broker: ids are transaction ids)")
     for request in parked:
         if action in ("list", "show"):
@@ -320,8 +368,10 @@ async def _notify_released(
 async def _give_up(
     repository: RequestRepository,
     transaction_id: str,
-    report_failure: notifier.FailureReporter | None,
+    report_failure: FailureReporter | None,
 ) -> None:
+    from scepline_shared.scep import FailInfo
+
     request = await repository.get(transaction_id)
     if request is None or request.is_terminal:
         return
@@ -342,6 +392,18 @@ async def _give_up(
         print(f"  revoked certificate {request.cert_serial}: signed, never released")
     if report_failure is not None:
         await report_failure(transaction_id)
+
+
+def _refuse_unknown(ids: Sequence[str], known: set[str], steps: Sequence[Step]) -> None:
+    """Ids that name no dead letter stop the command before it does anything:
+    a typo must not become "replayed 0" and an exit status of success."""
+    unknown = [letter for letter in ids if letter not in known]
+    if unknown:
+        queues = ", ".join(step.value for step in steps)
+        raise CommandError(
+            f"no dead letter with id {', '.join(map(repr, unknown))} in the {queues} "
+            "queue(s); nothing done (`scepline dlq list` shows the ids)"
+        )
 
 
 def _parked_at_step(request: RequestView) -> Step | None:

@@ -1,38 +1,152 @@
-"""The ``scepline`` command: the only place that reads the environment."""
+"""The ``scepline`` command: the only place that reads the environment.
+
+Each command imports what it uses when it runs: ``--help`` and usage errors
+load nothing but argparse, and the operator commands never load the web stack
+or the services (``bench/cli.py`` times them). What any command reports as a
+:class:`CommandError` (bad settings, a busy port, a missing CA or database) is
+one line per problem on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from scepline_shared.log import configure_logging
-from scepline_shared.pipeline import Step
-from scepline_shared.private_files import private_directory
-from scepline_shared.settings import Settings
-from scepline_shared.store.certificates import REVOCATION_REASON_NAMES
-from scepline_shared.store.models import RequestState
+from .errors import CommandError
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from scepline_shared.settings import Settings
+
+__all__ = ["REQUEST_STATES", "REVOCATION_REASONS", "STEPS", "build_parser", "main"]
+
+# The parser's choices, spelled here so that building it imports nothing
+# (tests/scepline/test_cli.py checks them against RequestState, Step and
+# REVOCATION_REASON_NAMES).
+REQUEST_STATES = ("RECEIVED", "VALIDATED", "REJECTED", "SIGNING", "SIGNED", "ISSUED", "FAILED")
+STEPS = ("validate", "sign", "notify")
+REVOCATION_REASONS = (
+    "unspecified",
+    "key-compromise",
+    "ca-compromise",
+    "affiliation-changed",
+    "superseded",
+    "cessation-of-operation",
+    "certificate-hold",
+    "privilege-withdrawn",
+)
+
+# Whether a command may create the store, needs one to exist, or uses none.
+CREATES_STORE, NEEDS_STORE, NO_STORE = "creates", "needs", "none"
+
+_SERVICE_SETTINGS = (
+    "settings: SCEPLINE_* environment variables, every one listed in README.md "
+    '("Settings"); most often set: SCEPLINE_DATA_DIR (default ./var), SCEPLINE_HTTP_HOST '
+    "and SCEPLINE_HTTP_PORT (127.0.0.1, 8080), SCEPLINE_HEALTH_HOST and SCEPLINE_HEALTH_PORT "
+    "(/metrics, /healthz, /readyz; `up` serves them on 9100), SCEPLINE_DATABASE_URL, "
+    "SCEPLINE_BROKER_URL, SCEPLINE_CHALLENGE_PROVIDER, SCEPLINE_STATIC_CHALLENGE, "
+    "SCEPLINE_SCEP_ALLOW_DES"
+)
+_OPERATOR_SETTINGS = (
+    "The store is found from SCEPLINE_DATA_DIR (default ./var of the current directory) or "
+    "SCEPLINE_DATABASE_URL: run it with the settings the services run with."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # A CA writes nothing meant for other local users: whatever a library or a
     # later change creates without an explicit mode stays private too.
     os.umask(0o077)
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+    if unknown:
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")  # exits 2
+    if getattr(args, "run", None) is None:  # `scepline` or `scepline ca` alone
+        command.print_help(sys.stderr)
         return 2
-    settings = Settings()
+    try:
+        status: int = args.run(_settings(args), args)
+        sys.stdout.flush()  # inside the try: a reader gone away is handled below
+    except CommandError as failed:
+        sys.stdout.flush()
+        for line in str(failed).splitlines():
+            print(f"scepline: {line}", file=sys.stderr)
+        return failed.status
+    except BrokenPipeError:
+        # The reader went away (`scepline request list | head`): stop quietly,
+        # as other commands do, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for such a command
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, or a CommandError with one line per bad
+    setting; then logging, the event loop, and the store the command needs."""
+    from pydantic import ValidationError
+
+    from scepline_shared.log import configure_logging
+    from scepline_shared.settings import Settings, describe_problems
+
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise CommandError("\n".join(describe_problems(error)), status=2) from None
+    if args.checks_profile:
+        _check_profile(settings)
+    if args.store == NEEDS_STORE:
+        _require_store(settings)
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     use_uvloop()
-    result: int = args.run(settings, args)
-    return result
+    return settings
+
+
+def _check_profile(settings: Settings) -> None:
+    """The certificate profile's names (SCEPLINE_CERT_*), checked before a service
+    that issues or validates starts, with the settings' own exit status."""
+    from scepline_shared.configured import profile_from
+
+    try:
+        profile_from(settings)
+    except ValueError as error:
+        raise CommandError(str(error), status=2) from None
+
+
+def _require_store(settings: Settings) -> None:
+    """Refuse to work on a SQLite database that is not there: creating one
+    belongs to `ca init`, `db upgrade` and `up`, and an empty one made in the
+    wrong directory answers every question with "nothing"."""
+    path = _sqlite_path(settings.effective_database_url)
+    if path is None or path.exists():
+        return
+    if "database_url" in settings.model_fields_set:
+        origin = "SCEPLINE_DATABASE_URL"
+    elif "data_dir" in settings.model_fields_set:
+        origin = f"SCEPLINE_DATA_DIR={settings.data_dir}"
+    else:
+        origin = f"SCEPLINE_DATA_DIR unset: ./var of {Path.cwd()}"
+    raise CommandError(
+        f"no scepline database at {path} ({origin}); run from the directory whose ./var "
+        "`scepline up` uses, or set SCEPLINE_DATA_DIR or SCEPLINE_DATABASE_URL to the one "
+        "in use (`scepline db upgrade` creates an empty one)"
+    )
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy import make_url
+
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else Path(database)
 
 
 def use_uvloop() -> None:
@@ -45,27 +159,98 @@ def use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scepline", description="SCEP (RFC 8894) CA front end for Intune fleets"
+# --- the parser ----------------------------------------------------------------
+
+
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import version
+
+        print(f"scepline {version('scepline')}")
+        parser.exit()
+
+
+Commands = Any  # argparse's _SubParsersAction, which it does not export
+
+
+def _group(commands: Commands, name: str, help: str) -> Commands:
+    """A command with subcommands (`scepline ca ...`); alone, it prints its help."""
+    group = commands.add_parser(name, help=help, description=help)
+    group.set_defaults(run=None, command_parser=group)
+    return group.add_subparsers(title="commands", metavar="COMMAND")
+
+
+def _command(
+    commands: Commands,
+    name: str,
+    help: str,
+    run: Callable[[Settings, argparse.Namespace], int],
+    *,
+    store: str,
+    epilog: str | None = None,
+    checks_profile: bool = False,
+) -> argparse.ArgumentParser:
+    command: argparse.ArgumentParser = commands.add_parser(
+        name, help=help, description=help, epilog=epilog
     )
-    commands = parser.add_subparsers(title="commands")
+    command.set_defaults(
+        run=run, command_parser=command, store=store, checks_profile=checks_profile
+    )
+    return command
 
-    commands.add_parser("up", help="run every service in one process").set_defaults(run=_up)
-    commands.add_parser("ingress", help="run the SCEP HTTP service").set_defaults(run=_ingress)
-    for step, name in (
-        (Step.VALIDATE, "validator"),
-        (Step.SIGN, "signer"),
-        (Step.NOTIFY, "notifier"),
-    ):
-        worker = commands.add_parser(name, help=f"run a {name} worker")
-        worker.set_defaults(run=_worker, step=step)
 
-    ca = commands.add_parser("ca", help="the certificate authority").add_subparsers()
-    init = ca.add_parser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scepline",
+        description="SCEP (RFC 8894) CA front end for Intune fleets",
+        epilog=_SERVICE_SETTINGS,
+    )
+    parser.add_argument("--version", action=_Version)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    _command(
+        commands,
+        "up",
+        "run every service in one process (SQLite and an in-process queue unless set "
+        "otherwise); creates the lab CA and the database on first run",
+        _up,
+        store=CREATES_STORE,
+        epilog=_SERVICE_SETTINGS,
+        checks_profile=True,
+    )
+    _command(
+        commands,
+        "ingress",
+        "run the SCEP HTTP service (after `scepline ca init` and `db upgrade`)",
+        _ingress,
+        store=NEEDS_STORE,
+        epilog=_SERVICE_SETTINGS,
+    )
+    for step, name in (("validate", "validator"), ("sign", "signer"), ("notify", "notifier")):
+        worker = _command(
+            commands,
+            name,
+            f"run a {name} worker (after `scepline db upgrade`)",
+            _worker,
+            store=NEEDS_STORE,
+            epilog=_SERVICE_SETTINGS,
+            checks_profile=step in ("validate", "sign"),
+        )
+        worker.set_defaults(step=step)
+
+    ca = _group(commands, "ca", "the certificate authority")
+    init = _command(
+        ca,
         "init",
-        help="create the CA and RA (keys in files, or in the token with SCEPLINE_KEY_BACKEND="
-        "pkcs11); idempotent",
+        "create the CA and RA (keys in files, or in the token with SCEPLINE_KEY_BACKEND="
+        "pkcs11) and the database; idempotent",
+        _ca_init,
+        store=CREATES_STORE,
     )
     init.add_argument(
         "--import-ca-cert",
@@ -74,22 +259,33 @@ def _parser() -> argparse.ArgumentParser:
         help="use this existing CA certificate, whose key is already in the token under "
         "SCEPLINE_PKCS11_CA_KEY_LABEL (or in ca/ca.key with file keys); only the RA is created",
     )
-    init.set_defaults(run=_ca_init)
-    ca.add_parser(
-        "show", help="print every CA generation: active, previous and staged"
-    ).set_defaults(run=_ca_show)
-    rollover = ca.add_parser(
+    _command(
+        ca,
+        "show",
+        "print every CA generation: active, previous and staged",
+        _ca_show,
+        store=NO_STORE,
+    )
+    rollover = _command(
+        ca,
         "rollover",
-        help="stage the next CA (served by GetNextCACert until it takes over at --switch-at)",
+        "stage the next CA (served by GetNextCACert until it takes over at --switch-at)",
+        _ca_rollover,
+        store=NO_STORE,
     )
     when = rollover.add_mutually_exclusive_group(required=True)
     when.add_argument("--switch-at", help="ISO-8601 time with a zone, e.g. 2027-01-31T00:00Z")
-    when.add_argument("--switch-in-days", type=float, help="days from now")
-    rollover.set_defaults(run=_ca_rollover)
-    journal = ca.add_parser(
+    when.add_argument(
+        "--switch-in-days", type=float, metavar="DAYS", help="days from now (decimals allowed)"
+    )
+    journal = _command(
+        ca,
         "journal",
-        help="every signature the CA keys made (certificates, CRLs, CA and RA certificates), "
+        "every signature the CA keys made (certificates, CRLs, CA and RA certificates), "
         "one a line with its serial in hex, oldest first",
+        _ca_journal,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
     )
     journal.add_argument(
         "--check",
@@ -97,32 +293,62 @@ def _parser() -> argparse.ArgumentParser:
         help="reconcile it with the certificates and CRLs the store holds; exit 1 on a mismatch",
     )
     journal.add_argument("--json", action="store_true", help="one JSON object a line")
-    journal.set_defaults(run=_ca_journal)
 
-    cert = commands.add_parser("cert", help="issued certificates").add_subparsers()
-    revoke = cert.add_parser(
-        "revoke", help="revoke a certificate; the signer publishes the CRL with it shortly"
+    cert = _group(commands, "cert", "issued certificates")
+    revoke = _command(
+        cert,
+        "revoke",
+        "revoke a certificate; the signers publish a CRL with it within "
+        "SCEPLINE_CRL_CHECK_INTERVAL_SECONDS",
+        _cert_revoke,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
     )
-    revoke.add_argument("serial", help="serial number in hex (as `scepline request show` prints)")
+    revoke.add_argument(
+        "serial", type=_serial, help="serial number in hex, as `cert find` and `cert show` print"
+    )
     revoke.add_argument(
         "--reason",
+        type=_reason,
         default="unspecified",
-        choices=sorted(REVOCATION_REASON_NAMES),
-        help="RFC 5280 CRLReason",
+        choices=REVOCATION_REASONS,
+        metavar="REASON",
+        help="RFC 5280 CRLReason, any case, also as keyCompromise: "
+        + ", ".join(REVOCATION_REASONS)
+        + " (default: unspecified)",
     )
-    revoke.set_defaults(run=_cert_revoke)
-    show = cert.add_parser("show", help="a certificate: subject, validity, revocation, request")
-    show.add_argument("serial", help="serial number in hex")
-    show.set_defaults(run=_cert_show)
-    find = cert.add_parser("find", help="certificates whose subject contains TEXT, newest first")
+    show = _command(
+        cert,
+        "show",
+        "a certificate: subject, validity, revocation, request",
+        _cert_show,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+    )
+    show.add_argument("serial", type=_serial, help="serial number in hex")
+    find = _command(
+        cert,
+        "find",
+        "certificates whose subject contains TEXT, newest first",
+        _cert_find,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+    )
     find.add_argument("text", help="part of the subject DN, e.g. a device name (any case)")
-    find.set_defaults(run=_cert_find)
 
-    sim = commands.add_parser(
-        "intune-sim", help="run the Intune simulator (fake Entra ID, Graph and Intune) on loopback"
+    sim = _command(
+        commands,
+        "intune-sim",
+        "run the Intune simulator (fake Entra ID, Graph and Intune) on loopback",
+        _intune_sim,
+        store=NO_STORE,
     )
-    sim.add_argument("--host", default="127.0.0.1", help="a loopback address")
-    sim.add_argument("--port", type=int, default=8443, help="0 picks a free port")
+    sim.add_argument(
+        "--host", default="127.0.0.1", help="a loopback address (default: %(default)s)"
+    )
+    sim.add_argument(
+        "--port", type=int, default=8443, help="0 picks a free port (default: %(default)s)"
+    )
     sim.add_argument("--no-tls", action="store_true", help="plain HTTP (MSAL insists on HTTPS)")
     sim.add_argument(
         "--data-dir",
@@ -130,57 +356,143 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="where sim-ca.pem and sim.json go (default: SCEPLINE_DATA_DIR/intune-sim)",
     )
-    sim.set_defaults(run=_intune_sim)
 
-    db = commands.add_parser("db", help="the state store").add_subparsers()
-    db.add_parser("upgrade", help="apply the schema migrations").set_defaults(run=_db_upgrade)
-    prune = db.add_parser(
-        "prune",
-        help="delete final requests and superseded CRLs older than N days (certificates stay)",
+    db = _group(commands, "db", "the state store")
+    _command(
+        db,
+        "upgrade",
+        "create the database or apply the schema migrations (services also do at start)",
+        _db_upgrade,
+        store=CREATES_STORE,
     )
-    prune.add_argument("--older-than-days", type=_at_least_one, required=True, metavar="N")
-    prune.set_defaults(run=_db_prune)
+    prune = _command(
+        db,
+        "prune",
+        "delete final requests and superseded CRLs older than N days (certificates stay)",
+        _db_prune,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+    )
+    prune.add_argument(
+        "--older-than-days",
+        type=_at_least_one,
+        required=True,
+        metavar="N",
+        help="untouched for at least N days (whole days, at least 1)",
+    )
 
-    request = commands.add_parser("request", help="enrolment requests").add_subparsers()
-    request_show = request.add_parser("show", help="a request's state and history")
-    request_show.add_argument("transaction_id")
-    request_show.set_defaults(run=_request_show)
-    request_list = request.add_parser(
-        "list", help="requests in one state, most recently changed first"
+    request = _group(commands, "request", "enrolment requests")
+    request_show = _command(
+        request,
+        "show",
+        "a request's state and history, or why it was refused before it was recorded",
+        _request_show,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+    )
+    request_show.add_argument(
+        "transaction_id", help="the SCEP transactionID, as the logs and `request list` print"
+    )
+    request_list = _command(
+        request,
+        "list",
+        "requests in one state, most recently changed first",
+        _request_list,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
     )
     request_list.add_argument(
-        "--state", choices=[s.value for s in RequestState], default=RequestState.RECEIVED.value
+        "--state",
+        type=str.upper,
+        choices=REQUEST_STATES,
+        default="RECEIVED",
+        metavar="STATE",
+        help="any case: " + ", ".join(REQUEST_STATES) + " (default: RECEIVED)",
     )
-    request_list.add_argument("--limit", type=_at_least_one, default=50)
-    request_list.set_defaults(run=_request_list)
+    request_list.add_argument(
+        "--limit",
+        type=_at_least_one,
+        default=50,
+        metavar="N",
+        help="at most N requests (default: %(default)s)",
+    )
 
-    dlq = commands.add_parser("dlq", help="the dead-letter queues").add_subparsers()
+    dlq = _group(commands, "dlq", "the dead-letter queues")
     for name, helptext, takes_ids in (
         ("list", "list dead letters of every step (or --step)", False),
-        ("show", "show dead letters in full", True),
+        ("show", "show dead letters in full (all, or the given ids)", True),
         ("replay", "send dead letters back to their step (all, or the given ids)", True),
-        ("purge", "delete dead letters (all, or the given ids)", True),
+        ("purge", "give up on dead letters: their requests end FAILED (all, or the ids)", True),
     ):
-        command = dlq.add_parser(name, help=helptext)
-        command.add_argument("--step", choices=[s.value for s in Step], default=None)
+        command = _command(dlq, name, helptext, _dlq, store=NEEDS_STORE, epilog=_OPERATOR_SETTINGS)
+        command.add_argument(
+            "--step",
+            type=str.lower,
+            choices=STEPS,
+            default=None,
+            metavar="STEP",
+            help="only this step's queue: " + ", ".join(STEPS) + " (default: all)",
+        )
         if takes_ids:
-            command.add_argument("ids", nargs="*", help="dead-letter ids (from `dlq list`)")
-        command.set_defaults(run=_dlq, action=name)
+            command.add_argument(
+                "ids",
+                nargs="*",
+                metavar="ID",
+                help="dead-letter ids from `dlq list` (with `scepline up`: transaction ids)",
+            )
+        command.set_defaults(action=name)
     return parser
+
+
+def _serial(text: str) -> int:
+    from scepline_shared.ca.issue import parse_serial
+
+    serial = parse_serial(text)
+    if serial is not None:
+        return serial
+    if text.strip() and set(text.strip()) <= set("0: -"):
+        raise argparse.ArgumentTypeError(
+            f"serial {text.strip()!r} is 0, which is not a valid serial (serials are positive)"
+        )
+    raise argparse.ArgumentTypeError(f"not a hexadecimal serial number: {text!r}")
+
+
+def _reason(text: str) -> str:
+    """``Key-Compromise``, ``keyCompromise`` and ``key_compromise`` are key-compromise."""
+    return re.sub(r"(?<=[a-z])([A-Z])", r"-\1", text.strip()).lower().replace("_", "-")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return number
+
+
+# --- the services ----------------------------------------------------------------
 
 
 def _up(settings: Settings, _args: argparse.Namespace) -> int:
     from .processes import serve_on_every_core, workers_for
-    from .runtime import prepare_embedded, serve_embedded, up_health_port
+    from .runtime import Embedded, prepare_embedded, serve_embedded, up_health_port
 
     workers = workers_for(settings)
     challenge_file = None
 
-    def announce(processes: int = 1) -> None:
+    def announce() -> None:
+        # Printed once everything has started: nothing after it fails at start-up.
         url = f"http://{settings.http_host}:{settings.http_port}/scep"
-        print(f"scepline serving SCEP at {url} ({processes} process(es))", flush=True)
         health = f"http://{settings.health_host}:{up_health_port(settings)}"
+        print(f"scepline serving SCEP at {url} ({workers} serving process(es))", flush=True)
         print(f"Metrics and health checks at {health}/metrics, /healthz, /readyz", flush=True)
+        print(
+            f"Data directory: {settings.data_dir} (CA, database, store key; "
+            "back it up, keep it private)",
+            flush=True,
+        )
         print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
         if challenge_file is not None:
             # The path, not the challenge: the console may well be a log.
@@ -188,38 +500,55 @@ def _up(settings: Settings, _args: argparse.Namespace) -> int:
 
     if workers == 1:
 
-        def announce_one(product: object) -> None:
+        def announce_one(product: Embedded) -> None:
             nonlocal challenge_file
-            challenge_file = getattr(product, "challenge_file", None)
+            challenge_file = product.challenge_file
             announce()
 
-        asyncio.run(serve_embedded(settings, announce_one))
-        return 0
+        return _serve(settings, lambda: serve_embedded(settings, announce_one))
 
     def prepare() -> None:
         nonlocal challenge_file
         challenge_file = prepare_embedded(settings)
 
-    return serve_on_every_core(
+    return _serve_now(
         settings,
-        workers,
-        prepare,
-        lambda: announce(workers),
-        (settings.health_host, up_health_port(settings)),
+        lambda: serve_on_every_core(settings, workers, prepare, announce, up_health_port(settings)),
     )
 
 
 def _ingress(settings: Settings, _args: argparse.Namespace) -> int:
     from .runtime import serve_ingress
 
-    asyncio.run(serve_ingress(settings))
-    return 0
+    return _serve(settings, lambda: serve_ingress(settings))
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from scepline_shared.pipeline import Step
+
     from .runtime import serve_worker
 
-    asyncio.run(serve_worker(settings, args.step))
+    return _serve(settings, lambda: serve_worker(settings, Step(args.step)))
+
+
+def _serve(settings: Settings, serve: Callable[[], Any]) -> int:
+    """Run a service; what stops it at start-up is one line, not a traceback."""
+    return _serve_now(settings, lambda: asyncio.run(serve()))
+
+
+def _serve_now(settings: Settings, serve: Callable[[], Any]) -> int:
+    from scepline_shared.ca import CaError, CaNotInitialised
+    from scepline_shared.keys.pkcs11 import HsmError
+
+    try:
+        serve()
+    except CaNotInitialised as missing:
+        raise CommandError(
+            f"no CA: {missing} (SCEPLINE_DATA_DIR={settings.data_dir}); create it with "
+            "`scepline ca init` and the same settings first"
+        ) from None
+    except (CaError, HsmError) as error:
+        raise CommandError(f"the CA cannot be used: {error}") from None
     return 0
 
 
@@ -242,10 +571,14 @@ def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the CA ------------------------------------------------------------------------
+
+
 def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, init_ca, load_certificate
     from scepline_shared.configured import key_source
     from scepline_shared.keys.pkcs11 import HsmError
+    from scepline_shared.private_files import private_directory
 
     private_directory(settings.data_dir)
     try:
@@ -261,10 +594,9 @@ def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
             import_ca_certificate=imported,
         )
     except (CaError, HsmError, OSError, ValueError) as error:
-        print(f"scepline ca init: {error}", file=sys.stderr)
-        return 1
+        raise CommandError(f"ca init: {error}") from None
     _print_schedule(schedule)
-    _journal_ca(settings, schedule)
+    _journal_ca(settings, schedule, create_store=True)
     return 0
 
 
@@ -276,11 +608,11 @@ def _ca_show(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         schedule = load_ca_schedule(settings.data_dir, key_source(settings))
     except CaNotInitialised as missing:
-        print(f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})")
-        return 1
+        raise CommandError(
+            f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})"
+        ) from None
     except (CaError, HsmError, ValueError) as error:
-        print(f"scepline ca show: {error}", file=sys.stderr)
-        return 1
+        raise CommandError(f"ca show: {error}") from None
     _print_schedule(schedule)
     return 0
 
@@ -296,11 +628,9 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
         try:
             switch_at = datetime.fromisoformat(args.switch_at.replace("Z", "+00:00"))
         except ValueError:
-            print(f"--switch-at: not an ISO-8601 time: {args.switch_at!r}", file=sys.stderr)
-            return 2
+            args.command_parser.error(f"--switch-at: not an ISO-8601 time: {args.switch_at!r}")
         if switch_at.tzinfo is None:
-            print("--switch-at needs a time zone (e.g. Z or +01:00)", file=sys.stderr)
-            return 2
+            args.command_parser.error("--switch-at needs a time zone (e.g. Z or +01:00)")
     else:
         switch_at = datetime.now(UTC) + timedelta(days=args.switch_in_days)
     keys = key_source(settings)
@@ -317,10 +647,9 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
         )
         schedule = load_ca_schedule(settings.data_dir, keys)
     except (CaError, HsmError, ValueError) as error:
-        print(f"scepline ca rollover: {error}", file=sys.stderr)
-        return 1
+        raise CommandError(f"ca rollover: {error}") from None
     _print_schedule(schedule)
-    _journal_ca(settings, schedule)
+    _journal_ca(settings, schedule, create_store=False)
     print(
         "Running services pick the staged CA up within seconds: GetNextCACert serves it "
         "now and it issues from the switch time on."
@@ -334,15 +663,22 @@ def _ca_journal(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(print_journal(settings, check=args.check, as_json=args.json))
 
 
-def _journal_ca(settings: Settings, schedule: object) -> None:
+def _journal_ca(settings: Settings, schedule: object, *, create_store: bool) -> None:
     """Record the CA and RA certificates just made in the issuance journal; a
-    store that cannot be reached now is caught up by the signer when it starts."""
+    store that cannot be reached now (or does not exist yet) is caught up by the
+    signer when it starts."""
     from scepline_signer.main import journal_ca_certificates
 
-    from .runtime import runtime
+    from .connections import runtime
+
+    if not create_store:
+        path = _sqlite_path(settings.effective_database_url)
+        if path is not None and not path.exists():
+            print(f"issuance journal: no database at {path} yet; the signer records them at start")
+            return
 
     async def journal() -> int:
-        async with runtime(settings, with_broker=False) as rt:
+        async with runtime(settings, with_broker=False, patience=0) as rt:
             return await journal_ca_certificates(rt.repository, schedule)  # type: ignore[arg-type]
 
     try:
@@ -387,12 +723,13 @@ def _print_schedule(schedule: object) -> None:
             print(f"    sha256     {certificate.fingerprint(hashes.SHA256()).hex()}")
 
 
+# --- certificates, requests, the store, dead letters --------------------------------
+
+
 def _cert_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from .admin import revoke_certificate
 
-    return asyncio.run(
-        revoke_certificate(settings, args.serial, REVOCATION_REASON_NAMES[args.reason])
-    )
+    return asyncio.run(revoke_certificate(settings, args.serial, args.reason))
 
 
 def _cert_show(settings: Settings, args: argparse.Namespace) -> int:
@@ -408,22 +745,19 @@ def _cert_find(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    from scepline_shared.private_files import private_directory
     from scepline_shared.store.migrate import upgrade_to_head
 
+    from .connections import redacted
+
     private_directory(settings.data_dir)
-    asyncio.run(upgrade_to_head(settings.effective_database_url))
-    print("database schema is at head")
-    return 0
-
-
-def _at_least_one(text: str) -> int:
+    url = settings.effective_database_url
     try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return number
+        asyncio.run(upgrade_to_head(url))
+    except Exception as error:  # noqa: BLE001 - the database said no: one line
+        raise CommandError(f"could not migrate the database {redacted(url)}: {error}") from None
+    print(f"database schema is at head: {redacted(url)}")
+    return 0
 
 
 def _db_prune(settings: Settings, args: argparse.Namespace) -> int:
@@ -433,6 +767,8 @@ def _db_prune(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _request_list(settings: Settings, args: argparse.Namespace) -> int:
+    from scepline_shared.store.models import RequestState
+
     from .admin import list_requests
 
     return asyncio.run(list_requests(settings, RequestState(args.state), args.limit))
@@ -445,6 +781,8 @@ def _request_show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from scepline_shared.pipeline import Step
+
     from .admin import dead_letters
 
     steps = [Step(args.step)] if args.step else list(Step)

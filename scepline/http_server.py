@@ -37,7 +37,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from scepline_shared.metrics import HTTP_REFUSED
 from scepline_shared.settings import Settings
 
-__all__ = ["HttpLimits", "LimitedHttpToolsProtocol", "Listener", "serve_http"]
+from .errors import CommandError
+
+__all__ = ["HttpLimits", "LimitedHttpToolsProtocol", "Listener", "bind_port", "serve_http"]
 
 # How long a refused connection's input is still read (and dropped): see _refuse.
 LINGER_SECONDS = 2.0
@@ -183,15 +185,38 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._deadline = None
 
 
+def bind_port(host: str, port: int, *, settings: str) -> socket.socket:
+    """A socket bound to ``host``:``port`` now, listening only once served.
+
+    Processes bind their ports before any other start-up work, so a busy port
+    (or a bad address) stops them at once with one line naming ``settings``,
+    the variables that chose it, and never after a "serving" banner. Until
+    uvicorn serves it, connections to the bound port are refused, not queued.
+    """
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        bound = socket.socket(family, kind, protocol)
+    except OSError as error:
+        raise CommandError(f"cannot listen on {host}:{port} ({settings}): {error}") from None
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound.bind(address)
+    except OSError as error:
+        bound.close()
+        reason = error.strerror or str(error)
+        raise CommandError(f"cannot listen on {host}:{port} ({settings}): {reason}") from None
+    return bound
+
+
 @dataclass(frozen=True)
 class Listener:
-    """An app and where it listens: an address, or a socket bound already
-    (shared by the processes of ``scepline up``)."""
+    """An app and the socket it accepts on (from bind_port; the serving
+    processes of ``scepline up`` share one)."""
 
     app: FastAPI
-    host: str = "127.0.0.1"
-    port: int = 0
-    socket: socket.socket | None = None
+    socket: socket.socket
 
 
 async def serve_http(settings: Settings, *listeners: Listener) -> None:
@@ -202,8 +227,8 @@ async def serve_http(settings: Settings, *listeners: Listener) -> None:
         uvicorn.Server(
             uvicorn.Config(
                 listener.app,
-                host=listener.host,
-                port=listener.port,
+                host=listener.socket.getsockname()[0],
+                port=listener.socket.getsockname()[1],
                 http=functools.partial(LimitedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
                 limit_concurrency=limits.max_connections,
                 timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]
@@ -214,7 +239,7 @@ async def serve_http(settings: Settings, *listeners: Listener) -> None:
         for listener in listeners
     ]
     running = [
-        asyncio.create_task(server.serve(None if listener.socket is None else [listener.socket]))
+        asyncio.create_task(server.serve(sockets=[listener.socket]))
         for server, listener in zip(servers, listeners, strict=True)
     ]
     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

@@ -42,6 +42,8 @@ from scepline_shared.health import health_app
 from scepline_shared.log import configure_logging, get_logger
 from scepline_shared.settings import Settings
 
+from .http_server import Listener, bind_port, serve_http
+
 __all__ = ["serve_on_every_core", "workers_for"]
 
 log = get_logger(__name__)
@@ -125,54 +127,56 @@ def serve_on_every_core(
     workers: int,
     prepare: Callable[[], object],
     announce: Callable[[], None],
-    health_address: tuple[str, int],
+    health_port: int,
 ) -> int:
-    """Run ``workers`` serving processes until SIGINT/SIGTERM. ``prepare`` does
+    """Run ``workers`` serving processes until SIGINT/SIGTERM. The ports are
+    bound first (a busy one stops everything with one line); ``prepare`` does
     the one-time work before any child starts; ``announce`` prints the banner
-    once the SCEP port is bound."""
-    prepare()
-    scep_socket = _bind(settings.http_host, settings.http_port)
-    metrics_dir = Path(tempfile.mkdtemp(prefix="scepline-metrics-"))
-    # Read by prometheus_client when a child imports it: set before they start.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    supervisor = _Supervisor(settings, scep_socket, metrics_dir, workers)
-    try:
-        supervisor.children = [supervisor.start(index) for index in range(workers)]
-        announce()
-        asyncio.run(_supervise(supervisor, health_address))
-    finally:
-        supervisor.stop()
-        scep_socket.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    once they are running."""
+    with contextlib.ExitStack() as ports:
+        scep_socket = ports.enter_context(
+            bind_port(
+                settings.http_host,
+                settings.http_port,
+                settings="SCEPLINE_HTTP_HOST, SCEPLINE_HTTP_PORT",
+            )
+        )
+        health_socket = ports.enter_context(
+            bind_port(
+                settings.health_host,
+                health_port,
+                settings="SCEPLINE_HEALTH_HOST, SCEPLINE_HEALTH_PORT",
+            )
+        )
+        prepare()
+        # Bound, not yet listening: every child listens on it as it starts serving.
+        scep_socket.listen(_BACKLOG)
+        metrics_dir = Path(tempfile.mkdtemp(prefix="scepline-metrics-"))
+        # Read by prometheus_client when a child imports it: set before they start.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        supervisor = _Supervisor(settings, scep_socket, metrics_dir, workers)
+        try:
+            supervisor.children = [supervisor.start(index) for index in range(workers)]
+            announce()
+            asyncio.run(_supervise(supervisor, health_socket))
+        finally:
+            supervisor.stop()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-async def _supervise(supervisor: _Supervisor, health_address: tuple[str, int]) -> None:
-    from .http_server import Listener, serve_http
-
+async def _supervise(supervisor: _Supervisor, health_socket: socket.socket) -> None:
     registry = CollectorRegistry()
     prometheus_multiprocess.MultiProcessCollector(registry, str(supervisor.metrics_dir))
     health = health_app(supervisor.ready, registry=registry)
     watcher = asyncio.create_task(supervisor.watch())
     try:
-        host, port = health_address
-        await serve_http(supervisor.settings, Listener(health, host, port))
+        await serve_http(supervisor.settings, Listener(health, health_socket))
     finally:
         supervisor.stopping = True
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """The SCEP port, bound once: every child accepts on it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listening.bind((host, port))
-    listening.listen(_BACKLOG)
-    listening.set_inheritable(True)
-    return listening
 
 
 def _serve_child(scep_socket: socket.socket, ready: Event) -> None:

@@ -19,8 +19,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 import scepline_notifier.main as notifier
 import scepline_signer.main as signer
@@ -30,7 +28,7 @@ from scepline_ingress.identity import schedule_identities
 from scepline_ingress.main import build_ingress_app
 from scepline_ingress.queue_metrics import QueueDepthReporter
 from scepline_ingress.sweeper import Sweeper
-from scepline_shared.broker.base import Broker, create_broker
+from scepline_shared.broker.base import Broker
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
@@ -42,15 +40,11 @@ from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.private_files import private_directory
 from scepline_shared.settings import Settings
-from scepline_shared.store.database import create_engine_for, session_factory
-from scepline_shared.store.errors import StoreKeyError
-from scepline_shared.store.migrate import upgrade_to_head
 from scepline_shared.store.repository import RequestRepository
-from scepline_shared.store.seal_legacy import seal_legacy_csrs
-from scepline_shared.store.store_key import STORE_KEY_FILE, CsrSealer, load_store_key
 from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 
-from .http_server import Listener, serve_http
+from .connections import Runtime, redacted, runtime
+from .http_server import Listener, bind_port, serve_http
 
 __all__ = [
     "UP_HEALTH_PORT",
@@ -71,89 +65,6 @@ log = get_logger(__name__)
 # Where `scepline up` serves /metrics, /healthz and /readyz when
 # SCEPLINE_HEALTH_PORT is unset (on SCEPLINE_HEALTH_HOST, loopback by default).
 UP_HEALTH_PORT = 9100
-
-
-@dataclass
-class Runtime:
-    """The connections one process holds."""
-
-    settings: Settings
-    engine: AsyncEngine
-    repository: RequestRepository
-    broker: Broker
-
-    async def ready(self) -> bool:
-        if not self.broker.healthy:
-            return False
-        try:
-            async with self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
-            return False
-        return True
-
-
-@contextlib.asynccontextmanager
-async def runtime(settings: Settings, *, with_broker: bool = True) -> AsyncIterator[Runtime]:
-    """The store (migrated to head, its CSRs sealed) and, unless told otherwise, the broker."""
-    private_directory(settings.data_dir)
-    sealer = _store_sealer(settings)
-    url = settings.effective_database_url
-    await _patiently("migrate the store", lambda: upgrade_to_head(url))
-    engine = create_engine_for(
-        url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
-    )
-    broker = create_broker(settings.broker_url, namespace=settings.broker_namespace)
-    try:
-        try:
-            sealed = await seal_legacy_csrs(engine, sealer)
-        except StoreKeyError as error:
-            raise SystemExit(
-                f"SCEPLINE_STORE_KEY_FILE {_store_key_path(settings)}: {error}"
-            ) from None
-        if sealed:
-            log.info("sealed CSRs stored before sealing existed", count=sealed)
-        if with_broker:
-            await _patiently("connect to the broker", broker.start)
-        repository = RequestRepository(session_factory(engine), sealer=sealer)
-        yield Runtime(settings, engine, repository, broker)
-    finally:
-        if with_broker:
-            await broker.close()
-        await engine.dispose()
-
-
-def _store_key_path(settings: Settings) -> Path:
-    return settings.store_key_file or settings.data_dir / STORE_KEY_FILE
-
-
-def _store_sealer(settings: Settings) -> CsrSealer:
-    """The store key: generated in the data directory unless the operator gives one."""
-    try:
-        return load_store_key(_store_key_path(settings), create=settings.store_key_file is None)
-    except StoreKeyError as error:
-        raise SystemExit(f"SCEPLINE_STORE_KEY_FILE: {error}") from None
-
-
-async def _patiently(
-    what: str, attempt: Callable[[], Awaitable[None]], *, give_up_after: float = 120.0
-) -> None:
-    """Start-up waits for the store and the broker instead of crashing: in a
-    fleet they restart too, and a replica that exits only adds to the churn."""
-    deadline = asyncio.get_running_loop().time() + give_up_after
-    delay = 0.5
-    while True:
-        try:
-            await attempt()
-            return
-        except Exception as error:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning(
-                "start-up step failed; retrying", step=what, error=str(error)[:200], retry_in=delay
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
 
 def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHook:
@@ -390,67 +301,89 @@ async def serve_embedded_on(
     accepting on the socket its supervisor bound (which serves the health port)."""
     async with embedded(settings) as product:
         ready()
-        await serve_http(settings, Listener(product.app, socket=scep_socket))
+        await serve_http(settings, Listener(product.app, scep_socket))
 
 
 async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None]) -> None:
-    async with embedded(settings) as product:
-        announce(product)
-        await serve_http(
-            settings,
-            Listener(product.app, settings.http_host, settings.http_port),
-            Listener(product.health_app, settings.health_host, up_health_port(settings)),
-        )
-
-
-async def serve_ingress(settings: Settings) -> None:
-    ca = await asyncio.to_thread(open_ca, settings)
-    async with runtime(settings) as rt, _background((ca.run, ca.stop)):
-        ready = _readiness(rt, ca)
-        local = None
-        if settings.challenge_provider == "static":
-            local = validator.challenge_provider(settings, None)[0]
-        async with _ingress(rt, ca, ready, local) as app:
+    with contextlib.ExitStack() as ports:
+        scep = ports.enter_context(_scep_port(settings))
+        health = ports.enter_context(_health_port(settings, up_health_port(settings)))
+        async with embedded(settings) as product:
+            announce(product)
             await serve_http(
-                settings,
-                Listener(app, settings.http_host, settings.http_port),
-                *_health_listener(settings, ready),
+                settings, Listener(product.app, scep), Listener(product.health_app, health)
             )
 
 
+async def serve_ingress(settings: Settings) -> None:
+    with contextlib.ExitStack() as ports:
+        scep = ports.enter_context(_scep_port(settings))
+        health = _optional_health_port(settings, ports)
+        ca = await asyncio.to_thread(open_ca, settings)
+        async with runtime(settings) as rt, _background((ca.run, ca.stop)):
+            ready = _readiness(rt, ca)
+            local = None
+            if settings.challenge_provider == "static":
+                local = validator.challenge_provider(settings, None)[0]
+            async with _ingress(rt, ca, ready, local) as app:
+                await serve_http(settings, Listener(app, scep), *_health_listener(health, ready))
+
+
 async def serve_worker(settings: Settings, step: Step) -> None:
-    # Only the signer holds the CA (its key proves itself against the
-    # certificate before the worker takes a message).
-    ca = await asyncio.to_thread(open_ca, settings) if step is Step.SIGN else None
-    # The signer never talks to Intune; its failures reach the notifier by message.
-    client = contextlib.nullcontext(None) if step is Step.SIGN else intune_client(settings)
-    async with client as intune, runtime(settings) as rt:
-        challenge = None
-        if step is Step.VALIDATE:
-            challenge = validator.challenge_provider(settings, intune)[0]
-        jobs: list[Job] = []
-        if ca is not None:
-            await signer.journal_ca_certificates(rt.repository, ca.current())
-            crls = _crl_publisher(rt, ca)
-            jobs = [(ca.run, ca.stop), (crls.run, crls.stop)]
-        if step is Step.NOTIFY:
-            jobs += _revocations(rt, intune)
-        worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
-        await worker.start(prefetch=settings.worker_prefetch)
-        log.info("worker started", step=step.value, broker=_redacted(settings.broker_url))
-        async with _background(*jobs):
-            health = _health_listener(settings, _readiness(rt, ca))
-            if health:
-                await serve_http(settings, *health)
-            else:
-                await _until_signalled()
+    with contextlib.ExitStack() as ports:
+        health = _optional_health_port(settings, ports)
+        # Only the signer holds the CA (its key proves itself against the
+        # certificate before the worker takes a message).
+        ca = await asyncio.to_thread(open_ca, settings) if step is Step.SIGN else None
+        # The signer never talks to Intune; its failures reach the notifier by message.
+        client = contextlib.nullcontext(None) if step is Step.SIGN else intune_client(settings)
+        async with client as intune, runtime(settings) as rt:
+            challenge = None
+            if step is Step.VALIDATE:
+                challenge = validator.challenge_provider(settings, intune)[0]
+            jobs: list[Job] = []
+            if ca is not None:
+                await signer.journal_ca_certificates(rt.repository, ca.current())
+                crls = _crl_publisher(rt, ca)
+                jobs = [(ca.run, ca.stop), (crls.run, crls.stop)]
+            if step is Step.NOTIFY:
+                jobs += _revocations(rt, intune)
+            worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
+            await worker.start(prefetch=settings.worker_prefetch)
+            log.info("worker started", step=step.value, broker=redacted(settings.broker_url))
+            async with _background(*jobs):
+                listeners = _health_listener(health, _readiness(rt, ca))
+                if listeners:
+                    await serve_http(settings, *listeners)
+                else:
+                    await _until_signalled()
 
 
-def _health_listener(settings: Settings, ready: ReadinessCheck) -> list[Listener]:
-    """The health port's server, where SCEPLINE_HEALTH_PORT asks for one."""
+# Ports are bound before any other start-up work (http_server.bind_port): a busy
+# port stops the process at once, with the settings that chose it.
+
+
+def _scep_port(settings: Settings) -> socket.socket:
+    return bind_port(
+        settings.http_host, settings.http_port, settings="SCEPLINE_HTTP_HOST, SCEPLINE_HTTP_PORT"
+    )
+
+
+def _health_port(settings: Settings, port: int) -> socket.socket:
+    return bind_port(
+        settings.health_host, port, settings="SCEPLINE_HEALTH_HOST, SCEPLINE_HEALTH_PORT"
+    )
+
+
+def _optional_health_port(settings: Settings, ports: contextlib.ExitStack) -> socket.socket | None:
+    """The health port, where SCEPLINE_HEALTH_PORT asks for one."""
     if settings.health_port is None:
-        return []
-    return [Listener(health_app(ready), settings.health_host, settings.health_port)]
+        return None
+    return ports.enter_context(_health_port(settings, settings.health_port))
+
+
+def _health_listener(health: socket.socket | None, ready: ReadinessCheck) -> list[Listener]:
+    return [] if health is None else [Listener(health_app(ready), health)]
 
 
 def _readiness(rt: Runtime, ca: CaScheduleWatcher | None) -> ReadinessCheck:
@@ -483,13 +416,3 @@ async def _until_signalled() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-
-
-def _redacted(url: str) -> str:
-    """The broker URL without its password, for logs."""
-    scheme, _, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"

@@ -7,13 +7,15 @@ up``) and tests can build as many configurations as they like.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "describe_problems"]
 
 # A list read from one variable as comma-separated names: SCEPLINE_CERT_SAN_TYPES=dns,uri
 CommaList = Annotated[list[str], NoDecode]
@@ -283,3 +285,99 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'scepline.db'}"
+
+
+# --- What the operator reads when settings do not validate -------------------
+
+_PROBLEMS = {
+    "int_parsing": "is not a whole number",
+    "int_from_float": "is not a whole number",
+    "float_parsing": "is not a number",
+    "bool_parsing": "is not true or false",
+    "literal_error": "is not an accepted value",
+    "greater_than": "is out of range",
+    "greater_than_equal": "is out of range",
+    "less_than": "is out of range",
+    "less_than_equal": "is out of range",
+}
+_SHOWN_VALUE = 60  # characters of a bad value echoed back
+
+
+def describe_problems(error: ValidationError) -> list[str]:
+    """One line per bad setting, naming its environment variable, what is wrong
+    with the value and what the setting accepts. Secret values are never echoed."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for problem in error.errors(include_url=False):
+        location = problem["loc"]
+        if not location:  # a check across settings: its message names them
+            lines.append(_message(problem))
+            continue
+        name = str(location[0])
+        if name in seen:  # one line per setting, even for several bad list items
+            continue
+        seen.add(name)
+        field = Settings.model_fields.get(name)
+        variable = f"SCEPLINE_{name.upper()}"
+        if field is None:
+            lines.append(f"{variable}: {_message(problem)}")
+            continue
+        value = "(hidden)" if _is_secret(field) else _shown(problem.get("input"))
+        what = _PROBLEMS.get(problem["type"]) or _message(problem)
+        accepted = _accepted(field)
+        lines.append(f"{variable}={value} {what}" + (f"; expected {accepted}" if accepted else ""))
+    return lines
+
+
+def _message(problem: Any) -> str:
+    return str(problem["msg"]).removeprefix("Value error, ")
+
+
+def _shown(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > _SHOWN_VALUE:
+        text = text[:_SHOWN_VALUE] + "..."
+    return repr(text)
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return SecretStr in _arguments(field.annotation)
+
+
+def _arguments(annotation: object) -> tuple[object, ...]:
+    """The types an annotation allows, Optional unwrapped (``int | None`` -> int)."""
+    if typing.get_origin(annotation) in (typing.Union, type(int | None)):
+        return tuple(a for a in typing.get_args(annotation) if a is not type(None))
+    return (annotation,)
+
+
+def _accepted(field: FieldInfo) -> str:
+    [kind, *_] = _arguments(field.annotation) or (None,)
+    if typing.get_origin(kind) is Literal:
+        return "one of: " + ", ".join(str(choice) for choice in typing.get_args(kind))
+    if kind is bool:
+        return "true or false"
+    if typing.get_origin(kind) is list:
+        return "comma-separated names"
+    if kind is int:
+        return "a whole number" + _range(field)
+    if kind is float:
+        return "a number" + _range(field)
+    return ""
+
+
+def _range(field: FieldInfo) -> str:
+    """``Field(ge=1, le=65535)`` as " from 1 to 65535", ``Field(gt=0)`` as " above 0"."""
+    bounds = {}
+    for limit in field.metadata:  # annotated_types constraints: Ge, Gt, Le, Lt
+        for attribute in ("ge", "gt", "le", "lt"):
+            if getattr(limit, attribute, None) is not None:
+                bounds[attribute] = getattr(limit, attribute)
+    if "ge" in bounds and "le" in bounds:
+        return f" from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+    words = {"ge": "at least", "gt": "above", "le": "at most", "lt": "below"}
+    return "".join(f" {words[name]} {_number(value)}" for name, value in bounds.items())
+
+
+def _number(value: object) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from scepline_devtools.scep_client import ScepClient, build_csr
 from scepline_shared.scep import PkiStatus
 from scepline_validator.main import LAB_CHALLENGE_FILE
-from tests.fixtures.processes import scepline_up
+from tests.fixtures.processes import free_port, scepline_up
 from tests.fixtures.scepline import data_dir_with_ca
 from tests.support.commands import run_scepline
 from tests.support.pki import name, requester
@@ -85,7 +85,9 @@ def test_a_bad_store_key_file_is_refused_at_start_up(
     env = {
         "SCEPLINE_DATA_DIR": str(data_dir_with_ca(tmp_path, lab_ca_dir)),
         "SCEPLINE_STORE_KEY_FILE": str(key_file),
-        "SCEPLINE_HTTP_PORT": "1",  # never reached: it must stop before serving
+        # Bound, never served: it must stop before.
+        "SCEPLINE_HTTP_PORT": str(free_port()),
+        "SCEPLINE_HEALTH_PORT": str(free_port()),
     }
 
     done = run_scepline(env, "up")

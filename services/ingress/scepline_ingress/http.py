@@ -9,6 +9,10 @@ query string, the body size and time limits and content types.
 CRLs: ``GET /crl/<issuer_key_id>.crl`` (the CA's spki_sha256_hex, the URL the
 signer writes into issued certificates' CRL distribution points) and
 ``GET /crl`` for the active CA, as DER ``application/pkix-crl``.
+
+``GET /`` is a small page for the administrator who opens the service's
+address: the SCEP URL to paste into an Intune SCEP profile, and links to the CA
+certificates and the CRL.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import base64
 import binascii
 import datetime as dt
 import email.utils
+import html
 import re
 import urllib.parse
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from scepline_shared.health import ReadinessCheck, health_routes
 from scepline_shared.log import get_logger
@@ -78,7 +83,10 @@ def create_app(
     body_timeout_seconds: float,
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
+    public_base_url: str | None = None,
 ) -> FastAPI:
+    """``public_base_url`` (SCEPLINE_PUBLIC_BASE_URL) is the address ``GET /``
+    names; unset, the page names the address it was asked at."""
     app = FastAPI(
         title="scepline",
         docs_url=None,
@@ -87,6 +95,13 @@ def create_app(
         lifespan=lifespan,  # type: ignore[arg-type]
     )
     app.include_router(health_routes(readiness))
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def index(request: Request) -> Response:
+        base = (public_base_url or str(request.base_url)).rstrip("/")
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(_index_html(base))
+        return PlainTextResponse(_index_text(base))
 
     @app.api_route("/crl", methods=["GET", "HEAD"], include_in_schema=False)
     async def active_crl() -> Response:
@@ -134,6 +149,53 @@ def create_app(
         return pki_response(reply)
 
     return app
+
+
+def _index_entries(base: str) -> list[tuple[str, str, bool]]:
+    """(what, URL, whether to link it) for the index page."""
+    return [
+        ("SCEP URL (Intune SCEP certificate profile: SCEP Server URLs)", f"{base}/scep", False),
+        (
+            "CA certificates (GetCACert: the RA and CA certificates, PKCS#7)",
+            f"{base}/scep?operation=GetCACert",
+            True,
+        ),
+        ("CA capabilities (GetCACaps)", f"{base}/scep?operation=GetCACaps", True),
+        ("CRL of the active CA (DER)", f"{base}/crl", True),
+    ]
+
+
+_INDEX_NOTE = (
+    "Windows devices append /pkiclient.exe to the SCEP URL; it is served too. "
+    "Intune's trusted certificate profile takes the CA certificate alone: ca/ca.crt "
+    "in the server's data directory (`scepline ca show` prints its fingerprint)."
+)
+
+
+def _index_text(base: str) -> str:
+    lines = ["scepline: SCEP (RFC 8894) certificate enrolment", ""]
+    lines += [f"{what}:\n  {url}" for what, url, _ in _index_entries(base)]
+    return "\n".join([*lines, "", _INDEX_NOTE, ""])
+
+
+def _index_html(base: str) -> str:
+    # The base may come from the request's Host header: everything is escaped.
+    items = "".join(
+        f"<dt>{html.escape(what)}</dt><dd>"
+        + (
+            f'<a href="{html.escape(url)}">{html.escape(url)}</a>'
+            if link
+            else f"<code>{html.escape(url)}</code>"
+        )
+        + "</dd>"
+        for what, url, link in _index_entries(base)
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>scepline</title></head><body>"
+        "<h1>scepline: SCEP (RFC 8894) certificate enrolment</h1>"
+        f"<dl>{items}</dl><p>{html.escape(_INDEX_NOTE)}</p></body></html>\n"
+    )
 
 
 async def _crl_response(service: ScepService, issuer_key_id: str | None) -> Response:

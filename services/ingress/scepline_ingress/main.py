@@ -52,4 +52,5 @@ def build_ingress_app(
         body_timeout_seconds=settings.http_body_timeout_seconds,
         readiness=readiness,
         lifespan=lifespan,
+        public_base_url=settings.public_base_url,
     )

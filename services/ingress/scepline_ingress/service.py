@@ -108,6 +108,17 @@ def request_key(transaction_id: str, renewal_of: str | None) -> str:
     return transaction_id if renewal_of is None else f"{transaction_id}|renew:{renewal_of}"
 
 
+def _for_the_operator(error: ScepError) -> str:
+    """A refusal as `scepline request show` tells it: what the client was told
+    and, for a cipher this deployment refuses, the setting that accepts it."""
+    if isinstance(error, DisallowedAlgorithm):
+        return (
+            f"{error.failure_message} (RFC 8894 forbids single DES; "
+            "SCEPLINE_SCEP_ALLOW_DES=true accepts it)"
+        )
+    return error.failure_message
+
+
 def requester_key_id(certificate: x509.Certificate) -> str:
     """Who made a request: the signer's public key, not its (transient) certificate."""
     return spki_sha256_hex(certificate.public_key())
@@ -244,9 +255,26 @@ class ScepService:
             fail_info=error.fail_info.rfc_name,
             reason=error.failure_message,
         )
+        await self._remember_refusal(error.header, error.fail_info, _for_the_operator(error))
         return await self.failure(
             error.header, error.fail_info, error.failure_message, reply_as=reply_as
         )
+
+    async def _remember_refusal(
+        self, header: MessageHeader, fail_info: FailInfo, reason: str
+    ) -> None:
+        """Keep the refusal where `scepline request show` finds it (a bounded
+        ring in the store); a store in trouble must not turn the FAILURE the
+        client is owed into an error."""
+        try:
+            await self._repository.record_refusal(
+                transaction_id=header.transaction_id,
+                message_type=None if header.message_type is None else int(header.message_type),
+                fail_info=int(fail_info),
+                reason=reason,
+            )
+        except Exception as error:  # noqa: BLE001 - the refusal is logged above anyway
+            log.warning("could not record the refusal", error=str(error)[:200])
 
     async def _open(self, message: PkiMessage, identity: ScepIdentity) -> OpenedEnvelope:
         try:

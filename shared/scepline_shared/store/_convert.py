@@ -16,6 +16,7 @@ from scepline_shared.store.models import (
     Crl,
     IssuanceJournal,
     IssuedCertificate,
+    Refusal,
     RequestEvent,
     ScepRequest,
 )
@@ -25,6 +26,7 @@ from scepline_shared.store.views import (
     CrlView,
     EventView,
     JournalEntry,
+    RefusalView,
     RequestView,
 )
 
@@ -37,12 +39,15 @@ __all__ = [
     "EVENT_TABLE",
     "JOURNAL_COLUMNS",
     "JOURNAL_TABLE",
+    "REFUSAL_COLUMNS",
+    "REFUSAL_TABLE",
     "REQUEST_COLUMNS",
     "REQUEST_TABLE",
     "certificate_view",
     "crl_view",
     "event_view",
     "journal_entry",
+    "refusal_view",
     "request_view",
 ]
 
@@ -51,6 +56,7 @@ EVENT_TABLE: Table = RequestEvent.__table__  # type: ignore[assignment]
 CERTIFICATE_TABLE: Table = IssuedCertificate.__table__  # type: ignore[assignment]
 CRL_TABLE: Table = Crl.__table__  # type: ignore[assignment]
 JOURNAL_TABLE: Table = IssuanceJournal.__table__  # type: ignore[assignment]
+REFUSAL_TABLE: Table = Refusal.__table__  # type: ignore[assignment]
 
 
 def _columns(table: Table, view: type) -> tuple[Column[Any], ...]:
@@ -62,6 +68,7 @@ EVENT_COLUMNS = _columns(EVENT_TABLE, EventView)
 CERTIFICATE_COLUMNS = _columns(CERTIFICATE_TABLE, CertificateView)
 CRL_COLUMNS = _columns(CRL_TABLE, CrlView)
 JOURNAL_COLUMNS = _columns(JOURNAL_TABLE, JournalEntry)
+REFUSAL_COLUMNS = _columns(REFUSAL_TABLE, RefusalView)
 
 _REQUEST_FIELDS = [field.name for field in fields(RequestView)]
 _CSR = _REQUEST_FIELDS.index("csr_der")
@@ -93,3 +100,8 @@ def crl_view(row: Sequence[Any]) -> CrlView:
 def journal_entry(row: Sequence[Any]) -> JournalEntry:
     """A row of JOURNAL_COLUMNS."""
     return JournalEntry(*row)
+
+
+def refusal_view(row: Sequence[Any]) -> RefusalView:
+    """A row of REFUSAL_COLUMNS."""
+    return RefusalView(*row)

@@ -46,6 +46,7 @@ __all__ = [
     "IssuedCertificate",
     "JournalKind",
     "NotifyState",
+    "Refusal",
     "RequestEvent",
     "RequestState",
     "ScepRequest",
@@ -344,3 +345,24 @@ class Crl(Base):
     this_update: Mapped[datetime]
     next_update: Mapped[datetime]
     der: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Refusal(Base):
+    """A request refused before it was recorded (a refused cipher, a bad
+    signature, a stale signingTime, a poll for an unknown transaction): what
+    `scepline request show` tells an operator who has only the transaction id.
+
+    A bounded ring, not a log: `RequestRepository.record_refusal` keeps about
+    the latest `REFUSALS_KEPT`, so a flood of refused messages cannot grow it.
+    """
+
+    __tablename__ = "refusal"
+    __table_args__ = (Index("ix_refusal_transaction_id", "transaction_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    # As the client sent it (truncated to the column): the id in the logs.
+    transaction_id: Mapped[str] = mapped_column(String(255))
+    message_type: Mapped[int | None] = mapped_column(Integer)
+    fail_info: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)

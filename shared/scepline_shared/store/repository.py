@@ -27,10 +27,13 @@ from scepline_shared.store._convert import (
     EVENT_TABLE,
     JOURNAL_COLUMNS,
     JOURNAL_TABLE,
+    REFUSAL_COLUMNS,
+    REFUSAL_TABLE,
     REQUEST_COLUMNS,
     REQUEST_TABLE,
     event_view,
     journal_entry,
+    refusal_view,
     request_view,
 )
 from scepline_shared.store._sql import Dependent, RequestChange, reusable
@@ -57,12 +60,21 @@ from scepline_shared.store.views import (
     EventView,
     IssuedCertificateRecord,
     RecordResult,
+    RefusalView,
     RequestView,
     SignatureClaim,
     serial_hex,
 )
 
-__all__ = ["MESSAGE_TYPES", "TRANSITION_FIELDS", "RequestRepository", "utc_now"]
+__all__ = ["MESSAGE_TYPES", "REFUSALS_KEPT", "TRANSITION_FIELDS", "RequestRepository", "utc_now"]
+
+# Refusals kept (`record_refusal`): about the latest this many, whatever comes in.
+REFUSALS_KEPT = 1000
+# Older refusals are deleted once per this many new ones: one statement per
+# refusal, and the ring holds at most REFUSALS_KEPT + _TRIM_EVERY.
+_TRIM_EVERY = 100
+# Longest refusal reason stored (ours, but it may quote what the client sent).
+_MAX_REASON = 1000
 
 # SCEP messageType values that create a request: PKCSReq (19), RenewalReq (17).
 MESSAGE_TYPES: frozenset[int] = frozenset({17, 19})
@@ -108,6 +120,13 @@ _MARK_QUEUED = reusable(
     .where(_REQ.transaction_id == bindparam("where_transaction_id"))
     .values(queued_at=bindparam("set_queued_at"), attempts=_REQ.attempts + 1)
 )
+_REFUSAL = REFUSAL_TABLE.c
+_RECORD_REFUSAL = reusable(
+    insert(REFUSAL_TABLE)
+    .values({c.name: bindparam(c.name) for c in REFUSAL_COLUMNS})
+    .returning(_REFUSAL.id)
+)
+_TRIM_REFUSALS = reusable(delete(REFUSAL_TABLE).where(_REFUSAL.id <= bindparam("oldest_gone")))
 # The history entry of a change; `from_state`/`to_state` are parameters unless given.
 _EVENT_PARAMETERS = {
     "request_id": _REQ.id,
@@ -631,6 +650,42 @@ class RequestRepository(CertificateRepository):
             .order_by(EVENT_TABLE.c.id)
         )
         return [event_view(row) for row in rows]
+
+    # -- refusals ------------------------------------------------------------
+
+    async def record_refusal(
+        self, *, transaction_id: str, message_type: int | None, fail_info: int, reason: str
+    ) -> None:
+        """Remember a request refused before it was recorded, for `request show`.
+
+        A bounded ring: every `_TRIM_EVERY` refusals the ones older than the
+        latest `REFUSALS_KEPT` are deleted, so a flood costs a fixed amount of
+        storage and, per refusal, one insert.
+        """
+        row = await self._db.fetch_one(
+            _RECORD_REFUSAL,
+            {
+                "at": self._clock(),
+                "transaction_id": transaction_id[:255],
+                "message_type": message_type,
+                "fail_info": fail_info,
+                "reason": reason[:_MAX_REASON],
+            },
+        )
+        assert row is not None
+        refusal_id = int(row[0])
+        if refusal_id % _TRIM_EVERY == 0:
+            await self._db.rowcount(_TRIM_REFUSALS, {"oldest_gone": refusal_id - REFUSALS_KEPT})
+
+    async def refusals(self, transaction_id: str, *, limit: int = 10) -> list[RefusalView]:
+        """The latest refusals of this transaction id, newest first."""
+        rows = await self._db.fetch_all(
+            select(*REFUSAL_COLUMNS)
+            .where(_REFUSAL.transaction_id == transaction_id)
+            .order_by(_REFUSAL.id.desc())
+            .limit(limit)
+        )
+        return [refusal_view(row) for row in rows]
 
     # -- internals ----------------------------------------------------------
 

@@ -27,6 +27,7 @@ __all__ = [
     "IssuedCertificateRecord",
     "JournalEntry",
     "RecordResult",
+    "RefusalView",
     "RequestView",
     "SignatureClaim",
     "serial_hex",
@@ -104,6 +105,17 @@ class EventView:
     from_state: str | None
     to_state: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalView:
+    """A request ingress refused before recording it (see models.Refusal)."""
+
+    at: datetime
+    transaction_id: str
+    message_type: int | None
+    fail_info: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import html
+import re
 import urllib.parse
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepline_ingress.http import decode_get_message, is_scep_path
+from scepline_ingress.http import PKIX_CRL, decode_get_message, is_scep_path
 from scepline_shared.scep import (
     ContentEncryption,
     Digest,
@@ -190,3 +192,52 @@ async def test_unreadable_post_body_is_400_not_5xx(scepline: RunningScepline, bo
 async def test_get_message_that_is_not_base64_is_400(scepline: RunningScepline):
     response = await scepline.http.get("/scep?operation=PKIOperation&message=%%%%")
     assert response.status_code == 400
+
+
+async def test_the_root_page_names_the_scep_url_and_links_what_an_admin_downloads(
+    scepline: RunningScepline,
+):
+    page = await scepline.http.get("/", headers={"Accept": "text/html,*/*"})
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<code>http://scepline/scep</code>" in page.text
+    links = re.findall(r'href="([^"]+)"', page.text)
+    assert [urllib.parse.unquote(link) for link in links] == [
+        "http://scepline/scep?operation=GetCACert",
+        "http://scepline/scep?operation=GetCACaps",
+        "http://scepline/crl",
+    ]
+    downloads = [await scepline.http.get(html.unescape(link)) for link in links]
+    assert [d.status_code for d in downloads] == [200, 200, 200]
+    assert downloads[0].headers["content-type"] == "application/x-x509-ca-ra-cert"
+    assert downloads[2].headers["content-type"] == PKIX_CRL
+
+
+async def test_the_root_page_is_text_for_a_terminal(scepline: RunningScepline):
+    page = await scepline.http.get("/")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/plain")
+    assert "  http://scepline/scep\n" in page.text
+    assert "  http://scepline/scep?operation=GetCACert\n" in page.text
+    assert "  http://scepline/crl\n" in page.text
+
+
+async def test_the_root_page_names_the_public_address_when_one_is_set(
+    scepline_settings: Settings,
+):
+    public = scepline_settings.model_copy(update={"public_base_url": "https://scep.example.com"})
+    async with running(public) as product:
+        page = await product.http.get("/")
+
+    assert "  https://scep.example.com/scep\n" in page.text
+
+
+async def test_the_root_page_escapes_what_it_shows(scepline_settings: Settings):
+    odd = scepline_settings.model_copy(update={"public_base_url": 'https://x/"><b>&'})
+    async with running(odd) as product:
+        page = await product.http.get("/", headers={"Accept": "text/html"})
+
+    assert "<b>" not in page.text
+    assert "<code>https://x/&quot;&gt;&lt;b&gt;&amp;/scep</code>" in page.text

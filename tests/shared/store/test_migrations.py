@@ -17,7 +17,14 @@ from scepline_shared.store import create_engine_for, upgrade_to_head, upgrade_to
 from scepline_shared.store.migrate import MIGRATIONS_PATH, alembic_config, run_locked
 from scepline_shared.store.models import Base
 
-STORE_TABLES = {"scep_request", "request_event", "certificate", "crl", "issuance_journal"}
+STORE_TABLES = {
+    "scep_request",
+    "request_event",
+    "certificate",
+    "crl",
+    "issuance_journal",
+    "refusal",
+}
 
 
 def head_revision() -> str:

@@ -101,8 +101,11 @@ def test_the_command_needs_a_retention_of_at_least_a_day(tmp_path: Path) -> None
     def prune(*args: str) -> subprocess.CompletedProcess[str]:
         return run_scepline({"SCEPLINE_DATA_DIR": str(tmp_path)}, "db", "prune", *args)
 
+    created = run_scepline({"SCEPLINE_DATA_DIR": str(tmp_path)}, "db", "upgrade")
     refused = prune("--older-than-days", "0")
     done = prune("--older-than-days", "30")
+
+    assert created.returncode == 0, created.stderr
 
     assert refused.returncode == 2 and "at least 1" in refused.stderr
     assert done.returncode == 0, done.stderr

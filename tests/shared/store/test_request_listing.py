@@ -29,8 +29,11 @@ async def test_requests_are_listed_by_state_most_recently_changed_first(
 
 
 def test_the_command_lists_a_state(tmp_path: Path) -> None:
+    created = run_scepline({"SCEPLINE_DATA_DIR": str(tmp_path)}, "db", "upgrade")
     listed = run_scepline(
         {"SCEPLINE_DATA_DIR": str(tmp_path)}, "request", "list", "--state", "SIGNED"
     )
+
+    assert created.returncode == 0, created.stderr
     assert listed.returncode == 0, listed.stderr
     assert "0 request(s) in SIGNED" in listed.stdout
