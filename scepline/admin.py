@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from scepline_ingress.dead_letters import resolved_letters
 from scepline_shared.broker.base import Broker
 from scepline_shared.messages import DeadLetter
 from scepline_shared.pipeline import Step, StepHandler, Transient, resume_step
@@ -249,6 +248,8 @@ async def dead_letters(
             _refuse_unknown(ids, known, steps)
         for step in steps:
             letters = await rt.broker.dead_letters(step, limit=1000)
+            from scepline_ingress.dead_letters import resolved_letters  # loaded by dlq only
+
             resolved = await resolved_letters(rt.repository, letters)
             chosen = [d for d in letters if ids is None or d.id in ids]
             if action == "list":
@@ -284,6 +285,8 @@ async def replay(
     again. Resolved letters are dropped instead: running a step again for a
     final request would only unpark it and waste a round trip."""
     letters = await _chosen(broker, step, ids)
+    from scepline_ingress.dead_letters import resolved_letters  # loaded by dlq only
+
     resolved = await resolved_letters(repository, letters)
     dropped = await broker.purge(step, ids=resolved) if resolved else 0
     # Unpark first: should the replay publish fail, the sweep still has them.
