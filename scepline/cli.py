@@ -231,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
         store=NEEDS_STORE,
         epilog=_SERVICE_SETTINGS,
     )
+    _command(
+        commands,
+        "ocsp",
+        "run the OCSP responder alone (POST/GET /ocsp on SCEPLINE_HTTP_PORT; ingress and "
+        "`up` serve it too); any number of replicas on the same store and CA directory",
+        _ocsp,
+        store=NEEDS_STORE,
+        epilog=_SERVICE_SETTINGS,
+    )
     for step, name in (("validate", "validator"), ("sign", "signer"), ("notify", "notifier")):
         worker = _command(
             commands,
@@ -521,6 +530,12 @@ def _ingress(settings: Settings, _args: argparse.Namespace) -> int:
     from .runtime import serve_ingress
 
     return _serve(settings, lambda: serve_ingress(settings))
+
+
+def _ocsp(settings: Settings, _args: argparse.Namespace) -> int:
+    from .runtime import serve_ocsp
+
+    return _serve(settings, lambda: serve_ocsp(settings))
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:

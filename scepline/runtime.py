@@ -32,8 +32,8 @@ from scepline_shared.broker.base import Broker
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
-from scepline_shared.configured import key_source
-from scepline_shared.health import ReadinessCheck, health_app
+from scepline_shared.configured import key_source, ocsp_routes_from
+from scepline_shared.health import ReadinessCheck, health_app, health_routes
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
@@ -217,6 +217,7 @@ async def _ingress(
             repository=rt.repository,
             pipeline=pipeline,
             readiness=ready,
+            ocsp=ocsp_routes_from(settings, rt.repository),
         )
 
 
@@ -255,9 +256,12 @@ async def embedded(
         await signer.journal_ca_certificates(rt.repository, ca.current())
         crls = _crl_publisher(rt, ca)
         await crls.run_once()  # GetCRL and the CDP answer from the first request on
+        responders = await _ocsp_responders(rt, ca)  # OCSP too
         ready = _readiness(rt, ca)
         async with (
-            _background((ca.run, ca.stop), (crls.run, crls.stop), *_revocations(rt, intune)),
+            _background(
+                (ca.run, ca.stop), (crls.run, crls.stop), *responders, *_revocations(rt, intune)
+            ),
             _ingress(rt, ca, ready, challenge) as app,
         ):
             yield Embedded(app, health_app(ready), ca, generated, rt.repository, rt.broker)
@@ -267,6 +271,16 @@ def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
     """Intune's revocation requests: polled where the notifier runs."""
     sync = notifier.build_revocation_sync(rt.settings, rt.repository, intune)
     return [] if sync is None else [(sync.run, sync.stop)]
+
+
+async def _ocsp_responders(rt: Runtime, ca: CaScheduleWatcher) -> list[Job]:
+    """The delegated OCSP responder certificates: issued now (so OCSP answers
+    from the first request on), then renewed in the background."""
+    keeper = signer.build_ocsp_responder_keeper(rt.settings, rt.repository, ca.current)
+    if keeper is None:
+        return []
+    await keeper.run_once()
+    return [(keeper.run, keeper.stop)]
 
 
 def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
@@ -329,6 +343,23 @@ async def serve_ingress(settings: Settings) -> None:
                 await serve_http(settings, Listener(app, scep), *_health_listener(health, ready))
 
 
+async def serve_ocsp(settings: Settings) -> None:
+    """The OCSP responder alone (``scepline ocsp``): POST/GET /ocsp on the SCEP
+    port setting, answering from the store for the CAs under the data
+    directory. Any number of replicas; it needs the CA certificates and the
+    responder keys, never the CA key (unless SCEPLINE_OCSP_SIGNING=ca)."""
+    with contextlib.ExitStack() as ports:
+        http = ports.enter_context(_scep_port(settings))
+        health = _optional_health_port(settings, ports)
+        async with runtime(settings, with_broker=False) as rt:
+            ready = _readiness(rt, None)
+            app = FastAPI(title="scepline OCSP", docs_url=None, redoc_url=None, openapi_url=None)
+            app.include_router(health_routes(ready))
+            app.include_router(ocsp_routes_from(settings, rt.repository))
+            log.info("OCSP responder serving", data_dir=str(settings.data_dir))
+            await serve_http(settings, Listener(app, http), *_health_listener(health, ready))
+
+
 async def serve_worker(settings: Settings, step: Step) -> None:
     with contextlib.ExitStack() as ports:
         health = _optional_health_port(settings, ports)
@@ -345,7 +376,7 @@ async def serve_worker(settings: Settings, step: Step) -> None:
             if ca is not None:
                 await signer.journal_ca_certificates(rt.repository, ca.current())
                 crls = _crl_publisher(rt, ca)
-                jobs = [(ca.run, ca.stop), (crls.run, crls.stop)]
+                jobs = [(ca.run, ca.stop), (crls.run, crls.stop), *await _ocsp_responders(rt, ca)]
             if step is Step.NOTIFY:
                 jobs += _revocations(rt, intune)
             worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)

@@ -7,13 +7,21 @@ the certificate it renews) and the signer (issuing) both apply."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from fastapi import APIRouter
+
 from .ca import CertificateProfile
 from .ca.keysource import KeySource
 from .ca.profile import ProfileNameError
-from .keys.pkcs11 import Pkcs11Config, Pkcs11KeyRef, Pkcs11Token
+from .keys import SigningKey
+from .keys.pkcs11 import Pkcs11Config, Pkcs11KeyRef, Pkcs11PrivateKey, Pkcs11Token
+from .ocsp.directory import ResponderDirectory
+from .ocsp.http import ocsp_routes
+from .ocsp.responder import CertificateStatuses, OcspResponder
 from .settings import Settings
 
-__all__ = ["key_source", "profile_from"]
+__all__ = ["key_source", "ocsp_routes_from", "profile_from"]
 
 # CertificateProfile.from_names argument -> the Settings field it comes from.
 _SETTING_FOR: dict[str, str] = {
@@ -62,6 +70,7 @@ def key_source(settings: Settings) -> KeySource:
         "ca_key_label": settings.pkcs11_ca_key_label,
         "ra_key_label": settings.pkcs11_ra_key_label,
         "ra_in_token": settings.pkcs11_ra_in_token,
+        "ocsp_key_label": settings.pkcs11_ocsp_key_label,
     }
     if settings.key_backend == "file":
         return KeySource(backend="file", **labels)
@@ -79,3 +88,26 @@ def key_source(settings: Settings) -> KeySource:
         ),
     )
     return KeySource(backend="pkcs11", token=Pkcs11Token(config), **labels)
+
+
+def ocsp_routes_from(settings: Settings, statuses: CertificateStatuses) -> APIRouter:
+    """``POST /ocsp`` and ``GET /ocsp/...`` answering from ``statuses`` (the store)
+    for the CAs under SCEPLINE_DATA_DIR, as SCEPLINE_OCSP_* configure."""
+    responder = OcspResponder(
+        statuses,
+        ResponderDirectory(settings.data_dir, key_source(settings), signing=settings.ocsp_signing),
+        check_interval=timedelta(seconds=settings.crl_check_interval_seconds),
+        response_validity=timedelta(seconds=settings.ocsp_response_validity_seconds),
+        cache_entries=settings.ocsp_cache_entries,
+        sign_off_loop=_in_token,
+    )
+    return ocsp_routes(
+        responder,
+        max_request_bytes=settings.ocsp_max_request_bytes,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
+    )
+
+
+def _in_token(key: SigningKey) -> bool:
+    # A token signature waits on the HSM: off the event loop.
+    return isinstance(key, Pkcs11PrivateKey)

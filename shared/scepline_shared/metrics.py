@@ -15,6 +15,10 @@ __all__ = [
     "HTTP_REFUSED",
     "INTUNE_LATENCY",
     "INTUNE_REVOCATIONS",
+    "OCSP_CACHE",
+    "OCSP_RESPONDER_NOT_AFTER",
+    "OCSP_RESPONSES",
+    "OCSP_SIGNING_SECONDS",
     "PIPELINE_STEP_SECONDS",
     "QUEUE_LAG",
     "QUEUE_MESSAGES",
@@ -107,6 +111,34 @@ CA_NOT_AFTER = Gauge(
     "notAfter of each CA and RA certificate of the CA schedule, by generation "
     "(alert well before the active one's: stage a rollover with scepline ca rollover)",
     ["generation", "role"],
+    multiprocess_mode="max",
+)
+
+
+# OCSP (scepline_shared.ocsp: ingress, scepline ocsp, scepline up).
+OCSP_RESPONSES = Counter(
+    "scepline_ocsp_responses_total",
+    "OCSP answers by responseStatus and, for successful ones, certificate status "
+    "(good, revoked, unknown; one per certificate asked about)",
+    ["status"],
+)
+OCSP_CACHE = Counter(
+    "scepline_ocsp_cache_total",
+    "OCSP responses by how they were found: hit (served from the cache), revalidated "
+    "(status re-read, unchanged), signed (new signature), stale (store down: a cached "
+    "response still within its nextUpdate)",
+    ["result"],
+)
+OCSP_SIGNING_SECONDS = Histogram(
+    "scepline_ocsp_signing_seconds",
+    "Time the responder key takes to sign one OCSP response",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+OCSP_RESPONDER_NOT_AFTER = Gauge(
+    "scepline_ocsp_responder_not_after_timestamp_seconds",
+    "notAfter of the OCSP responder certificate per CA key id (the signer renews it "
+    "at half its life: alert if it comes near)",
+    ["issuer_key_id"],
     multiprocess_mode="max",
 )
 

@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     # Keep the RA key (which ingress uses for every request) in the token too;
     # false keeps it in data_dir/ca/ra.key while the CA key stays in the token.
     pkcs11_ra_in_token: bool = True
+    # CKA_LABEL of the OCSP responder keys (in the token when the RA key is).
+    pkcs11_ocsp_key_label: str = "scepline-ocsp"
 
     # Issued certificate profile (the signer's policy; docs/architecture.md).
     cert_validity_days: int = Field(default=365, ge=1)
@@ -194,6 +196,20 @@ class Settings(BaseSettings):
     # Public base URL of this service (e.g. http://scep.example.com). When set,
     # issued certificates carry a CRL distribution point <url>/crl/<ca>.crl.
     public_base_url: str | None = None
+
+    # OCSP (RFC 6960 / RFC 5019 profile; docs/ocsp.md). "delegated": a responder
+    # certificate per CA generation (id-kp-OCSPSigning, ocsp-nocheck), issued and
+    # renewed by the signer, its key beside the RA's; "ca": the CA key signs.
+    ocsp_signing: Literal["delegated", "ca"] = "delegated"
+    # The responder certificate's lifetime; renewed when half of it has passed.
+    ocsp_responder_validity_days: float = Field(default=7.0, gt=0, le=366)
+    # nextUpdate - thisUpdate of a response; re-signed when half of it has passed.
+    # Statuses are re-read from the store every SCEPLINE_CRL_CHECK_INTERVAL_SECONDS.
+    ocsp_response_validity_seconds: float = Field(default=3600.0, ge=60)
+    # Signed responses kept per process (least recently used are dropped).
+    ocsp_cache_entries: int = Field(default=100_000, ge=0)
+    # Requests larger than this are malformed (RFC 5019 requests are ~100 bytes).
+    ocsp_max_request_bytes: int = Field(default=8192, ge=256, le=1 << 20)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

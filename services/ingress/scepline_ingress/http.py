@@ -6,6 +6,11 @@ too, for load balancers).
 Only HTTP concerns live here: routing, decoding the GET message from the raw
 query string, the body size and time limits and content types.
 
+CA certificates: ``GET /ca/<issuer_key_id>.crt`` (DER, the caIssuers URL in
+issued certificates' Authority Information Access).
+
+OCSP: ``POST /ocsp`` and ``GET /ocsp/<request>`` (``scepline_shared.ocsp.http``).
+
 CRLs: ``GET /crl/<issuer_key_id>.crl`` (the CA's spki_sha256_hex, the URL the
 signer writes into issued certificates' CRL distribution points) and
 ``GET /crl`` for the active CA, as DER ``application/pkix-crl``.
@@ -27,7 +32,7 @@ import re
 import urllib.parse
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from scepline_shared.health import ReadinessCheck, health_routes
@@ -42,11 +47,13 @@ __all__ = ["PKIX_CRL", "create_app", "decode_get_message", "is_scep_path"]
 log = get_logger(__name__)
 
 PKIX_CRL = "application/pkix-crl"
+PKIX_CERT = "application/pkix-cert"
 
 _SCEP_ROOT = "scep"
 _WINDOWS_SUFFIX = "pkiclient.exe"
 # <spki_sha256_hex>.crl; upper-case hex is accepted and folded.
 _CRL_FILE = re.compile(r"([0-9a-fA-F]{64})\.crl")
+_CA_FILE = re.compile(r"([0-9a-fA-F]{64})\.(?:crt|cer|der)")
 
 
 def is_scep_path(path: str) -> bool:
@@ -84,9 +91,11 @@ def create_app(
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
     public_base_url: str | None = None,
+    ocsp: APIRouter | None = None,
 ) -> FastAPI:
     """``public_base_url`` (SCEPLINE_PUBLIC_BASE_URL) is the address ``GET /``
-    names; unset, the page names the address it was asked at."""
+    names; unset, the page names the address it was asked at. ``ocsp``: the
+    OCSP responder's routes (``scepline_shared.ocsp.http``), served here too."""
     app = FastAPI(
         title="scepline",
         docs_url=None,
@@ -95,6 +104,8 @@ def create_app(
         lifespan=lifespan,  # type: ignore[arg-type]
     )
     app.include_router(health_routes(readiness))
+    if ocsp is not None:
+        app.include_router(ocsp)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index(request: Request) -> Response:
@@ -116,6 +127,18 @@ def create_app(
                 status_code=400,
             )
         return await _crl_response(service, match.group(1).lower())
+
+    @app.api_route("/ca/{filename}", methods=["GET", "HEAD"], include_in_schema=False)
+    async def ca_certificate(filename: str) -> Response:
+        # The caIssuers URL of issued certificates' AIA: one DER certificate.
+        match = _CA_FILE.fullmatch(filename)
+        found = None if match is None else service.ca_certificate(match.group(1).lower())
+        if found is None:
+            return PlainTextResponse(
+                "expected /ca/<64 hex digits: SHA-256 of a CA public key of ours>.crt\n",
+                status_code=404,
+            )
+        return Response(found, media_type=PKIX_CERT)
 
     @app.api_route("/{path:path}", methods=["GET", "POST"], include_in_schema=False)
     async def scep(path: str, request: Request) -> Response:

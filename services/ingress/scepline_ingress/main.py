@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from scepline_shared.health import ReadinessCheck
 from scepline_shared.pipeline import Pipeline
@@ -36,10 +36,12 @@ def build_ingress_app(
     pipeline: Pipeline,
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
+    ocsp: APIRouter | None = None,
 ) -> FastAPI:
     """The ingress app. ``identity`` is a fixed ScepIdentity, or a source of the
     current one (``identity.schedule_identities(watcher.current)``) that every
-    operation calls once, so a CA rollover takes effect without a restart."""
+    operation calls once, so a CA rollover takes effect without a restart.
+    ``ocsp``: the OCSP responder's routes, served on the SCEP port too."""
     service = ScepService(
         identities=identity,
         repository=repository,
@@ -53,4 +55,5 @@ def build_ingress_app(
         readiness=readiness,
         lifespan=lifespan,
         public_base_url=settings.public_base_url,
+        ocsp=ocsp,
     )

@@ -179,6 +179,15 @@ class ScepService:
         """The active RA and the CA certificates as a degenerate certs-only PKCS#7."""
         return self._identities().ca_response
 
+    def ca_certificate(self, issuer_key_id: str) -> bytes | None:
+        """The DER certificate of the active or a previous CA with this key id
+        (spki_sha256_hex): what the caIssuers URL of issued certificates serves."""
+        identity = self._identities()
+        for certificate in (identity.ca_certificate, *identity.previous_ca_certificates):
+            if spki_sha256_hex(certificate.public_key()) == issuer_key_id:
+                return certificate.public_bytes(Encoding.DER)
+        return None
+
     def next_ca_certificate(self) -> bytes | None:
         """The staged generation's GetNextCACert body (signed by the current CA), if any."""
         return self._identities().next_ca_response

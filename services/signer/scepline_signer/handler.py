@@ -184,9 +184,9 @@ def _prepare(
     deps: SignerDeps,
     approval: Approval | None,
 ) -> PreparedCertificate:
-    distribution_point = (
-        None if deps.public_base_url is None else _crl_url(deps.public_base_url, ca.certificate)
-    )
+    base = deps.public_base_url
+    distribution_point = None if base is None else _crl_url(base, ca.certificate)
+    ocsp_url, ca_issuers_url = (None, None) if base is None else _access_urls(base, ca.certificate)
     return prepare_certificate(
         csr=csr,
         ca=ca,
@@ -195,6 +195,8 @@ def _prepare(
         signature_verified=True,  # ingress checked it over the client's own bytes
         crl_distribution_point=distribution_point,
         names_vouched=approval in _NAMES_VOUCHED,
+        ocsp_url=ocsp_url,
+        ca_issuers_url=ca_issuers_url,
     )
 
 
@@ -272,3 +274,10 @@ def _issuer(ca_certificate: x509.Certificate) -> tuple[str, str]:
 def _crl_url(public_base_url: str, ca_certificate: x509.Certificate) -> str:
     # Per request otherwise: a SPKI encoding and a SHA-256 for the same few CAs.
     return crl_distribution_url(public_base_url, ca_certificate)
+
+
+@lru_cache(maxsize=16)
+def _access_urls(public_base_url: str, ca_certificate: x509.Certificate) -> tuple[str, str]:
+    """(OCSP URL, caIssuers URL) served by ingress: ``/ocsp`` and ``/ca/<key id>.crt``."""
+    base = public_base_url.rstrip("/")
+    return f"{base}/ocsp", f"{base}/ca/{spki_sha256_hex(ca_certificate.public_key())}.crt"

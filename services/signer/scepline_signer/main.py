@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 
 from scepline_shared.ca import CaSchedule
 from scepline_shared.ca.tbs import tbs_sha256_of
-from scepline_shared.configured import profile_from
+from scepline_shared.configured import key_source, profile_from
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.settings import Settings
@@ -20,12 +20,14 @@ from scepline_shared.store.models import JournalKind
 
 from .crl_publisher import CrlPublisher, OffLoop
 from .handler import SignerDeps, handle_sign
-from .ports import CrlStore, SignerStore
+from .ocsp_responders import OcspResponderKeeper
+from .ports import CrlStore, JournalsCaCertificates, SignerStore
 
 __all__ = [
     "STEP",
     "build_crl_publisher",
     "build_handler",
+    "build_ocsp_responder_keeper",
     "journal_ca_certificates",
     "signing_executor",
 ]
@@ -80,6 +82,25 @@ def build_crl_publisher(
     if sign is None:
         return CrlPublisher.from_settings(settings, repository, cas)
     return CrlPublisher.from_settings(settings, repository, cas, sign=sign)
+
+
+def build_ocsp_responder_keeper(
+    settings: Settings,
+    repository: JournalsCaCertificates,
+    schedule: Callable[[], CaSchedule],
+) -> OcspResponderKeeper | None:
+    """Issues and renews the delegated OCSP responder certificates (None when
+    the CA key signs OCSP responses itself: SCEPLINE_OCSP_SIGNING=ca)."""
+    if settings.ocsp_signing != "delegated":
+        return None
+    return OcspResponderKeeper(
+        repository=repository,
+        data_dir=settings.data_dir,
+        keys=key_source(settings),
+        schedule=schedule,
+        validity=timedelta(days=settings.ocsp_responder_validity_days),
+        interval=settings.crl_check_interval_seconds,
+    )
 
 
 async def journal_ca_certificates(repository: CrlStore, schedule: CaSchedule) -> int:

@@ -20,7 +20,7 @@ from scepline_shared.store.views import (
     SignatureClaim,
 )
 
-__all__ = ["CrlStore", "SignerStore"]
+__all__ = ["CrlStore", "JournalsCaCertificates", "SignerStore"]
 
 
 class SignerStore(MovesRequests, Protocol):
@@ -77,6 +77,23 @@ class CrlStore(Protocol):
         next_update: datetime,
         der: bytes,
     ) -> CrlView: ...
+
+    async def journal_ca_certificate(
+        self,
+        *,
+        kind: JournalKind,
+        issuer_key_id: str,
+        issuer: str,
+        serial: str | int,
+        subject: str,
+        not_before: datetime,
+        not_after: datetime,
+        tbs_sha256: str,
+    ) -> bool: ...
+
+
+class JournalsCaCertificates(Protocol):
+    """The OCSP responder keeper journals the responder certificates it signs."""
 
     async def journal_ca_certificate(
         self,

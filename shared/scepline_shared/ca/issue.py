@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from scepline_shared.ca._common import (
     SIGNATURE_HASH,
@@ -79,6 +80,8 @@ def prepare_certificate(
     signature_verified: bool = False,
     crl_distribution_point: str | None = None,
     names_vouched: bool = False,
+    ocsp_url: str | None = None,
+    ca_issuers_url: str | None = None,
 ) -> PreparedCertificate:
     """Everything :func:`issue_certificate` does but signing.
 
@@ -105,6 +108,7 @@ def prepare_certificate(
     if not 0 < serial <= MAX_SERIAL:
         raise ValueError("serial must be positive and fit 20 DER octets")
     distribution = _distribution_points(crl_distribution_point)
+    access = _authority_information_access(ocsp_url, ca_issuers_url)
     issued_at = require_aware_utc(now, "now") if now is not None else datetime.now(UTC)
 
     public_key = _requester_key(csr)
@@ -138,6 +142,8 @@ def prepare_certificate(
         builder = builder.add_extension(eku, critical=False)
     if distribution is not None:
         builder = builder.add_extension(distribution, critical=False)
+    if access is not None:
+        builder = builder.add_extension(access, critical=False)
     if sans:
         empty_subject = not list(subject)
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=empty_subject)
@@ -175,6 +181,24 @@ def _distribution_points(url: str | None) -> x509.CRLDistributionPoints | None:
         crl_issuer=None,
     )
     return x509.CRLDistributionPoints([point])
+
+
+def _authority_information_access(
+    ocsp_url: str | None, ca_issuers_url: str | None
+) -> x509.AuthorityInformationAccess | None:
+    """RFC 5280 4.2.2.1: where relying parties ask OCSP and fetch the issuer."""
+    descriptions = []
+    for method, url in (
+        (AuthorityInformationAccessOID.OCSP, ocsp_url),
+        (AuthorityInformationAccessOID.CA_ISSUERS, ca_issuers_url),
+    ):
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.netloc:
+            raise ValueError(f"authority information access URLs must be absolute, got {url!r}")
+        descriptions.append(x509.AccessDescription(method, x509.UniformResourceIdentifier(url)))
+    return x509.AuthorityInformationAccess(descriptions) if descriptions else None
 
 
 def _requester_key(csr: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:

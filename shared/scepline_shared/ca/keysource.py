@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 KeyBackend = Literal["file", "pkcs11"]
-Role = Literal["ca", "ra"]
+Role = Literal["ca", "ra", "ocsp"]
 
 _log = get_logger(__name__)
 
@@ -91,24 +91,26 @@ class KeySource:
     ca_key_label: str = "scepline-ca"
     ra_key_label: str = "scepline-ra"
     ra_in_token: bool = True
+    ocsp_key_label: str = "scepline-ocsp"
 
     def __post_init__(self) -> None:
         if self.backend not in ("file", "pkcs11"):
             raise ValueError(f"unknown key backend {self.backend!r} (expected 'file' or 'pkcs11')")
         if self.backend == "pkcs11" and not isinstance(self.token, Pkcs11Token):
             raise TypeError("the pkcs11 key backend needs a Pkcs11Token")
-        if not self.ca_key_label or not self.ra_key_label:
+        if not self.ca_key_label or not self.ra_key_label or not self.ocsp_key_label:
             raise ValueError("key labels must not be empty")
 
     def in_token(self, role: Role) -> bool:
-        """Whether new keys for ``role`` are generated in the token."""
+        """Whether new keys for ``role`` are generated in the token (the OCSP
+        responder's key goes where the RA's goes: both sign for every request)."""
         if self.backend != "pkcs11":
             return False
         return role == "ca" or self.ra_in_token
 
     def label(self, role: Role, generation: int) -> str:
         """The token label for ``role`` in ``generation`` (0: the configured label)."""
-        base = self.ca_key_label if role == "ca" else self.ra_key_label
+        base = {"ca": self.ca_key_label, "ra": self.ra_key_label, "ocsp": self.ocsp_key_label}[role]
         return base if generation == 0 else f"{base}-g{generation}"
 
     def require_token(self, why: str) -> Pkcs11Token:
@@ -181,7 +183,7 @@ def read_key_index(path: Path) -> dict[Role, TokenKeyEntry]:
     if not isinstance(raw, dict):
         raise CaMaterialError(path, "the key index is not a JSON object")
     index: dict[Role, TokenKeyEntry] = {}
-    for role in ("ca", "ra"):
+    for role in ("ca", "ra", "ocsp"):
         item = raw.get(role)
         if item is None:
             continue

@@ -45,6 +45,7 @@ __all__ = [
     "RA_KEY_BITS",
     "ca_certificate",
     "ensure_generation",
+    "ensure_role_key",
     "ra_certificate",
 ]
 
@@ -197,6 +198,25 @@ def ensure_generation(
         _pair(ra_key, paths.ra_cert)
 
 
+def ensure_role_key(
+    paths: CaPaths,
+    keys: KeySource,
+    role: Role,
+    generation: int,
+    generate: Callable[[], _Generated],
+    *,
+    replace_certificate: bool = False,
+) -> SigningKey:
+    """The key of ``role`` in one generation, generated if missing (the caller
+    holds the exclusive CA lock). ``replace_certificate``: a certificate whose key
+    is gone may be replaced (the OCSP responder's, short-lived and re-issued by
+    the signer), instead of being an error (the CA's and the RA's)."""
+    index = read_key_index(paths.keys_index)
+    return _ensure_key(
+        paths, keys, index, role, generation, generate, replace_certificate=replace_certificate
+    )
+
+
 def _ensure_key(
     paths: CaPaths,
     keys: KeySource,
@@ -204,8 +224,11 @@ def _ensure_key(
     role: Role,
     generation: int,
     generate: Callable[[], _Generated],
+    *,
+    replace_certificate: bool = False,
 ) -> SigningKey:
-    key_path, cert_path = paths.key(role), paths.certificate(role)
+    key_path = paths.key(role)
+    cert_path = None if replace_certificate else paths.certificate(role)
     entry = index.get(role)
     if entry is not None:
         return keys.load(entry, where=paths.keys_index)
@@ -215,7 +238,11 @@ def _ensure_key(
         found = keys.find(keys.label(role, generation))
         if found is not None:
             key, entry = found
-            if cert_path.exists() and load_certificate(cert_path).public_key() != key.public_key():
+            if (
+                cert_path is not None
+                and cert_path.exists()
+                and load_certificate(cert_path).public_key() != key.public_key()
+            ):
                 raise CaMaterialError(
                     cert_path,
                     f"no key is recorded for it and the token key {entry} does not match it; "
@@ -224,7 +251,7 @@ def _ensure_key(
             _log.info("using the key already in the token", role=role, hsm_label=entry.label)
             _record(paths, index, role, entry)
             return key
-    if cert_path.exists():
+    if cert_path is not None and cert_path.exists():
         missing = paths.keys_index if keys.in_token(role) else key_path
         raise CaMaterialError(
             missing, f"missing while {cert_path.name} exists; refusing to replace it"

@@ -116,11 +116,21 @@ class CaPaths:
         """``<data_dir>/ca/next``: where generations n >= 1 live (meaningful on gen 0)."""
         return self.directory / "next"
 
-    def key(self, role: Literal["ca", "ra"]) -> Path:
-        return self.ca_key if role == "ca" else self.ra_key
+    @property
+    def ocsp_key(self) -> Path:
+        """The delegated OCSP responder's key, when it is a file (0600)."""
+        return self.directory / "ocsp.key"
 
-    def certificate(self, role: Literal["ca", "ra"]) -> Path:
-        return self.ca_cert if role == "ca" else self.ra_cert
+    @property
+    def ocsp_cert(self) -> Path:
+        """The delegated OCSP responder's certificate, renewed in place by the signer."""
+        return self.directory / "ocsp.crt"
+
+    def key(self, role: Literal["ca", "ra", "ocsp"]) -> Path:
+        return {"ca": self.ca_key, "ra": self.ra_key, "ocsp": self.ocsp_key}[role]
+
+    def certificate(self, role: Literal["ca", "ra", "ocsp"]) -> Path:
+        return {"ca": self.ca_cert, "ra": self.ra_cert, "ocsp": self.ocsp_cert}[role]
 
 
 def load_certificate(path: Path) -> x509.Certificate:

@@ -51,6 +51,7 @@ __all__ = [
     "init_ca",
     "load_ca_material",
     "load_ca_schedule",
+    "load_key_pair",
     "read_generation",
     "read_schedule",
 ]
@@ -301,6 +302,12 @@ def _complete(paths: CaPaths) -> bool:
         paths.certificate(role).exists() and (role in index or paths.key(role).exists())
         for role in ("ca", "ra")
     )
+
+
+def load_key_pair(paths: CaPaths, keys: KeySource, role: Role) -> KeyPair:
+    """One role's key and certificate in a generation directory, without the
+    signature that proves a token key (the OCSP responder signing with the CA key)."""
+    return _load_pair(paths, keys, read_key_index(paths.keys_index), role, prove=False)
 
 
 def _load_pair(

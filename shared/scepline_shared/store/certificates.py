@@ -65,6 +65,11 @@ _KEY_ID = re.compile(r"[0-9a-f]{64}")
 _MAX_LINEAGE = 1200
 
 _CERT = CERTIFICATE_TABLE.c
+_CA_OWN_KINDS = (
+    JournalKind.CA_CERTIFICATE,
+    JournalKind.RA_CERTIFICATE,
+    JournalKind.OCSP_CERTIFICATE,
+)
 _GET_CERTIFICATE = reusable(select(*CERTIFICATE_COLUMNS).where(_CERT.serial == bindparam("serial")))
 
 
@@ -263,10 +268,11 @@ class CertificateRepository:
     ) -> bool:
         """Journal one of the CA's own certificates (a generation's CA or RA
         certificate: ``ca init`` and ``ca rollover`` make them as files, before
-        a store may exist); True if it was new. Idempotent: every process that
-        loads the CA calls it."""
+        a store may exist; an OCSP responder certificate, before the CA key
+        signs it); True if it was new. Idempotent: every process that loads the
+        CA calls it."""
         check_key_id(issuer_key_id)
-        if kind not in (JournalKind.CA_CERTIFICATE, JournalKind.RA_CERTIFICATE):
+        if kind not in _CA_OWN_KINDS:
             raise ValueError(f"{kind} entries are written by their own signing path")
         try:
             await self._db.rowcount(

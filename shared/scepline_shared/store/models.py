@@ -94,6 +94,8 @@ class JournalKind(StrEnum):
     # The CA's own certificates: a generation's CA certificate and its RA's.
     CA_CERTIFICATE = "ca-certificate"
     RA_CERTIFICATE = "ra-certificate"
+    # A generation's delegated OCSP responder certificate (renewed every few days).
+    OCSP_CERTIFICATE = "ocsp-certificate"
 
 
 class NotifyState(StrEnum):
