@@ -8,11 +8,14 @@ the CRL publisher), so each entry ends up in one of these states:
   ``claimed`` (a signer is at work on it now);
 - CRL: ``published`` or ``unpublished`` (its signer died or lost the number
   before storing it: never served);
-- the CA's own certificates: ``on-disk`` (they live in the CA directory).
+- the CA's own certificates: ``on-disk`` (they live in the CA directory);
+- OCSP responder certificates: ``in-use`` (a generation's ``ocsp.crt`` now)
+  or ``retired`` (renewed since, or its signer died before writing it).
 
 ``--check`` reconciles both ways: every entry has one of those outcomes and the
 TBS hash of what the store holds equals the journaled one; every certificate
-and CRL the store holds since the journal exists has an entry. Anything else
+and CRL the store holds since the journal exists has an entry, and so has every
+responder certificate in use. Anything else
 is printed and the command exits 1.
 """
 
@@ -23,7 +26,10 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from scepline_shared.ca.material import CaPaths, load_certificate
+from scepline_shared.ca.schedule import generation_numbers
 from scepline_shared.ca.tbs import tbs_sha256_of
+from scepline_shared.serials import serial_hex
 from scepline_shared.settings import Settings
 from scepline_shared.store.models import JournalKind, RequestState
 from scepline_shared.store.repository import RequestRepository
@@ -55,13 +61,24 @@ async def print_journal(settings: Settings, *, check: bool, as_json: bool) -> in
             if view.cert_serial is not None
         }
         tally = _Tally()
+        responders = _responders_in_use(settings)
+        journaled_responders: set[str] = set()
         after = 0
         while batch := await repository.journal(after_id=after, limit=_BATCH):
             after = batch[-1].id
-            for entry, status in await _statuses(repository, batch, claims, check, tally):
+            for entry, status in await _statuses(
+                repository, batch, claims, responders, check, tally
+            ):
                 tally.count(entry.kind, status)
+                if entry.kind is JournalKind.OCSP_CERTIFICATE:
+                    journaled_responders.add(entry.serial)
                 print(_line(entry, status, as_json=as_json))
         if check:
+            tally.problems += [
+                f"OCSP responder certificate {serial} ({where}) is in use but not journaled"
+                for serial, (where, _) in responders.items()
+                if serial not in journaled_responders
+            ]
             certificates, crls, legacy = await repository.unjournaled()
             tally.problems += [f"certificate {s} is stored but not journaled" for s in certificates]
             tally.problems += [f"CRL {n} is stored but not journaled" for n in crls]
@@ -81,6 +98,7 @@ async def _statuses(
     repository: RequestRepository,
     batch: list[JournalEntry],
     claims: dict[str, str],
+    responders: dict[str, tuple[str, str]],
     check: bool,
     tally: _Tally,
 ) -> list[tuple[JournalEntry, str]]:
@@ -110,11 +128,27 @@ async def _statuses(
                 status = "published"
                 if check and tbs_sha256_of(x509.load_der_x509_crl(crl.der)) != entry.tbs_sha256:
                     status = "mismatch"
+        elif entry.kind is JournalKind.OCSP_CERTIFICATE:
+            in_use = responders.get(entry.serial)
+            status = "retired" if in_use is None else "in-use"
+            if check and in_use is not None and in_use[1] != entry.tbs_sha256:
+                status = "mismatch"
         else:
             status = "on-disk"
         if status in ("unresolved", "mismatch"):
             tally.problems.append(f"{entry.kind.value} {entry.serial} is {status}")
         found.append((entry, status))
+    return found
+
+
+def _responders_in_use(settings: Settings) -> dict[str, tuple[str, str]]:
+    """serial -> (file, TBS hash) of each generation's OCSP responder certificate."""
+    found = {}
+    for number in generation_numbers(settings.data_dir):
+        path = CaPaths.generation(settings.data_dir, number).ocsp_cert
+        if path.exists():
+            certificate = load_certificate(path)
+            found[serial_hex(certificate.serial_number)] = (str(path), tbs_sha256_of(certificate))
     return found
 
 

@@ -328,6 +328,8 @@ async def test_killing_the_signer_mid_signature_leaves_no_signature_unaccounted(
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
     assert "# journal reconciles" in checked.stdout
     assert f"# {len(voided)} certificate voided" in checked.stdout
+    # Restarted signers found the OCSP responder certificate made: still one.
+    assert "# 1 ocsp-certificate in-use" in checked.stdout
 
     voided_serials = {int(row["serial"], 16) for row in voided}
     await _eventually_on_the_crl(cluster, voided_serials)
@@ -389,6 +391,7 @@ async def test_killing_scepline_up_mid_signature_leaves_no_signature_unaccounted
     assert journaled == 120 + len(voided)
     checked = await asyncio.to_thread(run_scepline, up.env, "ca", "journal", "--check")
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
+    assert "# 1 ocsp-certificate in-use" in checked.stdout
     await _eventually_on_the_crl(up, {int(serial, 16) for serial in voided})
 
 

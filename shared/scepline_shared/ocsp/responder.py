@@ -175,6 +175,11 @@ class OcspResponder:
         self._index: dict[tuple[str, bytes, bytes], OcspIssuer] = {}
         self._inflight: dict[tuple[bytes, ...], asyncio.Future[OcspAnswer]] = {}
 
+    @property
+    def cached_responses(self) -> int:
+        """Signed responses kept for requests without a nonce (at most ``cache_entries``)."""
+        return len(self._cache)
+
     async def respond(self, der: bytes) -> OcspAnswer:
         """The answer to one request; never raises for anything the client sent."""
         try:

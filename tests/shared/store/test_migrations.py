@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Callable
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from scepline_shared.store import create_engine_for, upgrade_to_head, upgrade_to_head_sync
 from scepline_shared.store.migrate import MIGRATIONS_PATH, alembic_config, run_locked
@@ -135,3 +138,43 @@ async def test_parallel_processes_migrate_from_another_directory(
 def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS_PATH / "env.py").is_file()
     assert MIGRATIONS_PATH.parent.name == "store"
+
+
+async def test_journal_entries_survive_0005_and_the_journal_stays_append_only(
+    empty_database_url: str,
+) -> None:
+    """0005 widens the journal's kinds; on SQLite that copies the table, whose
+    triggers must come back."""
+    config = alembic_config()
+
+    def upgrade(revision: str) -> Callable[[Connection], None]:
+        def run(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+        return run
+
+    await run_locked(empty_database_url, upgrade("0004"))
+    row = (
+        "INSERT INTO issuance_journal (at, kind, issuer_key_id, issuer, serial, tbs_sha256, "
+        "subject, not_before, not_after) VALUES ('2026-12-06 00:00:00+00:00', '{kind}', "
+        "'{key}', 'CN=CA', '{serial}', '{key}', 'CN=x', '2026-12-06 00:00:00+00:00', "
+        "'2027-12-06 00:00:00+00:00')"
+    )
+    engine = create_engine_for(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(row.format(kind="crl", key="a" * 64, serial="1")))
+        await upgrade_to_head(empty_database_url)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(row.format(kind="ocsp-certificate", key="b" * 64, serial="2"))
+            )
+        async with engine.connect() as connection:
+            kinds = (await connection.execute(text("SELECT kind FROM issuance_journal"))).all()
+        assert sorted(kind for (kind,) in kinds) == ["crl", "ocsp-certificate"]
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with engine.begin() as connection:
+                await connection.execute(text("DELETE FROM issuance_journal"))
+    finally:
+        await engine.dispose()
