@@ -274,3 +274,30 @@ async def test_an_expired_certificate_keeps_its_status(repository: RequestReposi
     )
     response = parsed((await late.respond(ocsp_request(leaf, CA.certificate))).body)
     assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
+
+
+async def test_each_ca_generation_is_answered_by_its_own_responder(
+    repository: RequestRepository,
+) -> None:
+    """After a rollover the previous CA's certificates are still asked about."""
+    previous, current = make_ca("Generation 0"), make_ca("Generation 1")
+    responders = {id(previous): make_responder(previous), id(current): make_responder(current)}
+    issuers = [
+        ocsp_issuer(
+            ca.certificate,
+            responder=responders[id(ca)],
+            ca_key=None,
+            signing="delegated",
+            our_ca_certificates=[],
+        )
+        for ca in (previous, current)
+    ]
+    answering = responder(repository, issuers)
+    for ca in (previous, current):
+        leaf = make_leaf(ca)
+        await store(repository, leaf, ca)
+        response = ocsp.load_der_ocsp_response(
+            (await answering.respond(ocsp_request(leaf, ca.certificate))).body
+        )
+        assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
+        assert response.certificates == [responders[id(ca)].certificate]
