@@ -19,6 +19,7 @@ from scepline_shared.broker.base import Broker, create_broker
 from scepline_shared.log import get_logger
 from scepline_shared.private_files import private_directory
 from scepline_shared.settings import Settings
+from scepline_shared.store.certificates import CertificateRepository
 from scepline_shared.store.database import create_engine_for, session_factory
 from scepline_shared.store.errors import StoreKeyError
 from scepline_shared.store.migrate import upgrade_to_head
@@ -47,14 +48,36 @@ class Runtime:
     broker: Broker
 
     async def ready(self) -> bool:
-        if not self.broker.healthy:
-            return False
-        try:
-            async with self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
-            return False
-        return True
+        return self.broker.healthy and await store_answers(self.engine)
+
+
+async def store_answers(engine: AsyncEngine) -> bool:
+    """Whether the store answers a trivial statement now (readiness)."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+        return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def certificate_store(
+    settings: Settings,
+) -> AsyncIterator[tuple[AsyncEngine, CertificateRepository]]:
+    """The store as a reader of certificates only (``scepline ocsp``): no
+    migration, no store key, no broker. A responder replica on another host
+    needs neither the key the CSRs are sealed with nor the right to change the
+    schema; until the schema exists its reads fail and it answers tryLater."""
+    engine = create_engine_for(
+        settings.effective_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
+    try:
+        yield engine, CertificateRepository(session_factory(engine))
+    finally:
+        await engine.dispose()
 
 
 @contextlib.asynccontextmanager

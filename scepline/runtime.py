@@ -43,7 +43,7 @@ from scepline_shared.settings import Settings
 from scepline_shared.store.repository import RequestRepository
 from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 
-from .connections import Runtime, redacted, runtime
+from .connections import Runtime, certificate_store, redacted, runtime, store_answers
 from .http_server import Listener, bind_port, serve_http
 
 __all__ = [
@@ -346,16 +346,20 @@ async def serve_ingress(settings: Settings) -> None:
 async def serve_ocsp(settings: Settings) -> None:
     """The OCSP responder alone (``scepline ocsp``): POST/GET /ocsp on the SCEP
     port setting, answering from the store for the CAs under the data
-    directory. Any number of replicas; it needs the CA certificates and the
-    responder keys, never the CA key (unless SCEPLINE_OCSP_SIGNING=ca)."""
+    directory. Any number of replicas; it reads certificates only, and needs
+    the CA certificates and the responder keys, never the CA key (unless
+    SCEPLINE_OCSP_SIGNING=ca) nor the store key."""
     with contextlib.ExitStack() as ports:
         http = ports.enter_context(_scep_port(settings))
         health = _optional_health_port(settings, ports)
-        async with runtime(settings, with_broker=False) as rt:
-            ready = _readiness(rt, None)
+        async with certificate_store(settings) as (engine, certificates):
+
+            async def ready() -> bool:
+                return await store_answers(engine)
+
             app = FastAPI(title="scepline OCSP", docs_url=None, redoc_url=None, openapi_url=None)
             app.include_router(health_routes(ready))
-            app.include_router(ocsp_routes_from(settings, rt.repository))
+            app.include_router(ocsp_routes_from(settings, certificates))
             log.info("OCSP responder serving", data_dir=str(settings.data_dir))
             await serve_http(settings, Listener(app, http), *_health_listener(health, ready))
 
