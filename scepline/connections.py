@@ -45,9 +45,12 @@ class Runtime:
     engine: AsyncEngine
     repository: RequestRepository
     broker: Broker
+    # False when opened with_broker=False (`scepline ocsp`): the broker is never
+    # started, so readiness is the store's alone.
+    uses_broker: bool = True
 
     async def ready(self) -> bool:
-        if not self.broker.healthy:
+        if self.uses_broker and not self.broker.healthy:
             return False
         try:
             async with self.engine.connect() as connection:
@@ -89,7 +92,7 @@ async def runtime(
                 f"connect to the broker {redacted(settings.broker_url)}", broker.start, patience
             )
         repository = RequestRepository(session_factory(engine), sealer=sealer)
-        yield Runtime(settings, engine, repository, broker)
+        yield Runtime(settings, engine, repository, broker, uses_broker=with_broker)
     finally:
         if with_broker:
             await broker.close()
