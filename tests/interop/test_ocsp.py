@@ -149,6 +149,7 @@ class Device:
 
     certificate: x509.Certificate
     pem: Path
+    key: Path  # its private key (PEM), as the client made it
 
     @property
     def serial(self) -> str:
@@ -160,7 +161,7 @@ def enrolled(result: EnrolResult) -> Device:
     assert result.certificate is not None
     pem = result.workdir / "enrolled.pem"
     pem.write_bytes(result.certificate.public_bytes(Encoding.PEM))
-    return Device(result.certificate, pem)
+    return Device(result.certificate, pem, result.key_path)
 
 
 def enrol(scep_url: str, workdir: Path, cn: str) -> Device:
@@ -610,7 +611,7 @@ class TestEmbedded:
         assert ca_issuers.headers["content-type"] == "application/pkix-cert"
         assert x509.load_der_x509_certificate(ca_issuers.content) == up.deployment.ca
 
-    @pytest.mark.parametrize("digest", ["sha1", "sha256"])
+    @pytest.mark.parametrize("digest", ["sha1", "sha256", "sha384", "sha512"])
     def test_openssl_posts_with_a_nonce_and_verifies_good_with_the_nonce_echoed(
         self, up: Embedded, device: Device, tmp_path: Path, digest: str
     ):
@@ -654,6 +655,58 @@ class TestEmbedded:
         assert (
             answer.response.this_update_utc <= datetime.now(UTC) < answer.response.next_update_utc
         )
+
+    def test_openssl_asks_about_three_certificates_in_one_request(
+        self, up: Embedded, device: Device, revocation: Revocation, tmp_path: Path
+    ):
+        made_up = f"0x{uuid.uuid4().hex}"
+
+        answer = openssl_ocsp(
+            up.deployment,
+            tmp_path,
+            *("-cert", device.pem, "-cert", revocation.device.pem, "-serial", made_up),
+        )
+
+        assert answer.verified, str(answer)
+        assert answer.status(device.pem) == "good", str(answer)
+        assert answer.status(revocation.device.pem) == "revoked", str(answer)
+        assert answer.status(made_up) == "unknown", str(answer)
+        single = asn1_ocsp.OCSPResponse.load(answer.response_der).basic_ocsp_response
+        statuses = [
+            (item["cert_id"]["serial_number"].native, item["cert_status"].name)
+            for item in single["tbs_response_data"]["responses"]
+        ]
+        assert statuses == [
+            (device.certificate.serial_number, "good"),
+            (revocation.device.certificate.serial_number, "revoked"),
+            (int(made_up, 16), "unknown"),
+        ]
+
+    def test_a_request_openssl_signed_is_answered(
+        self, up: Embedded, device: Device, tmp_path: Path
+    ):
+        """RFC 5019: responders need not check a request's signature, but must
+        read a signed request."""
+        answer = openssl_ocsp(
+            up.deployment,
+            tmp_path,
+            *("-signer", device.pem, "-signkey", device.key, "-cert", device.pem),
+        )
+
+        assert answer.verified, str(answer)
+        assert answer.status(device.pem) == "good", str(answer)
+        assert asn1_ocsp.OCSPRequest.load(answer.request_der)["optional_signature"].native
+
+    def test_openssl_configured_with_a_trailing_slash_on_the_url_is_answered(
+        self, up: Embedded, device: Device, tmp_path: Path
+    ):
+        """``-url <base>/ocsp/``, as operators often write a responder's URL."""
+        answer = openssl_ocsp(
+            up.deployment, tmp_path, "-cert", device.pem, url=up.deployment.url + "/"
+        )
+
+        assert answer.verified, str(answer)
+        assert answer.status(device.pem) == "good", str(answer)
 
     def test_the_ca_certificate_itself_is_good(self, up: Embedded, tmp_path: Path):
         answer = openssl_ocsp(up.deployment, tmp_path, "-cert", up.deployment.ca_pem)
@@ -997,6 +1050,19 @@ class TestBadInputs:
             assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
             assert single_serial(response) == device.certificate.serial_number
             assert response_nonce(response) == request_nonce(der)
+
+    def test_a_get_built_on_a_url_with_a_trailing_slash_is_answered(
+        self, up: Embedded, device: Device
+    ):
+        """RFC 5019 clients append "/<base64>" to the URL they were given: given
+        <base>/ocsp/, that makes a double slash."""
+        der = request_for(up.deployment.ca, device.certificate.serial_number)
+        url = f"{up.deployment.url}//{urllib.parse.quote(base64.b64encode(der).decode(), safe='')}"
+
+        response = answered(httpx.get(url, timeout=30))
+
+        assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
 
     def test_a_get_revalidated_with_its_etag_gets_304(self, up: Embedded, device: Device):
         url = get_url(
