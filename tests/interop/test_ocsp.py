@@ -58,6 +58,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from scepline_shared.keys.pkcs11 import Pkcs11Config, Pkcs11Token
 from tests.fixtures.processes import ScepProcess, free_port, scepline_cluster, scepline_ocsp
 from tests.fixtures.processes import scepline_up as run_scepline_up
+from tests.fixtures.scepline import data_dir_with_ca
 from tests.interop.clients import EnrolResult, enrol_scepclient, enrol_strongswan
 from tests.support.commands import run_scepline
 from tests.support.pkcs11 import assert_never_leaves_the_token, private_key_attributes
@@ -72,6 +73,9 @@ CHECK_INTERVAL = 2.0
 # Beyond the interval, for a revocation to show: a client's round trip and a
 # loaded two-core machine.
 MARGIN = 5.0
+# How often each responder process looks at the CA directory for new or
+# renewed responder certificates (scepline_shared.ocsp.directory).
+DIRECTORY_RECHECK = 5.0
 # SCEPLINE_OCSP_MAX_REQUEST_BYTES left at its default.
 MAX_REQUEST_BYTES = 8192
 OCSP_REQUEST = "application/ocsp-request"
@@ -822,19 +826,6 @@ class TestEmbedded:
             ocsp.load_der_ocsp_response(answer.read_bytes()), revocation
         )
 
-    def test_scepline_ocsp_beside_it_is_ready_and_answers_from_the_same_store(
-        self, up: Embedded, device: Device, tmp_path: Path
-    ):
-        """``scepline ocsp`` on up's SQLite store and CA directory: its /readyz
-        says 200 (a load balancer sends it traffic) and it answers as up does."""
-        with scepline_ocsp(up.deployment.env, tmp_path) as (url, process):
-            ready = httpx.get(url.removesuffix("/ocsp") + "/readyz", timeout=10)
-            answer = openssl_ocsp(up.deployment, tmp_path, "-cert", device.pem, url=url)
-
-        assert ready.status_code == 200, process.log[-2000:]
-        assert answer.verified and answer.status(device.pem) == "good", str(answer)
-        assert answer.response.certificates == [up.deployment.responder]
-
     def test_strongswan_pki_verify_online_asks_the_aia_responder_and_trusts_good(
         self, up: Embedded, device: Device
     ):
@@ -884,6 +875,55 @@ class TestEmbedded:
         assert checked.verified and checked.status == "good", str(checked)
 
 
+# -- scepline ocsp alone ------------------------------------------------------------------
+
+
+class TestScepOcspAlone:
+    """``scepline ocsp``: the responder alone, on a deployment's store and CA directory."""
+
+    def test_scepline_ocsp_beside_it_is_ready_and_answers_from_the_same_store(
+        self, up: Embedded, device: Device, tmp_path: Path
+    ):
+        """``scepline ocsp`` on up's SQLite store and CA directory: its /readyz
+        says 200 (a load balancer sends it traffic) and it answers as up does."""
+        with scepline_ocsp(up.deployment.env, tmp_path) as (url, process):
+            ready = httpx.get(url.removesuffix("/ocsp") + "/readyz", timeout=10)
+            answer = openssl_ocsp(up.deployment, tmp_path, "-cert", device.pem, url=url)
+
+        assert ready.status_code == 200, process.log[-2000:]
+        assert answer.verified and answer.status(device.pem) == "good", str(answer)
+        assert answer.response.certificates == [up.deployment.responder]
+
+    def test_it_answers_try_later_until_a_signer_issued_its_certificate_then_without_restart(
+        self, tmp_path: Path, lab_ca_dir: Path
+    ):
+        data_dir = data_dir_with_ca(tmp_path, lab_ca_dir)  # a CA, no responder certificate yet
+        env = settings_env(data_dir, {"crl_check_interval_seconds": str(CHECK_INTERVAL)})
+        store = run_scepline(env, "db", "upgrade")
+        assert store.returncode == 0, store.stdout + store.stderr
+        with scepline_ocsp(env, tmp_path) as (url, process):
+            alone = Deployment(url, data_dir, env, process)
+            request = request_for(alone.ca, alone.ca.serial_number)
+            waiting = post(alone, request)
+            assert answered(waiting).response_status is ocsp.OCSPResponseStatus.TRY_LATER
+            assert waiting.headers["cache-control"] == "no-store"
+
+            # `scepline up`'s signer issues the responder certificate when it starts.
+            with run_scepline_up(data_dir, static_challenge=CHALLENGE):
+
+                def successful() -> ocsp.OCSPResponse | None:
+                    response = answered(post(alone, request))
+                    if response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL:
+                        return response
+                    assert response.response_status is ocsp.OCSPResponseStatus.TRY_LATER
+                    return None
+
+                response, _ = until(successful, timeout=30, what="the responder certificate read")
+
+        assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
+        assert response.certificates == [alone.responder]
+
+
 # -- what no client should send ----------------------------------------------------------
 
 
@@ -891,7 +931,7 @@ class TestEmbedded:
 def staged_ca(up: Embedded) -> x509.Certificate:
     """A second CA of ours: ``scepline ca rollover`` stages generation 1 (taking
     over in 30 days); the signer issues its responder within a check interval
-    and the responders read it within seconds."""
+    and the responders read it within seconds (tryLater until then)."""
     done = up.deployment.scepline("ca", "rollover", "--switch-in-days", "30")
     assert done.returncode == 0, done.stdout + done.stderr
     staged = x509.load_pem_x509_certificate(
@@ -905,6 +945,8 @@ def staged_ca(up: Embedded) -> x509.Certificate:
         return response if response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL else None
 
     until(successful, timeout=30, what="the staged CA answered")
+    # That was one serving process; each reads the CA directory again on its own.
+    time.sleep(DIRECTORY_RECHECK + 0.5)
     return staged
 
 
