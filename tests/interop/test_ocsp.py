@@ -5,21 +5,23 @@ then OCSP clients that are not our code ask about the certificate and verify
 the answer's signature chain against the CA certificate alone (the answer is
 signed by the CA generation's delegated responder, whose certificate it carries):
 
-- OpenSSL ``openssl ocsp``: POST, with and without a nonce, SHA-1 and SHA-256
-  CertIDs; OpenSSL 3.0 only POSTs (no GET option), so GET requests are built with
-  ``-reqout``, fetched as ``/ocsp/<url-encoded base64>`` and the answers checked
-  with ``-respin``;
+- OpenSSL 3.0 ``openssl ocsp``: POST, with and without a nonce, SHA-1 to SHA-512
+  CertIDs, several certificates in one request, a signed request. It has no
+  GET option, so GET requests are built with ``-reqout``, fetched as
+  ``/ocsp/<url-encoded base64>`` and the answers checked with ``-respin``;
 - GnuTLS ``ocsptool --ask``, with ``--load-trust ca.crt`` (it verifies the
-  responder certificate up to that anchor);
-- strongSwan ``pki --verify --online``, which finds the responder in the
-  certificate's Authority Information Access, as a VPN gateway does.
+  responder certificate up to that anchor, and refuses under another);
+- strongSwan ``pki --verify --online`` (Debian's revocation and curl plugins),
+  which finds the responder in the certificate's Authority Information Access,
+  as a VPN gateway does.
 
-Deployments: ``scepline up``; the pipeline on RabbitMQ and PostgreSQL with a
-``scepline ocsp`` of its own beside it; ``scepline up`` with its keys (the
-responder's too) in a SoftHSM2 token. Every deployment re-reads statuses every
-CHECK_INTERVAL seconds (SCEPLINE_CRL_CHECK_INTERVAL_SECONDS), so ``scepline
-cert revoke`` shows within that. Requests no client would send are answered
-with an OCSP error status, never an HTTP 5xx.
+Deployments: ``scepline up`` (two serving processes on two cores, each with its
+own cache); ``scepline ocsp`` alone beside it; the pipeline on RabbitMQ and
+PostgreSQL with a ``scepline ocsp`` of its own; ``scepline up`` with its keys
+(the responder's too) in a SoftHSM2 token. Every deployment re-reads statuses
+every CHECK_INTERVAL seconds (SCEPLINE_CRL_CHECK_INTERVAL_SECONDS), so
+``scepline cert revoke`` shows within that. Requests no client would send are
+answered with an OCSP error status (or a 400), never an HTTP 5xx.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -675,10 +678,10 @@ class TestEmbedded:
         assert answer.status(device.pem) == "good", str(answer)
         assert answer.status(revocation.device.pem) == "revoked", str(answer)
         assert answer.status(made_up) == "unknown", str(answer)
-        single = asn1_ocsp.OCSPResponse.load(answer.response_der).basic_ocsp_response
+        basic = asn1_ocsp.OCSPResponse.load(answer.response_der).basic_ocsp_response
         statuses = [
             (item["cert_id"]["serial_number"].native, item["cert_status"].name)
-            for item in single["tbs_response_data"]["responses"]
+            for item in basic["tbs_response_data"]["responses"]
         ]
         assert statuses == [
             (device.certificate.serial_number, "good"),
@@ -881,7 +884,7 @@ class TestEmbedded:
 class TestScepOcspAlone:
     """``scepline ocsp``: the responder alone, on a deployment's store and CA directory."""
 
-    def test_scepline_ocsp_beside_it_is_ready_and_answers_from_the_same_store(
+    def test_beside_scepline_up_it_is_ready_and_answers_from_the_same_store(
         self, up: Embedded, device: Device, tmp_path: Path
     ):
         """``scepline ocsp`` on up's SQLite store and CA directory: its /readyz
@@ -1034,14 +1037,23 @@ class TestBadInputs:
 
         assert response.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
-    @pytest.mark.parametrize("name", ["CN=someone else's CA", "CN=scepline lab CA"])
-    def test_a_ca_that_is_not_ours_is_unauthorized(self, up: Embedded, name: str):
+    @pytest.mark.parametrize("name", ["someone else's CA", "scepline lab CA"])
+    def test_a_ca_that_is_not_ours_is_unauthorized_alone_or_beside_ours(
+        self, up: Embedded, device: Device, name: str
+    ):
         """Even under our CA's name: the key hash tells."""
-        foreign = self_signed(rsa_key("ocsp-foreign-ca"), name.removeprefix("CN="))
+        foreign = request_for(self_signed(rsa_key("ocsp-foreign-ca"), name), 1234)
+        ours = request_for(up.deployment.ca, device.certificate.serial_number)
 
-        response = answered(post(up.deployment, request_for(foreign, 1234)))
+        def beside_ours(tbs: asn1_ocsp.TBSRequest) -> None:
+            theirs = asn1_ocsp.OCSPRequest.load(foreign)["tbs_request"]["request_list"][0]
+            tbs["request_list"] = [tbs["request_list"][0].copy(), theirs.copy()]
 
-        assert response.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+        alone = answered(post(up.deployment, foreign))
+        mixed = answered(post(up.deployment, edited(ours, beside_ours)))
+
+        assert alone.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+        assert mixed.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
 
     @pytest.mark.parametrize("path", ["not*base64!", "", "%ZZ", "MA"])
     def test_a_get_path_that_is_not_a_base64_request_is_malformed(self, up: Embedded, path: str):
@@ -1261,6 +1273,8 @@ def hsm(
     tmp_path_factory: pytest.TempPathFactory,
     softhsm_config: Pkcs11Config,  # sets SOFTHSM2_CONF, which every process inherits
 ) -> Iterator[Hsm]:
+    """``scepline up`` whose CA is EC: the responder key the signer makes in the
+    token is P-256 too, so answers are ECDSA signatures from PKCS#11."""
     base = tmp_path_factory.mktemp("ocsp-hsm")
     pin_file = base / "token.pin"
     descriptor = os.open(pin_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -1275,10 +1289,20 @@ def hsm(
         "pkcs11_ca_key_label": f"ocsp-test-ca-{tag}",
         "pkcs11_ra_key_label": f"ocsp-test-ra-{tag}",
         "pkcs11_ocsp_key_label": f"ocsp-test-responder-{tag}",
-        "ca_key_size": "2048",
+        "ca_key_type": "ec",
     }
     with scepline_up(base / "var", **settings) as (scep_url, deployment):
         yield Hsm(deployment, scep_url, settings["pkcs11_ocsp_key_label"])
+
+
+@pytest.fixture(scope="class")
+def hsm_device(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Device:
+    # strongSwan (AES): micromdm scepclient cannot enrol under an EC CA.
+    return enrolled(
+        enrol_strongswan(
+            hsm.scep_url, tmp_path_factory.mktemp("hsm-device"), challenge=CHALLENGE, dn="CN=hsm"
+        )
+    )
 
 
 class TestSoftHsm:
@@ -1297,23 +1321,38 @@ class TestSoftHsm:
         assert index["ocsp"]["pkcs11_id"] == in_token["id"].hex()  # type: ignore[union-attr]
         assert_never_leaves_the_token(in_token)
 
-    def test_openssl_verifies_answers_the_token_key_signed(self, hsm: Hsm, tmp_path: Path):
-        # strongSwan: AES, which the RA key in the token decrypts for.
-        device = enrolled(
-            enrol_strongswan(
-                hsm.scep_url, tmp_path / "enrol", challenge=CHALLENGE, dn="CN=hsm-ocsp"
-            )
-        )
-
-        good = openssl_ocsp(hsm.deployment, tmp_path, "-cert", device.pem)
+    def test_openssl_verifies_the_ecdsa_answers_the_token_key_signed(
+        self, hsm: Hsm, hsm_device: Device, tmp_path: Path
+    ):
+        good = openssl_ocsp(hsm.deployment, tmp_path, "-cert", hsm_device.pem)
         ca_itself = openssl_ocsp(hsm.deployment, tmp_path, "-cert", hsm.deployment.ca_pem)
+        unknown = openssl_ocsp(hsm.deployment, tmp_path, "-serial", "0x5ca1ab1e")
 
-        assert good.verified and good.status(device.pem) == "good", str(good)
-        assert ca_itself.verified and ca_itself.status(hsm.deployment.ca_pem) == "good", str(
-            ca_itself
+        assert good.verified and good.status(hsm_device.pem) == "good", str(good)
+        assert ca_itself.verified, str(ca_itself)
+        assert ca_itself.status(hsm.deployment.ca_pem) == "good", str(ca_itself)
+        assert unknown.verified and unknown.status("0x5ca1ab1e") == "unknown", str(unknown)
+        response = good.response
+        assert response.certificates == [hsm.deployment.responder]
+        assert isinstance(hsm.deployment.responder.public_key(), ec.EllipticCurvePublicKey)
+        assert response.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+        assert response_nonce(response) == request_nonce(good.request_der)
+
+    def test_gnutls_and_strongswan_verify_them_too(
+        self, hsm: Hsm, hsm_device: Device, tmp_path: Path
+    ):
+        asked, _ = ocsptool_ask(
+            hsm.deployment, tmp_path, hsm_device.pem, trust=hsm.deployment.ca_pem
         )
-        assert good.response.certificates == [hsm.deployment.responder]
-        assert response_nonce(good.response) == request_nonce(good.request_der)
+        verified = pki_verify_online(hsm.deployment, hsm_device.pem)
+
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        assert "Signature Algorithm: ECDSA-SHA256" in asked.stdout
+        assert "Certificate Status: good" in asked.stdout
+        assert "Verifying OCSP Response: Success." in asked.stdout
+        assert verified.returncode == 0, verified.stdout
+        assert "ocsp response correctly signed by" in verified.stdout
+        assert "certificate status is good" in verified.stdout
 
     def test_ca_journal_check_reconciles_and_lists_the_responder_certificate(self, hsm: Hsm):
         journal = hsm.deployment.scepline("ca", "journal", "--check")
