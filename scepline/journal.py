@@ -171,6 +171,6 @@ def _line(entry: JournalEntry, status: str, *, as_json: bool) -> str:
             }
         )
     return (
-        f"{entry.at:%Y-%m-%dT%H:%M:%SZ}  {entry.kind.value:<14} {entry.serial:<32}  "
+        f"{entry.at:%Y-%m-%dT%H:%M:%SZ}  {entry.kind.value:<16} {entry.serial:<32}  "
         f"{status:<11} {entry.issuer_key_id[:16]}  {entry.transaction_id or '-'}  {entry.subject}"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pkcs11
-from pkcs11 import Attribute, ObjectClass
+from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from scepline_shared.keys.pkcs11 import Pkcs11Token
@@ -22,14 +22,16 @@ _PROTECTION = {
 
 def private_key_attributes(token: Pkcs11Token, label: str) -> dict[str, object]:
     """The CKA_ID and protection attributes of the private key ``label``, and what
-    reading its private exponent gives (the value, or the exception the token raised)."""
+    reading its secret gives (the value, or the exception the token raised): the
+    private exponent of an RSA key, the private value (CKA_VALUE) of an EC key."""
 
     def read(session: pkcs11.Session) -> dict[str, object]:
         key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
         values: dict[str, object] = {"id": bytes(key[Attribute.ID])}
         values.update({name: key[attribute] for name, attribute in _PROTECTION.items()})
+        secret = Attribute.VALUE if key.key_type == KeyType.EC else Attribute.PRIVATE_EXPONENT
         try:
-            values["private_exponent"] = key[Attribute.PRIVATE_EXPONENT]
+            values["private_exponent"] = key[secret]
         except p11e.AttributeSensitive as refused:
             values["private_exponent"] = refused
         return values

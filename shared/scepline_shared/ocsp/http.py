@@ -1,5 +1,6 @@
 """The OCSP HTTP binding (RFC 6960 appendix A, RFC 5019 5): ``POST /ocsp`` and
-``GET /ocsp/<url-encoded base64 DER request>``.
+``GET /ocsp/<url-encoded base64 DER request>`` (and both for a responder URL
+written ``<base>/ocsp/``: ``POST /ocsp/``, ``GET /ocsp//<request>``).
 
 Served on the SCEP port by ingress and ``scepline up``, and alone by
 ``scepline ocsp``. Everything a client sends gets an OCSPResponse or a 4xx:
@@ -34,10 +35,12 @@ _PREFIX = b"/ocsp/"
 def decode_get_request(raw_path: bytes) -> bytes:
     """The DER request of a GET path (``/ocsp/<base64>``), as clients send it:
     URL-encoded or not (slashes escaped as %2F or left raw), standard or
-    url-safe alphabet, padding optional. ValueError if it is not base64."""
+    url-safe alphabet, padding optional, after any number of slashes (a client
+    given the URL ``<base>/ocsp/`` appends ``/<base64>``; the base64 of a DER
+    request starts with ``M``, never a slash). ValueError if it is not base64."""
     if not raw_path.startswith(_PREFIX):
         raise ValueError("not an /ocsp/ path")
-    encoded = urllib.parse.unquote_to_bytes(raw_path[len(_PREFIX) :])
+    encoded = urllib.parse.unquote_to_bytes(raw_path[len(_PREFIX) :]).lstrip(b"/")
     compact = b"".join(encoded.split()).replace(b"-", b"+").replace(b"_", b"/")
     compact += b"=" * (-len(compact) % 4)
     try:
@@ -55,6 +58,7 @@ def ocsp_routes(
     router = APIRouter()
 
     @router.post("/ocsp", include_in_schema=False)
+    @router.post("/ocsp/", include_in_schema=False)  # a responder URL written with a slash
     async def ocsp_post(request: Request) -> Response:
         content_type = request.headers.get("content-type")
         if content_type is not None and not _is_ocsp_request(content_type):
