@@ -199,8 +199,8 @@ async def revoke_certificate(settings: Settings, serial: int, reason: str) -> in
         print(f"certificate {certificate.serial} ({certificate.subject})")
         print(
             f"revoked at {certificate.revoked_at.isoformat()} ({_reason_name(certificate)}); "
-            "the next CRL lists it (signers check every "
-            f"{settings.crl_check_interval_seconds:g} s)"
+            "OCSP answers revoked and the next CRL lists it within "
+            f"{settings.crl_check_interval_seconds:g} s (SCEPLINE_CRL_CHECK_INTERVAL_SECONDS)"
         )
         return 0
 

@@ -70,8 +70,9 @@ def ocsp_routes(
             return _malformed()
         return _ocsp(await responder.respond(body), request)
 
-    @router.get("/ocsp/{_encoded:path}", include_in_schema=False)
-    @router.get("/ocsp", include_in_schema=False)
+    # HEAD too: caches and monitors probe a GET URL with it.
+    @router.api_route("/ocsp/{_encoded:path}", methods=["GET", "HEAD"], include_in_schema=False)
+    @router.api_route("/ocsp", methods=["GET", "HEAD"], include_in_schema=False)
     async def ocsp_get(request: Request) -> Response:
         raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
         raw_path = raw_path.split(b"?", 1)[0]
@@ -132,7 +133,7 @@ def _ocsp(answer: OcspAnswer, request: Request | None = None) -> Response:
     }
     if (
         request is not None
-        and request.method == "GET"
+        and request.method in ("GET", "HEAD")
         and answer.etag in _etags(request.headers.get("if-none-match", ""))
     ):
         return Response(status_code=304, headers=headers)
