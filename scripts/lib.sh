@@ -4,7 +4,8 @@
 # Debian packages the test suite drives for real: the interop clients (SCEP and OCSP), the HSM, and
 # a Docker engine with docker-compose and debootstrap for the compose test.
 SCEPLINE_DEBIAN_PACKAGES="scep certmonger dbus strongswan-pki libstrongswan-standard-plugins \
-libstrongswan-extra-plugins softhsm2 opensc openssl gnutls-bin docker.io docker-compose debootstrap"
+libstrongswan-extra-plugins softhsm2 opensc openssl gnutls-bin docker.io docker-compose debootstrap \
+chromium chromium-driver"
 
 log() { printf '>> %s\n' "$*" >&2; }
 
