@@ -62,6 +62,7 @@ __all__ = [
     "Replayed",
     "RequestDetail",
     "Revocation",
+    "act_on_letters",
     "certificate",
     "certificate_status",
     "check_search",
@@ -483,7 +484,7 @@ async def replay(
                 detail=f"{step.value} dead letter replayed{by}",
             )
         outcomes.append(LetterOutcome(letter.id, transaction, "replayed", f"back to {step.value}"))
-        await _record(admin, actor, "replay", "dead-letter", letter.id, transaction or "")
+        await _record_letter(admin, actor, "replay", letter, transaction)
     rest = None if ids is None else [letter for letter in ids if letter not in resolved]
     return Replayed(
         replayed=await broker.replay(step, ids=rest), dropped=dropped, outcomes=tuple(outcomes)
@@ -529,8 +530,23 @@ async def purge_letters(
                 revoked,
             )
         )
-        await _record(admin, actor, "purge", "dead-letter", letter.id, transaction or "")
+        await _record_letter(admin, actor, "purge", letter, transaction)
     return Purged(await broker.purge(step, ids=ids), tuple(outcomes))
+
+
+async def _record_letter(
+    admin: AdminRepository | None,
+    actor: Actor | None,
+    action: str,
+    letter: DeadLetter,
+    transaction_id: str | None,
+) -> None:
+    """On the request the letter was for (an unreadable one: on the letter)."""
+    detail = f"{letter.step.value} dead letter {letter.id}"
+    if transaction_id is None:
+        await _record(admin, actor, action, "dead-letter", letter.id, detail)
+    else:
+        await _record(admin, actor, action, "request", transaction_id, detail)
 
 
 async def purge(
@@ -626,3 +642,60 @@ async def give_up(
     if report_failure is not None:
         await report_failure(transaction_id)
     return True, request.cert_serial
+
+
+async def act_on_letters(
+    settings: Settings,
+    repository: RequestRepository,
+    broker: Broker,
+    action: Literal["replay", "purge"],
+    ids: Sequence[str],
+    *,
+    actor: Actor,
+    admin: AdminRepository | None,
+    steps: Sequence[Step] = tuple(Step),
+) -> list[LetterOutcome]:
+    """Replay or purge the dead letters with these ids, whichever step holds
+    them (the API's and the console's one letter at a time); an
+    :class:`ActionError` if an id names none, before anything is done."""
+    chosen = await find_letters(settings, repository, broker, steps, ids)
+    outcomes: list[LetterOutcome] = []
+    async with dead_letter_helpers(settings, repository) as helpers:
+        for step, found in chosen.items():
+            if not found:
+                continue
+            if _in_process(settings):
+                for letter in found:
+                    assert letter.request is not None
+                    if action == "replay":
+                        done = await replay_parked(
+                            repository, letter.request, helpers.notify, actor=actor, admin=admin
+                        )
+                    else:
+                        done = await purge_parked(
+                            repository,
+                            letter.request,
+                            helpers.report_failure,
+                            actor=actor,
+                            admin=admin,
+                        )
+                    outcomes.append(done)
+                continue
+            step_ids = [letter.id for letter in found]
+            if action == "replay":
+                replayed = await replay(
+                    broker, repository, step, ids=step_ids, actor=actor, admin=admin
+                )
+                outcomes += replayed.outcomes
+            else:
+                purged = await purge_letters(
+                    broker,
+                    repository,
+                    step,
+                    ids=step_ids,
+                    report_failure=helpers.report_failure,
+                    actor=actor,
+                    admin=admin,
+                )
+                outcomes += purged.outcomes
+    return outcomes

@@ -90,6 +90,7 @@ class IntuneStatusView:
     last_call: str | None
     last_outcome: str | None
     last_latency_ms: int | None
+    latency_ms_total: int
     last_error_at: datetime | None
     last_error: str | None
     calls: int

@@ -445,6 +445,8 @@ class IntuneStatus(Base):
     # success, rejected (a business "no"), unavailable, configuration, protocol
     last_outcome: Mapped[str | None] = mapped_column(String(32))
     last_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    # Milliseconds spent in all calls since the process started (for the mean).
+    latency_ms_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_error_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     # Calls and failures since the process started.

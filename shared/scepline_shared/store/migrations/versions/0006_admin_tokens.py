@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("last_call", sa.String(length=64), nullable=True),
         sa.Column("last_outcome", sa.String(length=32), nullable=True),
         sa.Column("last_latency_ms", sa.Integer(), nullable=True),
+        sa.Column("latency_ms_total", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("calls", sa.Integer(), server_default="0", nullable=False),
