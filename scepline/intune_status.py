@@ -63,7 +63,8 @@ class IntuneStatusReporter:
             last_latency_ms=latency,
             latency_ms_total=status.latency_ms_total + latency,
             last_error_at=call.at if failed else status.last_error_at,
-            last_error=(f"{call.call}: {call.error}"[:_MAX_ERROR] if failed else status.last_error),
+            # The client's messages name the call already.
+            last_error=call.error[:_MAX_ERROR] if call.error is not None else status.last_error,
             calls=status.calls + 1,
             failures=status.failures + (1 if failed else 0),
         )
