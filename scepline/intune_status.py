@@ -5,20 +5,21 @@ the console, and may run on other hosts.
 
 The client tells :class:`IntuneStatusReporter` of every call (in memory); it
 writes its row every few seconds when something changed, so an enrolment
-burst costs one statement per interval, not one per call. A failure is written
-at the next flush like the rest: the console is at most one interval behind.
+burst costs one statement per interval, not one per call. When Intune starts
+failing, or answers again, the row is written at once: the console shows an
+outage and its end without waiting for the interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 
 from scepline_shared.intune import IntuneClient
 from scepline_shared.intune.client import IntuneCall
 from scepline_shared.log import get_logger
-from scepline_shared.periodic import repeat_until_stopped
 from scepline_shared.store.admin import AdminRepository, IntuneStatusView
 from scepline_shared.store.certificates import utc_now
 
@@ -35,7 +36,9 @@ class IntuneStatusReporter:
         self._admin = admin
         self._interval = interval
         self._stopped = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._dirty = False
+        self._answering: bool | None = None  # as of the last call
         self._status = IntuneStatusView(
             reporter=f"{socket.gethostname()}:{os.getpid()}"[:255],
             updated_at=utc_now(),
@@ -69,6 +72,10 @@ class IntuneStatusReporter:
             failures=status.failures + (1 if failed else 0),
         )
         self._dirty = True
+        answering = call.outcome in ("success", "rejected")
+        if answering != self._answering:
+            self._answering = answering
+            self._urgent.set()
 
     async def flush(self) -> bool:
         if not self._dirty:
@@ -83,13 +90,18 @@ class IntuneStatusReporter:
         return True
 
     async def run(self) -> None:
-        await repeat_until_stopped(
-            self._stopped, self._interval, self.flush, failure="intune status flush failed"
-        )
-        await self.flush()  # what the last interval saw
+        """Flush every interval, or at once when Intune's answering changed,
+        until :meth:`stop`; then once more (what the last interval saw)."""
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent.wait(), timeout=self._interval)
+            self._urgent.clear()
+            await self.flush()
+        await self.flush()
 
     def stop(self) -> None:
         self._stopped.set()
+        self._urgent.set()
 
 
 def reporting(intune: IntuneClient | None, admin: AdminRepository) -> IntuneStatusReporter | None:
