@@ -202,6 +202,9 @@ def test_requests_by_state_and_one_with_its_history(console_deployment: Deployme
         ("/api/v1/cas/42/crl", 404, "not_found", "no CA generation 42"),
         ("/api/v1/cas/0/key", 404, "not_found", "crl or certificate"),
         ("/api/v1/no-such-route", 404, "not_found", "Not Found"),
+        ("/api/v1/requests/tx%00nul", 400, "bad_request", "control characters"),
+        ("/api/v1/certificates?q=a%00b", 400, "bad_request", "control characters"),
+        ("/api/v1/dead-letters/x%0Ay", 400, "bad_request", "control characters"),
     ],
 )
 def test_bad_input_is_a_documented_json_error(
