@@ -23,7 +23,14 @@ from .errors import CommandError
 if TYPE_CHECKING:
     from scepline_shared.settings import Settings
 
-__all__ = ["REQUEST_STATES", "REVOCATION_REASONS", "STEPS", "build_parser", "main"]
+__all__ = [
+    "REQUEST_STATES",
+    "REVOCATION_REASONS",
+    "STEPS",
+    "TOKEN_ROLES",
+    "build_parser",
+    "main",
+]
 
 # The parser's choices, spelled here so that building it imports nothing
 # (tests/scepline/test_cli.py checks them against RequestState, Step and
@@ -41,6 +48,8 @@ REVOCATION_REASONS = (
     "privilege-withdrawn",
 )
 
+TOKEN_ROLES = ("viewer", "operator")
+
 # Whether a command may create the store, needs one to exist, or uses none.
 CREATES_STORE, NEEDS_STORE, NO_STORE = "creates", "needs", "none"
 
@@ -48,7 +57,8 @@ _SERVICE_SETTINGS = (
     "settings: SCEPLINE_* environment variables, every one listed in README.md "
     '("Settings"); most often set: SCEPLINE_DATA_DIR (default ./var), SCEPLINE_HTTP_HOST '
     "and SCEPLINE_HTTP_PORT (127.0.0.1, 8080), SCEPLINE_HEALTH_HOST and SCEPLINE_HEALTH_PORT "
-    "(/metrics, /healthz, /readyz; `up` serves them on 9100), SCEPLINE_DATABASE_URL, "
+    "(/metrics, /healthz, /readyz; `up` serves them on 9100), SCEPLINE_ADMIN_HOST and "
+    "SCEPLINE_ADMIN_PORT (the console and /api/v1; 127.0.0.1, 8081), SCEPLINE_DATABASE_URL, "
     "SCEPLINE_BROKER_URL, SCEPLINE_CHALLENGE_PROVIDER, SCEPLINE_STATIC_CHALLENGE, "
     "SCEPLINE_SCEP_ALLOW_DES"
 )
@@ -251,6 +261,64 @@ def build_parser() -> argparse.ArgumentParser:
             checks_profile=step in ("validate", "sign"),
         )
         worker.set_defaults(step=step)
+
+    _command(
+        commands,
+        "admin-api",
+        "run the management API (/api/v1) and the operator console (/) alone on "
+        "SCEPLINE_ADMIN_HOST:SCEPLINE_ADMIN_PORT (`up` serves them too), on the store and "
+        "broker the services use",
+        _admin_api,
+        store=NEEDS_STORE,
+        epilog=_SERVICE_SETTINGS,
+    )
+    admin = _group(commands, "admin", "the management API and the operator console")
+    token = _group(admin, "token", "API tokens (Authorization: Bearer, or the console's login)")
+    create = _command(
+        token,
+        "create",
+        "make an API token; it is printed once, as the last line (only its hash is kept)",
+        _token_create,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+    )
+    create.add_argument(
+        "--role",
+        type=str.lower,
+        choices=TOKEN_ROLES,
+        required=True,
+        metavar="ROLE",
+        help="viewer (reads everything) or operator (also revokes, replays, purges)",
+    )
+    create.add_argument(
+        "--name", default=None, help="who or what it is for (default: the role and the date)"
+    )
+    create.add_argument(
+        "--expires-in-days",
+        type=_days,
+        default=90.0,
+        metavar="DAYS",
+        help="valid this many days (decimals allowed; 0: never expires; default: %(default)g)",
+    )
+    _command(
+        token,
+        "list",
+        "every token: id, name, role, status, expiry, last use (never the secret)",
+        _token_list,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+    )
+    revoke_token = _command(
+        token,
+        "revoke",
+        "revoke a token now: its API calls and console sessions stop at once",
+        _token_revoke,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+    )
+    revoke_token.add_argument(
+        "token_id", type=_at_least_one, metavar="ID", help="the token's id, as `token list` prints"
+    )
 
     ca = _group(commands, "ca", "the certificate authority")
     init = _command(
@@ -471,6 +539,16 @@ def _reason(text: str) -> str:
     return re.sub(r"(?<=[a-z])([A-Z])", r"-\1", text.strip()).lower().replace("_", "-")
 
 
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= days <= 36500:
+        raise argparse.ArgumentTypeError("from 0 (never expires) to 36500")
+    return days
+
+
 def _at_least_one(text: str) -> int:
     try:
         number = int(text)
@@ -497,6 +575,12 @@ def _up(settings: Settings, _args: argparse.Namespace) -> int:
         health = f"http://{settings.health_host}:{up_health_port(settings)}"
         print(f"scepline serving SCEP at {url} ({workers} serving process(es))", flush=True)
         print(f"Metrics and health checks at {health}/metrics, /healthz, /readyz", flush=True)
+        admin = f"http://{settings.admin_host}:{settings.admin_port}"
+        print(
+            f"Console at {admin}/ and management API at {admin}/api/v1 "
+            "(tokens: scepline admin token create --role viewer|operator)",
+            flush=True,
+        )
         print(
             f"Data directory: {settings.data_dir} (CA, database, store key; "
             "back it up, keep it private)",
@@ -524,6 +608,35 @@ def _up(settings: Settings, _args: argparse.Namespace) -> int:
         settings,
         lambda: serve_on_every_core(settings, workers, prepare, announce, up_health_port(settings)),
     )
+
+
+def _admin_api(settings: Settings, _args: argparse.Namespace) -> int:
+    from .runtime import serve_admin_api
+
+    def announce() -> None:
+        url = f"http://{settings.admin_host}:{settings.admin_port}"
+        print(f"scepline console at {url}/ and management API at {url}/api/v1", flush=True)
+        print("Tokens: scepline admin token create --role viewer|operator", flush=True)
+
+    return _serve(settings, lambda: serve_admin_api(settings, announce))
+
+
+def _token_create(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin_tokens import create_token
+
+    return asyncio.run(create_token(settings, args.role, args.name, args.expires_in_days))
+
+
+def _token_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from .admin_tokens import list_tokens
+
+    return asyncio.run(list_tokens(settings))
+
+
+def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin_tokens import revoke_token
+
+    return asyncio.run(revoke_token(settings, args.token_id))
 
 
 def _ingress(settings: Settings, _args: argparse.Namespace) -> int:

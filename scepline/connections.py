@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from scepline_shared.broker.base import Broker, create_broker
 from scepline_shared.log import get_logger
 from scepline_shared.private_files import private_directory
 from scepline_shared.settings import Settings
+from scepline_shared.store.admin import AdminRepository
 from scepline_shared.store.certificates import CertificateRepository
 from scepline_shared.store.database import create_engine_for, session_factory
 from scepline_shared.store.errors import StoreKeyError
@@ -46,6 +48,11 @@ class Runtime:
     engine: AsyncEngine
     repository: RequestRepository
     broker: Broker
+
+    @functools.cached_property
+    def admin(self) -> AdminRepository:
+        """Tokens, operator actions, Intune status, dashboard figures (same store)."""
+        return AdminRepository(session_factory(self.engine))
 
     async def ready(self) -> bool:
         return self.broker.healthy and await store_answers(self.engine)

@@ -11,7 +11,8 @@ default is the number of cores), ``scepline up`` becomes a small supervisor:
   three steps over its own in-process broker), accepting on the shared socket;
 - it serves the health port itself: ``/metrics`` gathers every child's
   (``prometheus_client``'s multiprocess mode), ``/readyz`` is ready while every
-  child is;
+  child is; and the admin port (the management API and the console, on its own
+  store connections);
 - it restarts a child that dies. What a killed child held in its in-process
   queues is in the store, which all children share: the others' sweeps carry
   it on, and the claims of the sign step keep every signature single.
@@ -148,6 +149,13 @@ def serve_on_every_core(
                 settings="SCEPLINE_HEALTH_HOST, SCEPLINE_HEALTH_PORT",
             )
         )
+        admin_socket = ports.enter_context(
+            bind_port(
+                settings.admin_host,
+                settings.admin_port,
+                settings="SCEPLINE_ADMIN_HOST, SCEPLINE_ADMIN_PORT",
+            )
+        )
         prepare()
         # Bound, not yet listening: every child listens on it as it starts serving.
         scep_socket.listen(_BACKLOG)
@@ -158,20 +166,37 @@ def serve_on_every_core(
         try:
             supervisor.children = [supervisor.start(index) for index in range(workers)]
             announce()
-            asyncio.run(_supervise(supervisor, health_socket))
+            asyncio.run(_supervise(supervisor, health_socket, admin_socket))
         finally:
             supervisor.stop()
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-async def _supervise(supervisor: _Supervisor, health_socket: socket.socket) -> None:
+async def _supervise(
+    supervisor: _Supervisor, health_socket: socket.socket, admin_socket: socket.socket
+) -> None:
+    """Serve the health port and the admin port (the management API and the
+    console, over the supervisor's own store connections: the dead letters of
+    the in-process brokers are parked requests in the store, and the queue
+    depths come from the serving processes' gauges) while watching the children."""
+    from .admin_api.context import queue_depths_from_registry
+    from .connections import runtime
+    from .runtime import admin_app
+
+    settings = supervisor.settings
     registry = CollectorRegistry()
     prometheus_multiprocess.MultiProcessCollector(registry, str(supervisor.metrics_dir))
     health = health_app(supervisor.ready, registry=registry)
     watcher = asyncio.create_task(supervisor.watch())
+    in_process = settings.broker_url.startswith("memory://")
     try:
-        await serve_http(supervisor.settings, Listener(health, health_socket))
+        async with runtime(settings, with_broker=not in_process) as rt:
+            depths = queue_depths_from_registry(registry) if in_process else None
+            console = admin_app(rt, depths, serving_ready=supervisor.ready)
+            await serve_http(
+                settings, Listener(health, health_socket), Listener(console, admin_socket)
+            )
     finally:
         supervisor.stopping = True
         watcher.cancel()

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -45,20 +46,27 @@ from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
 
 from .connections import Runtime, certificate_store, redacted, runtime, store_answers
 from .http_server import Listener, bind_port, serve_http
+from .intune_status import reporting
 
 __all__ = [
     "UP_HEALTH_PORT",
     "Embedded",
     "Runtime",
+    "admin_app",
+    "admin_port",
     "create_ca",
     "embedded",
     "intune_client",
     "open_ca",
+    "serve_admin_api",
     "serve_embedded",
     "serve_ingress",
     "serve_worker",
     "up_health_port",
 ]
+
+if TYPE_CHECKING:
+    from .admin_api.context import QueueDepths
 
 log = get_logger(__name__)
 
@@ -229,6 +237,8 @@ class Embedded:
     challenge_file: Path | None  # the generated static challenge, when none was configured
     repository: RequestRepository
     broker: Broker
+    runtime: Runtime | None = None  # the connections (the console's, on one process)
+    ready: ReadinessCheck | None = None
 
     @property
     def material(self) -> CaMaterial:
@@ -260,11 +270,23 @@ async def embedded(
         ready = _readiness(rt, ca)
         async with (
             _background(
-                (ca.run, ca.stop), (crls.run, crls.stop), *responders, *_revocations(rt, intune)
+                (ca.run, ca.stop),
+                (crls.run, crls.stop),
+                *responders,
+                *_revocations(rt, intune),
+                *_intune_status(rt, intune),
             ),
             _ingress(rt, ca, ready, challenge) as app,
         ):
-            yield Embedded(app, health_app(ready), ca, generated, rt.repository, rt.broker)
+            yield Embedded(
+                app, health_app(ready), ca, generated, rt.repository, rt.broker, rt, ready
+            )
+
+
+def _intune_status(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
+    """This process's Intune calls, reported in the store for the console."""
+    reporter = reporting(intune, rt.admin)
+    return [] if reporter is None else [(reporter.run, reporter.stop)]
 
 
 def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
@@ -322,10 +344,75 @@ async def serve_embedded(settings: Settings, announce: Callable[[Embedded], None
     with contextlib.ExitStack() as ports:
         scep = ports.enter_context(_scep_port(settings))
         health = ports.enter_context(_health_port(settings, up_health_port(settings)))
+        admin = ports.enter_context(admin_port(settings))
         async with embedded(settings) as product:
+            assert product.runtime is not None
+            console = admin_app(
+                product.runtime, product.broker.queue_depths, serving_ready=product.ready
+            )
             announce(product)
             await serve_http(
-                settings, Listener(product.app, scep), Listener(product.health_app, health)
+                settings,
+                Listener(product.app, scep),
+                Listener(product.health_app, health),
+                Listener(console, admin),
+            )
+
+
+def admin_port(settings: Settings) -> socket.socket:
+    """The management API's and console's port (never the SCEP port's)."""
+    return bind_port(
+        settings.admin_host,
+        settings.admin_port,
+        settings="SCEPLINE_ADMIN_HOST, SCEPLINE_ADMIN_PORT",
+    )
+
+
+def admin_app(
+    rt: Runtime,
+    queue_depths: QueueDepths | None = None,
+    *,
+    serving_ready: ReadinessCheck | None = None,
+) -> FastAPI:
+    """The admin port's app over this process's connections. ``queue_depths``:
+    where the queue figures come from (default: the broker, unless in-process)."""
+    from .admin_api.app import build_admin_app
+    from .admin_api.context import AdminContext
+
+    if queue_depths is None:
+        queue_depths = (
+            _no_depths
+            if rt.settings.broker_url.startswith("memory://")
+            else (rt.broker.queue_depths)
+        )
+    context = AdminContext(
+        rt.settings,
+        rt.engine,
+        rt.repository,
+        rt.admin,
+        rt.broker,
+        queue_depths=queue_depths,
+        serving_ready=serving_ready,
+    )
+    return build_admin_app(context)
+
+
+async def _no_depths() -> dict[str, int] | None:
+    return None
+
+
+async def serve_admin_api(settings: Settings, announce: Callable[[], None]) -> None:
+    """The management API and console alone (``scepline admin-api``), for
+    deployments whose services run apart: on the store and broker they share."""
+    with contextlib.ExitStack() as ports:
+        admin = ports.enter_context(admin_port(settings))
+        health = _optional_health_port(settings, ports)
+        in_process = settings.broker_url.startswith("memory://")
+        async with runtime(settings, with_broker=not in_process) as rt:
+            app = admin_app(rt)
+            announce()
+            await serve_http(
+                settings, Listener(app, admin), *_health_listener(health, _readiness(rt, None))
             )
 
 
@@ -383,6 +470,7 @@ async def serve_worker(settings: Settings, step: Step) -> None:
                 jobs = [(ca.run, ca.stop), (crls.run, crls.stop), *await _ocsp_responders(rt, ca)]
             if step is Step.NOTIFY:
                 jobs += _revocations(rt, intune)
+            jobs += _intune_status(rt, intune)
             worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
             log.info("worker started", step=step.value, broker=redacted(settings.broker_url))

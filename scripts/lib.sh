@@ -1,10 +1,12 @@
 # Shared set-up steps for scripts/up and scripts/test. Source it; each function
 # is idempotent and quick when its work is already done.
 
-# Debian packages the test suite drives for real: the interop clients (SCEP and OCSP), the HSM, and
-# a Docker engine with docker-compose and debootstrap for the compose test.
+# Debian packages the test suite drives for real: the interop clients (SCEP and OCSP), the HSM,
+# a Docker engine with docker-compose and debootstrap for the compose test, and Chromium with its
+# driver for the console's browser tests.
 SCEPLINE_DEBIAN_PACKAGES="scep certmonger dbus strongswan-pki libstrongswan-standard-plugins \
-libstrongswan-extra-plugins softhsm2 opensc openssl gnutls-bin docker.io docker-compose debootstrap"
+libstrongswan-extra-plugins softhsm2 opensc openssl gnutls-bin docker.io docker-compose debootstrap \
+chromium chromium-driver"
 
 log() { printf '>> %s\n' "$*" >&2; }
 

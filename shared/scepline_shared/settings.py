@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     # serves them on 9100.
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=None, ge=0, le=65535)
+    # The management API (/api/v1) and the operator console (/): the operator's
+    # port, never the SCEP port. `scepline up` serves it (from its supervisor),
+    # `scepline admin-api` alone.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=8081, ge=1, le=65535)
+    # A console session lasts this long; then the token is asked for again.
+    admin_session_minutes: float = Field(default=480.0, gt=0, le=7 * 24 * 60)
+    # Wrong tokens (API or login) one address may present within the window;
+    # beyond, every attempt from it is answered 429 until the window has passed.
+    admin_auth_failures_allowed: int = Field(default=10, ge=1, le=10_000)
+    admin_auth_failure_window_seconds: float = Field(default=300.0, gt=0, le=86_400)
     # Serving processes of `scepline up` (each the whole product, sharing the
     # SCEP port and the store); unset: one per core. 1: a single process.
     workers: int | None = Field(default=None, ge=1, le=64)

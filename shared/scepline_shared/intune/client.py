@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -32,9 +35,20 @@ from .errors import (
 from .tokens import TokenSource
 from .transport import Exchange, RetriesExhausted, Transport
 
-__all__ = ["IntuneClient"]
+__all__ = ["IntuneCall", "IntuneClient"]
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IntuneCall:
+    """One call to Intune as an observer hears of it (the console's Intune status)."""
+
+    call: str
+    outcome: str  # success, rejected, unavailable, configuration_error, protocol_error
+    at: datetime
+    seconds: float
+    error: str | None  # what went wrong, for anything but success and rejected
 
 
 class IntuneClient:
@@ -43,6 +57,22 @@ class IntuneClient:
         self._transport = Transport(config)
         self._tokens = TokenSource(config)
         self._locator = ServiceLocator(config, self._tokens, self._transport)
+        self._observers: list[Callable[[IntuneCall], None]] = []
+
+    def observe(self, observer: Callable[[IntuneCall], None]) -> None:
+        """Call ``observer`` after every call (on the event loop; it must not block)."""
+        self._observers.append(observer)
+
+    def _observed(self, call: str, outcome: str, seconds: float, error: str | None) -> None:
+        INTUNE_LATENCY.labels(call, outcome).observe(seconds)
+        if not self._observers:
+            return
+        record = IntuneCall(call, outcome, datetime.now(UTC), seconds, error)
+        for observer in self._observers:
+            try:
+                observer(record)
+            except Exception:
+                log.exception("intune call observer failed")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntuneClient:
@@ -104,7 +134,7 @@ class IntuneClient:
 
     async def _pki_call(self, action: str, body: Any) -> Exchange:
         started = time.perf_counter()
-        outcome = "error"
+        outcome, failure = "error", None
         try:
             exchange = await self._post(
                 PKI_SERVICE, f"CertificateAuthorityRequests/{action}", action, body, PKI_API_VERSION
@@ -112,15 +142,15 @@ class IntuneClient:
             outcome = "success"
             return exchange
         except IntuneError as error:
-            outcome = _outcome(error)
+            outcome, failure = _outcome(error), error.message
             log.warning("intune call failed for good", call=action, error=error.message)
             raise
         finally:
-            INTUNE_LATENCY.labels(action, outcome).observe(time.perf_counter() - started)
+            self._observed(action, outcome, time.perf_counter() - started, failure)
 
     async def _scep_action(self, action: str, body: Any, transaction_id: str) -> IntuneResult:
         started = time.perf_counter()
-        outcome = "error"
+        outcome, failure = "error", None
         try:
             exchange = await self._post(
                 SCEP_SERVICE, f"ScepActions/{action}", action, body, self.config.api_version
@@ -128,7 +158,7 @@ class IntuneClient:
             result = wire.parse_result(exchange.response, exchange.activity_id)
             outcome = "success" if result.ok else "rejected"
         except IntuneError as error:
-            outcome = _outcome(error)
+            outcome, failure = _outcome(error), error.message
             log.warning(
                 "intune call failed for good",
                 call=action,
@@ -138,7 +168,7 @@ class IntuneClient:
             )
             raise
         finally:
-            INTUNE_LATENCY.labels(action, outcome).observe(time.perf_counter() - started)
+            self._observed(action, outcome, time.perf_counter() - started, failure)
         log.info(
             "intune answered",
             call=action,

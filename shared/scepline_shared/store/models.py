@@ -38,10 +38,14 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "NON_TERMINAL_STATES",
     "TERMINAL_STATES",
+    "AdminAction",
+    "AdminRole",
+    "AdminToken",
     "Approval",
     "Base",
     "Crl",
     "EnumString",
+    "IntuneStatus",
     "IssuanceJournal",
     "IssuedCertificate",
     "JournalKind",
@@ -96,6 +100,13 @@ class JournalKind(StrEnum):
     RA_CERTIFICATE = "ra-certificate"
     # A generation's delegated OCSP responder certificate (renewed every few days).
     OCSP_CERTIFICATE = "ocsp-certificate"
+
+
+class AdminRole(StrEnum):
+    """What a management API token may do: read everything, or act as well."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
 
 
 class NotifyState(StrEnum):
@@ -220,6 +231,9 @@ class ScepRequest(Base):
         CheckConstraint(_one_of("approval", Approval), name="approval"),
         # The sweep scans non-terminal rows by queue time.
         Index("ix_scep_request_state_queued_at", "state", "queued_at"),
+        # `request list` and the console: a state's most recently changed
+        # requests, and how many reached it in the last hours.
+        Index("ix_scep_request_state_updated_at", "state", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -368,3 +382,73 @@ class Refusal(Base):
     message_type: Mapped[int | None] = mapped_column(Integer)
     fail_info: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class AdminToken(Base):
+    """A management API token (``scepline admin token create``).
+
+    The secret is shown once, when it is made; only its SHA-256 is kept
+    (32 random bytes: a hash that cannot be brute-forced needs no salt or
+    stretching). Tokens are revoked, never deleted, so the actions taken with
+    one keep naming it.
+    """
+
+    __tablename__ = "admin_token"
+    __table_args__ = (CheckConstraint(_one_of("role", AdminRole), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[AdminRole] = mapped_column(EnumString(AdminRole, 16))
+    # Hex SHA-256 of the secret part of the token.
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class AdminAction(Base):
+    """A state-changing operator action: who (the token, or the command line),
+    what, on what. Revocations are found here by serial; the request history
+    names the actor too."""
+
+    __tablename__ = "admin_action"
+    __table_args__ = (Index("ix_admin_action_target", "target_kind", "target"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    # The token used (None: the command line, or a token from before).
+    token_id: Mapped[int | None] = mapped_column(Integer)
+    # How the actor is named in histories: "token 3 (alice, operator)", "cli".
+    actor: Mapped[str] = mapped_column(String(200))
+    # "revoke", "replay", "purge"...
+    action: Mapped[str] = mapped_column(String(32))
+    # "certificate" (serial in hex), "request" (transaction id), "dead-letter".
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class IntuneStatus(Base):
+    """The latest Intune call each process made, and its latest failure: what
+    the console shows of Intune, whichever process (validator, notifier, a
+    serving process of ``scepline up``) talks to it. One row per process,
+    written at most every few seconds."""
+
+    __tablename__ = "intune_status"
+
+    # host:pid of the reporting process.
+    reporter: Mapped[str] = mapped_column(String(255), primary_key=True)
+    updated_at: Mapped[datetime]
+    last_call_at: Mapped[datetime | None]
+    last_call: Mapped[str | None] = mapped_column(String(64))
+    # success, rejected (a business "no"), unavailable, configuration, protocol
+    last_outcome: Mapped[str | None] = mapped_column(String(32))
+    last_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    # Milliseconds spent in all calls since the process started (for the mean).
+    latency_ms_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    last_error_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # Calls and failures since the process started.
+    calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -586,6 +586,38 @@ class RequestRepository(CertificateRepository):
         )
         return [request_view(row, self._sealer) for row in rows]
 
+    async def recent(self, *, limit: int = 50) -> list[RequestView]:
+        """The most recently changed requests, whatever their state (one indexed
+        read per state, merged)."""
+        found: list[RequestView] = []
+        for state in RequestState:
+            found += await self.in_state(state, limit=limit)
+        found.sort(key=lambda request: (request.updated_at, request.id), reverse=True)
+        return found[:limit]
+
+    async def note(self, *, transaction_id: str, detail: str, kind: str = "operator") -> bool:
+        """Add an entry to a request's history without changing it (who revoked
+        its certificate, say); False if there is no such request."""
+        async with self._db.transaction() as connection:
+            row = (
+                await connection.execute(
+                    select(_REQ.id, _REQ.state).where(_REQ.transaction_id == transaction_id)
+                )
+            ).first()
+            if row is None:
+                return False
+            await connection.execute(
+                insert(EVENT_TABLE).values(
+                    request_id=row.id,
+                    at=self._clock(),
+                    kind=kind,
+                    from_state=str(row.state),
+                    to_state=str(row.state),
+                    detail=detail,
+                )
+            )
+        return True
+
     async def parked(self, *, limit: int = 1000) -> list[RequestView]:
         """Requests waiting for an operator, oldest first."""
         rows = await self._db.fetch_all(

@@ -27,6 +27,9 @@ STORE_TABLES = {
     "crl",
     "issuance_journal",
     "refusal",
+    "admin_token",
+    "admin_action",
+    "intune_status",
 }
 
 
