@@ -27,6 +27,7 @@ STORE_TABLES = {
     "crl",
     "issuance_journal",
     "refusal",
+    "one_time_challenge",
 }
 
 
