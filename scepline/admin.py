@@ -60,9 +60,18 @@ async def show_request(settings: Settings, transaction_id: str) -> int:
     before it was recorded (which only the store's bounded ring remembers)."""
     async with runtime(settings, with_broker=False, patience=0) as rt:
         request = await rt.repository.get(transaction_id)
+        if request is None:
+            # The client's transactionID of a request whose key adds a renewal
+            # or endpoint suffix (`request_key`).
+            named = await rt.repository.by_client_transaction(transaction_id)
+            if len(named) > 1:
+                keys = "\n  ".join(f"{r.transaction_id}  {r.state.value}" for r in named)
+                print(f"{transaction_id} names {len(named)} requests; show one of:\n  {keys}")
+                return 0
+            request = named[0] if named else None
         refusals = await rt.repository.refusals(transaction_id)
         if request is not None:
-            _print_request(request, await rt.repository.history(transaction_id))
+            _print_request(request, await rt.repository.history(request.transaction_id))
     if request is None and not refusals:
         raise CommandError(
             f"no request with transaction id {transaction_id!r}, and no refusal of it among "
@@ -94,6 +103,7 @@ def _message_type(value: int | None) -> str:
 
 def _print_request(request: RequestView, history: Sequence[EventView]) -> None:
     print(f"transaction  {request.transaction_id}")
+    print(f"endpoint     {request.endpoint}")
     print(f"state        {request.state}  (notify: {request.notify_state})")
     print(f"subject      {request.subject}")
     if request.renewal_of_serial:
@@ -111,18 +121,23 @@ def _print_request(request: RequestView, history: Sequence[EventView]) -> None:
         )
 
 
-async def list_requests(settings: Settings, state: RequestState, limit: int) -> int:
-    """Requests in one state, most recently changed first: who is PENDING now."""
+async def list_requests(
+    settings: Settings, state: RequestState, limit: int, *, endpoint: str | None = None
+) -> int:
+    """Requests in one state (at one endpoint), most recently changed first: who
+    is PENDING now. One a line: when it last changed, its transaction id (what
+    `request show|approve|reject` take), its endpoint, its subject."""
     async with runtime(settings, with_broker=False, patience=0) as rt:
-        found = await rt.repository.in_state(state, limit=limit)
+        found = await rt.repository.in_state(state, limit=limit, endpoint=endpoint)
     for request in found:
         parked = "  parked" if request.parked_at is not None else ""
         print(
             f"{request.updated_at:%Y-%m-%d %H:%M:%S}  {request.transaction_id}  "
-            f"{request.subject}{parked}"
+            f"{request.endpoint}  {request.subject}{parked}"
         )
     more = f" (the {limit} most recent; --limit for more)" if len(found) == limit else ""
-    print(f"{len(found)} request(s) in {state.value}{more}")
+    where = "" if endpoint is None else f" at endpoint {endpoint}"
+    print(f"{len(found)} request(s) in {state.value}{where}{more}")
     return 0
 
 
@@ -138,6 +153,7 @@ async def show_certificate(settings: Settings, serial: int) -> int:
         f"valid        {certificate.not_before.isoformat()} .. {certificate.not_after.isoformat()}"
     )
     print(f"transaction  {certificate.transaction_id}  (scepline request show)")
+    print(f"endpoint     {certificate.endpoint}")
     print(f"status       {_status(certificate)}")
     return 0
 
@@ -159,11 +175,15 @@ def _reason_name(certificate: CertificateView) -> str:
     return _REASON_LABELS.get(code, f"reason {code}")
 
 
-async def find_certificates(settings: Settings, subject_part: str) -> int:
-    if not subject_part.strip():
+async def find_certificates(
+    settings: Settings, subject_part: str, *, endpoint: str | None = None
+) -> int:
+    if not subject_part.strip() and endpoint is None:
         raise CommandError("give part of a subject to search for, e.g. a device name", status=2)
     async with runtime(settings, with_broker=False, patience=0) as rt:
-        found = await rt.repository.find_certificates(subject_part, limit=_FIND_LIMIT)
+        found = await rt.repository.find_certificates(
+            subject_part.strip(), limit=_FIND_LIMIT, endpoint=endpoint
+        )
     for certificate in found:
         status = "revoked" if certificate.revoked_at is not None else "valid"
         if certificate.is_voided:
@@ -172,7 +192,7 @@ async def find_certificates(settings: Settings, subject_part: str) -> int:
             status = "expired"
         print(
             f"{certificate.serial}  {certificate.not_before:%Y-%m-%d}  {status:<8} "
-            f"{certificate.subject}"
+            f"{certificate.endpoint}  {certificate.subject}"
         )
     more = " (the newest; narrow the search)" if len(found) == _FIND_LIMIT else ""
     print(f"{len(found)} certificate(s){more}")
@@ -211,9 +231,11 @@ async def prune_store(settings: Settings, older_than_days: int) -> int:
     async with runtime(settings, with_broker=False, patience=0) as rt:
         requests = await rt.repository.prune(untouched_since=cutoff)
         crls = await rt.repository.prune_crls(expired_before=cutoff)
+        challenges = await rt.repository.prune_challenges(before=cutoff)
     print(f"deleted {requests} final request(s) untouched since {cutoff:%Y-%m-%d %H:%M} UTC")
     print("  (and their history; parked requests and issued certificates are kept)")
     print(f"deleted {crls} superseded CRL(s) expired before then (each CA's latest is kept)")
+    print(f"deleted {challenges} one-time challenge(s) used or expired before then")
     return 0
 
 

@@ -32,7 +32,8 @@ from scepline_shared.broker.base import Broker
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
-from scepline_shared.configured import key_source, ocsp_routes_from
+from scepline_shared.configured import endpoints_from, key_source, ocsp_routes_from
+from scepline_shared.endpoints import Endpoints
 from scepline_shared.health import ReadinessCheck, health_app, health_routes
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
@@ -41,7 +42,8 @@ from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.private_files import private_directory
 from scepline_shared.settings import Settings
 from scepline_shared.store.repository import RequestRepository
-from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
+from scepline_shared.store.views import RequestView
+from scepline_shared.worker import DeadLetterHook, InlineStep, RetryPolicy, StepWorker
 
 from .connections import Runtime, redacted, runtime
 from .http_server import Listener, bind_port, serve_http
@@ -136,8 +138,9 @@ async def _background(*jobs: Job) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def intune_client(settings: Settings) -> AsyncIterator[IntuneClient | None]:
-    """The process's one Intune client (its token and discovery caches), if configured."""
-    if settings.challenge_provider != "intune":
+    """The process's one Intune client (its token and discovery caches), if an
+    endpoint's provider is Intune."""
+    if not endpoints_from(settings).with_provider("intune"):
         yield None
         return
     try:
@@ -150,30 +153,50 @@ async def intune_client(settings: Settings) -> AsyncIterator[IntuneClient | None
         await client.aclose()
 
 
+# Validation policies of every endpoint, by name (validator.endpoint_policies).
+Policies = dict[str, "validator.EndpointPolicy"]
+
+
+def only_for(endpoints: frozenset[str], handler: StepHandler) -> StepHandler:
+    """``handler`` inline for the requests of ``endpoints`` (all of them: plainly)."""
+
+    def applies(request: RequestView) -> bool:
+        return request.endpoint in endpoints
+
+    return InlineStep(handler, applies)
+
+
 def build_worker(
     step: Step,
     rt: Runtime,
+    endpoints: Endpoints,
     *,
     ca: CaScheduleWatcher | None = None,
-    challenge: validator.ChallengeValidator | None = None,
+    policies: Policies | None = None,
     intune: IntuneClient | None = None,
 ) -> StepWorker:
     settings = rt.settings
     if step is Step.VALIDATE:
-        assert challenge is not None
-        handler = validator.build_handler(settings, rt.repository, challenge)
+        assert policies is not None
+        handler = validator.build_handler(rt.repository, policies)
     elif step is Step.SIGN:
         assert ca is not None
         watcher = ca
         handler = signer.build_handler(
-            settings, rt.repository, lambda: watcher.current().material().ca
+            settings, rt.repository, lambda: watcher.current().material().ca, endpoints=endpoints
         )
     else:
-        handler = notifier.build_handler(settings, rt.repository, intune)
+        handler = notifier.build_handler(settings, rt.repository, intune, endpoints=endpoints)
     inline: dict[Step, StepHandler] = {}
-    if step is Step.SIGN and settings.challenge_provider != "intune":
+    untold = frozenset(endpoints.names) - endpoints.with_provider("intune")
+    if step is Step.SIGN and untold:
         # Nobody to notify: the release follows the signature in the signer.
-        inline[Step.NOTIFY] = notifier.build_handler(settings, rt.repository, None)
+        release = notifier.build_handler(
+            settings, rt.repository, None, endpoints=_without_intune(endpoints)
+        )
+        inline[Step.NOTIFY] = (
+            release if untold == frozenset(endpoints.names) else only_for(untold, release)
+        )
     return StepWorker(
         step=step,
         handler=handler,
@@ -187,18 +210,51 @@ def build_worker(
     )
 
 
+def _without_intune(endpoints: Endpoints) -> Endpoints:
+    """The endpoints whose requests nobody outside is told of."""
+    kept = {e.name: e for e in endpoints if e.provider != "intune"}
+    return Endpoints(kept, default=endpoints.default if endpoints.default in kept else None)
+
+
+def local_validation(endpoints: Endpoints, policies: Policies) -> frozenset[str]:
+    """The endpoints whose validation calls nothing outside (static, one-time,
+    manual): checked where a request is recorded, without a queue hop."""
+    return frozenset(
+        name
+        for name, policy in policies.items()
+        if name in endpoints
+        and not endpoints[name].calls_outside
+        and (name != "default" or _local_provider(policy.challenge))
+    )
+
+
+def _local_provider(challenge: object) -> bool:
+    return isinstance(
+        challenge,
+        validator.StaticChallengeValidator
+        | validator.OneTimeChallengeValidator
+        | validator.ManualApprovalValidator,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _ingress(
     rt: Runtime,
     ca: CaScheduleWatcher,
     ready: ReadinessCheck,
-    challenge: validator.ChallengeValidator | None,
+    endpoints: Endpoints,
+    policies: Policies | None,
 ) -> AsyncIterator[FastAPI]:
+    """``policies``: the validation of the endpoints ingress checks itself (None:
+    none; every request goes to the validators' queue)."""
     settings = rt.settings
     inline: dict[Step, StepHandler] = {}
-    if isinstance(challenge, validator.StaticChallengeValidator):
-        # A static challenge calls nothing outside: checked where it is recorded.
-        inline[Step.VALIDATE] = validator.build_handler(settings, rt.repository, challenge)
+    local = frozenset() if policies is None else local_validation(endpoints, policies)
+    if policies is not None and local:
+        # Validation that calls nothing outside: done where the request is recorded.
+        handler = validator.build_handler(rt.repository, policies)
+        everywhere = local == frozenset(endpoints.names)
+        inline[Step.VALIDATE] = handler if everywhere else only_for(local, handler)
     pipeline = BrokerPipeline(broker=rt.broker, inline=inline)
     await pipeline.start()
     sweeper = Sweeper(
@@ -206,6 +262,7 @@ async def _ingress(
         pipeline=pipeline,
         stale_after=timedelta(seconds=settings.sweep_stale_after_seconds),
         interval=settings.sweep_interval_seconds,
+        approval_ttls={e.name: e.approval_ttl for e in endpoints if e.provider == "manual"},
     )
     depths = QueueDepthReporter(
         rt.broker, rt.repository, interval=settings.queue_metrics_interval_seconds
@@ -218,6 +275,7 @@ async def _ingress(
             pipeline=pipeline,
             readiness=ready,
             ocsp=ocsp_routes_from(settings, rt.repository),
+            endpoints=endpoints,
         )
 
 
@@ -242,16 +300,17 @@ async def embedded(
 ) -> AsyncIterator[Embedded]:
     """Ingress and all three workers in this process (``scepline up``).
 
-    ``challenge`` replaces the provider chosen by settings (a simulator, a test
-    double of an external service).
+    ``challenge`` replaces the provider the settings choose for the default
+    endpoint (a simulator, a test double of an external service).
     """
+    endpoints = endpoints_from(settings)
     ca = await asyncio.to_thread(open_ca, settings, create=True)
-    generated: Path | None = None
     async with intune_client(settings) as intune, runtime(settings) as rt:
-        if challenge is None:
-            challenge, generated = validator.challenge_provider(settings, intune)
+        policies, generated = validator.endpoint_policies(
+            settings, rt.repository, endpoints=endpoints, intune=intune, replace=challenge
+        )
         for step in Step:
-            worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
+            worker = build_worker(step, rt, endpoints, ca=ca, policies=policies, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
         await signer.journal_ca_certificates(rt.repository, ca.current())
         crls = _crl_publisher(rt, ca)
@@ -262,7 +321,7 @@ async def embedded(
             _background(
                 (ca.run, ca.stop), (crls.run, crls.stop), *responders, *_revocations(rt, intune)
             ),
-            _ingress(rt, ca, ready, challenge) as app,
+            _ingress(rt, ca, ready, endpoints, policies) as app,
         ):
             yield Embedded(app, health_app(ready), ca, generated, rt.repository, rt.broker)
 
@@ -303,7 +362,8 @@ def prepare_embedded(settings: Settings) -> Path | None:
             pass
 
     asyncio.run(store_ready())
-    if settings.challenge_provider != "static":
+    default = endpoints_from(settings).get("default")
+    if default is None or default.provider != "static":
         return None
     return validator.challenge_provider(settings, None)[1]
 
@@ -333,13 +393,15 @@ async def serve_ingress(settings: Settings) -> None:
     with contextlib.ExitStack() as ports:
         scep = ports.enter_context(_scep_port(settings))
         health = _optional_health_port(settings, ports)
+        endpoints = endpoints_from(settings)
         ca = await asyncio.to_thread(open_ca, settings)
         async with runtime(settings) as rt, _background((ca.run, ca.stop)):
             ready = _readiness(rt, ca)
-            local = None
-            if settings.challenge_provider == "static":
-                local = validator.challenge_provider(settings, None)[0]
-            async with _ingress(rt, ca, ready, local) as app:
+            # Ingress validates what calls nothing outside; Intune's is the validators'.
+            policies, _ = validator.endpoint_policies(
+                settings, rt.repository, endpoints=_without_intune(endpoints)
+            )
+            async with _ingress(rt, ca, ready, endpoints, policies) as app:
                 await serve_http(settings, Listener(app, scep), *_health_listener(health, ready))
 
 
@@ -368,10 +430,13 @@ async def serve_worker(settings: Settings, step: Step) -> None:
         ca = await asyncio.to_thread(open_ca, settings) if step is Step.SIGN else None
         # The signer never talks to Intune; its failures reach the notifier by message.
         client = contextlib.nullcontext(None) if step is Step.SIGN else intune_client(settings)
+        endpoints = endpoints_from(settings)
         async with client as intune, runtime(settings) as rt:
-            challenge = None
+            policies = None
             if step is Step.VALIDATE:
-                challenge = validator.challenge_provider(settings, intune)[0]
+                policies, _ = validator.endpoint_policies(
+                    settings, rt.repository, endpoints=endpoints, intune=intune
+                )
             jobs: list[Job] = []
             if ca is not None:
                 await signer.journal_ca_certificates(rt.repository, ca.current())
@@ -379,7 +444,7 @@ async def serve_worker(settings: Settings, step: Step) -> None:
                 jobs = [(ca.run, ca.stop), (crls.run, crls.stop), *await _ocsp_responders(rt, ca)]
             if step is Step.NOTIFY:
                 jobs += _revocations(rt, intune)
-            worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
+            worker = build_worker(step, rt, endpoints, ca=ca, policies=policies, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
             log.info("worker started", step=step.value, broker=redacted(settings.broker_url))
             async with _background(*jobs):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI
 
+from scepline_shared.endpoints import Endpoints
 from scepline_shared.health import ReadinessCheck
 from scepline_shared.pipeline import Pipeline
 from scepline_shared.settings import Settings
@@ -37,11 +38,13 @@ def build_ingress_app(
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
     ocsp: APIRouter | None = None,
+    endpoints: Endpoints | None = None,
 ) -> FastAPI:
     """The ingress app. ``identity`` is a fixed ScepIdentity, or a source of the
     current one (``identity.schedule_identities(watcher.current)``) that every
     operation calls once, so a CA rollover takes effect without a restart.
-    ``ocsp``: the OCSP responder's routes, served on the SCEP port too."""
+    ``ocsp``: the OCSP responder's routes, served on the SCEP port too.
+    ``endpoints``: the SCEP endpoints to route to (None: the default one)."""
     service = ScepService(
         identities=identity,
         repository=repository,
@@ -56,4 +59,5 @@ def build_ingress_app(
         lifespan=lifespan,
         public_base_url=settings.public_base_url,
         ocsp=ocsp,
+        endpoints=endpoints,
     )

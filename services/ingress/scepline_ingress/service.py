@@ -3,6 +3,11 @@
 ``ScepService`` decodes a pkiMessage with the codec, records enrolments in the
 state store, hands them to the pipeline and answers from the store.
 
+Every operation is for one SCEP endpoint (the HTTP binding resolves it from
+the path): a request records it, and its key in the store names it
+(``request_key``), so a poll or a retransmission is answered only at the
+endpoint it was sent to.
+
 Each operation asks its identity source once, at its start, for the current RA
 and CA certificates (a CA rollover changes them while ingress runs). A request
 is opened with whichever RA key its envelope names, and answered by that RA,
@@ -31,9 +36,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_shared.ca.issue import serial_hex
 from scepline_shared.keys import spki_sha256_hex
-from scepline_shared.log import bind_transaction, get_logger
+from scepline_shared.log import bind_endpoint, bind_transaction, get_logger
 from scepline_shared.metrics import REQUESTS_IN_FLIGHT
-from scepline_shared.pipeline import Pipeline
+from scepline_shared.pipeline import Pipeline, answer_now
 from scepline_shared.scep import (
     BadCertId,
     BadRequest,
@@ -53,8 +58,9 @@ from scepline_shared.scep import (
     read_pki_message,
 )
 from scepline_shared.scep.message import OpenedEnvelope, open_envelope_for
-from scepline_shared.store.models import RequestState
+from scepline_shared.store.models import DEFAULT_ENDPOINT, RequestState
 from scepline_shared.store.views import CrlView, RequestView
+from scepline_shared.store.views import request_key as _request_key
 
 from .identity import (
     IdentitySource,
@@ -75,8 +81,6 @@ _CODEC_THREADS = 4
 
 log = get_logger(__name__)
 
-_TERMINAL = {RequestState.ISSUED, RequestState.REJECTED, RequestState.FAILED}
-
 
 @dataclass(frozen=True)
 class ScepOptions:
@@ -96,16 +100,19 @@ class ScepReply:
     fail_info: FailInfo | None = None
 
 
-def request_key(transaction_id: str, renewal_of: str | None) -> str:
-    """How the store names a request.
+def request_key(
+    transaction_id: str, renewal_of: str | None, endpoint: str = DEFAULT_ENDPOINT
+) -> str:
+    """How the store names a request (``scepline_shared.store.views.request_key``).
 
     RFC 8894 clients derive the transactionID from the public key, so renewing
     with the same key repeats the transactionID of the first enrolment. A
     message signed with one of our certificates is therefore its own request,
-    named after that certificate; a retransmission of either maps to the same
+    named after that certificate, and a request at an endpoint other than the
+    default one is named after the endpoint; a retransmission maps to the same
     name again, and a poll is signed like the request it polls for.
     """
-    return transaction_id if renewal_of is None else f"{transaction_id}|renew:{renewal_of}"
+    return _request_key(transaction_id, renewal_of, endpoint)
 
 
 def _for_the_operator(error: ScepError) -> str:
@@ -132,6 +139,7 @@ class _Exchange:
     encryption: ContentEncryption  # the client's: the reply uses the same
     reply_as: Recipient  # the RA the client encrypted to
     identity: ScepIdentity
+    endpoint: str = DEFAULT_ENDPOINT
 
 
 class ScepService:
@@ -201,8 +209,8 @@ class ScepService:
 
     # -- PKIOperation ---------------------------------------------------------
 
-    async def pki_operation(self, der: bytes) -> ScepReply:
-        """Answer one pkiMessage with a CertRep (FAILURE included).
+    async def pki_operation(self, der: bytes, endpoint: str = DEFAULT_ENDPOINT) -> ScepReply:
+        """Answer one pkiMessage sent to ``endpoint`` with a CertRep (FAILURE included).
 
         Raises ScepError only when no CertRep can be addressed (HTTP 400).
         """
@@ -211,7 +219,7 @@ class ScepService:
             message = read_pki_message(der)
         except ScepError as error:  # a bad signature: we still know whom to answer
             return await self._refuse(error, identity.active_ra)
-        with bind_transaction(message.transaction_id):
+        with bind_transaction(message.transaction_id), bind_endpoint(endpoint):
             reply_as = identity.active_ra
             try:
                 self._check_signing_time(message)
@@ -220,7 +228,7 @@ class ScepService:
                 opened = await self._open(message, identity)
                 reply_as = (opened.recipient_key, opened.recipient)
                 content = parse_message_data(message, opened.plaintext)
-                exchange = _Exchange(message, opened.encryption, reply_as, identity)
+                exchange = _Exchange(message, opened.encryption, reply_as, identity, endpoint)
                 if isinstance(content, CertificationRequest):
                     return await self._enrol(exchange, content)
                 if message.message_type is MessageType.CERT_POLL:
@@ -332,7 +340,7 @@ class ScepService:
                 "RenewalReq must be signed with a certificate this CA issued"
             ).with_header(message.header)
         recorded = await self._repository.record_request(
-            transaction_id=request_key(message.transaction_id, renewal_of),
+            transaction_id=request_key(message.transaction_id, renewal_of, exchange.endpoint),
             signer_key_id=key_id,
             message_type=int(message.message_type),
             csr_der=request.der,
@@ -340,6 +348,7 @@ class ScepService:
             subject=request.csr.subject.rfc4514_string(),
             renewal_of_serial=renewal_of,
             queued=True,  # handed to the pipeline just below
+            endpoint=exchange.endpoint,
         )
         stored = recorded.request
         if stored.signer_key_id != key_id:
@@ -350,7 +359,7 @@ class ScepService:
             log.info(
                 "enrolment recorded", message_type=message.message_type.name, renewal_of=renewal_of
             )
-            await self._pipeline.submit(stored.transaction_id)
+            await self._pipeline.submit(stored.transaction_id, request=stored)
         else:
             log.info("retransmitted request", state=stored.state)
         stored = await self._await_outcome(stored)
@@ -359,7 +368,9 @@ class ScepService:
     async def _poll(self, exchange: _Exchange) -> ScepReply:
         message = exchange.message
         renewal_of = self._renewal_of(exchange.identity, message.signer_certificate)
-        request = await self._repository.get(request_key(message.transaction_id, renewal_of))
+        request = await self._repository.get(
+            request_key(message.transaction_id, renewal_of, exchange.endpoint)
+        )
         if request is None:
             raise BadCertId("no request with this transactionID").with_header(message.header)
         if request.signer_key_id != requester_key_id(message.signer_certificate):
@@ -410,7 +421,7 @@ class ScepService:
         return named[0] if named else None
 
     async def _await_outcome(self, request: RequestView) -> RequestView:
-        if request.state in _TERMINAL or self._options.sync_wait_seconds <= 0:
+        if answer_now(request) or self._options.sync_wait_seconds <= 0:
             return request
         REQUESTS_IN_FLIGHT.inc()
         try:

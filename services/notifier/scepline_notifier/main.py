@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from scepline_shared.configured import endpoints_from
+from scepline_shared.endpoints import Endpoints
 from scepline_shared.intune import IntuneClient
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.settings import Settings
@@ -29,14 +31,27 @@ STEP = Step.NOTIFY
 
 
 def build_handler(
-    settings: Settings, repository: NotifierStore, intune: IntuneClient | None = None
+    settings: Settings,
+    repository: NotifierStore,
+    intune: IntuneClient | None = None,
+    *,
+    endpoints: Endpoints | None = None,
 ) -> StepHandler:
-    """The notify step for the configured provider (``intune``: the process's client)."""
-    if settings.challenge_provider != "intune":
+    """The notify step for the configured providers (``intune``: the process's
+    client): Intune is told of the requests of its endpoints, the others are
+    released at once."""
+    endpoints = endpoints if endpoints is not None else endpoints_from(settings)
+    told = endpoints.with_provider("intune")
+    if not told:
         return partial(handle_notify, deps=NotifierDeps(repository))
     if intune is None:
         raise ValueError("the Intune provider needs the process's IntuneClient")
-    deps = NotifierDeps(repository, intune, release_before_notify=settings.release_before_notify)
+    deps = NotifierDeps(
+        repository,
+        intune,
+        release_before_notify=settings.release_before_notify,
+        intune_endpoints=None if told == frozenset(endpoints.names) else told,
+    )
     return partial(handle_notify, deps=deps)
 
 

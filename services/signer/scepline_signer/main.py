@@ -12,7 +12,8 @@ from cryptography.exceptions import InvalidSignature
 
 from scepline_shared.ca import CaSchedule
 from scepline_shared.ca.tbs import tbs_sha256_of
-from scepline_shared.configured import key_source, profile_from
+from scepline_shared.configured import endpoints_from, key_source, profile_from
+from scepline_shared.endpoints import Endpoints
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.settings import Settings
@@ -51,15 +52,19 @@ def build_handler(
     ca: Callable[[], KeyPair],
     *,
     executor: ThreadPoolExecutor | None = None,
+    endpoints: Endpoints | None = None,
 ) -> StepHandler:
     """The sign step. ``ca`` returns the CA active at signing time (called per request).
 
-    ``executor`` defaults to a new :func:`signing_executor`.
+    ``executor`` defaults to a new :func:`signing_executor`; ``endpoints`` (whose
+    profiles it issues under) to those of the settings and configuration file.
     """
+    endpoints = endpoints if endpoints is not None else endpoints_from(settings)
     deps = SignerDeps(
         repository=repository,
         ca=ca,
         profile=profile_from(settings),
+        profiles={endpoint.name: endpoint.profile for endpoint in endpoints},
         public_base_url=settings.public_base_url,
         executor=executor if executor is not None else signing_executor(),
         # A claim untouched that long is the sweep's to bring back: the same

@@ -10,8 +10,10 @@ from typing import Protocol
 
 from scepline_shared.store.ports import MovesRequests, ReadsCertificates
 
+from .challenge.one_time import ConsumesChallenges
+
 __all__ = ["ValidatorStore"]
 
 
-class ValidatorStore(MovesRequests, ReadsCertificates, Protocol):
+class ValidatorStore(MovesRequests, ReadsCertificates, ConsumesChallenges, Protocol):
     async def revoked_in_lineage(self, serial: str | int) -> str | None: ...
