@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         _ocsp,
         store=NEEDS_STORE,
         epilog=_SERVICE_SETTINGS,
+        needs_config=True,
     )
     for step, name in (("validate", "validator"), ("sign", "signer"), ("notify", "notifier")):
         worker = _command(
@@ -293,9 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         ca,
         "init",
         "create the CA and RA (keys in files, or in the token with SCEPLINE_KEY_BACKEND="
-        "pkcs11) and the database; idempotent",
+        "pkcs11), every named CA of SCEPLINE_CONFIG, and the database; idempotent",
         _ca_init,
         store=CREATES_STORE,
+        needs_config=True,
+    )
+    init.add_argument(
+        "--ca", metavar="NAME", help="only this CA: default, or a [cas.NAME] of SCEPLINE_CONFIG"
     )
     init.add_argument(
         "--import-ca-cert",
@@ -304,19 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this existing CA certificate, whose key is already in the token under "
         "SCEPLINE_PKCS11_CA_KEY_LABEL (or in ca/ca.key with file keys); only the RA is created",
     )
-    _command(
+    show = _command(
         ca,
         "show",
-        "print every CA generation: active, previous and staged",
+        "print every CA generation: active, previous and staged (of every CA)",
         _ca_show,
         store=NO_STORE,
+        needs_config=True,
     )
+    show.add_argument("--ca", metavar="NAME", help="only this CA")
     rollover = _command(
         ca,
         "rollover",
         "stage the next CA (served by GetNextCACert until it takes over at --switch-at)",
         _ca_rollover,
         store=NO_STORE,
+        needs_config=True,
+    )
+    rollover.add_argument(
+        "--ca", metavar="NAME", help="the CA to roll over (default: default, the settings' CA)"
     )
     when = rollover.add_mutually_exclusive_group(required=True)
     when.add_argument("--switch-at", help="ISO-8601 time with a zone, e.g. 2027-01-31T00:00Z")
@@ -663,6 +674,10 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
             flush=True,
         )
         print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
+        for name in endpoints.cas:
+            if name != "default":
+                where = settings.data_dir / "cas" / name / "ca" / "ca.crt"
+                print(f"CA certificate of CA {name}: {where}", flush=True)
         if challenge_file is not None:
             # The path, not the challenge: the console may well be a log.
             print(f"Static challenge (generated): {challenge_file}", flush=True)
@@ -749,46 +764,76 @@ def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
 # --- the CA ------------------------------------------------------------------------
 
 
+def _chosen_cas(settings: Settings, args: argparse.Namespace) -> list[Any]:
+    """The CAs a `ca` command acts on: --ca NAME, or every CA of the deployment
+    (the settings' ``default`` and each ``[cas.NAME]`` of SCEPLINE_CONFIG)."""
+    cas = args.endpoints.cas
+    if args.ca is None:
+        return list(cas.values())
+    if args.ca not in cas:
+        raise CommandError(f"--ca: no CA named {args.ca!r}; CAs: {', '.join(cas)}", status=2)
+    return [cas[args.ca]]
+
+
+def _ca_heading(spec: Any, every: list[Any]) -> None:
+    """A heading before each CA's schedule, once there is more than the default one."""
+    if len(every) > 1 or spec.name != "default":
+        print(f"CA {spec.name}:")
+
+
 def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, init_ca, load_certificate
-    from scepline_shared.configured import key_source
+    from scepline_shared.configured import ca_root, key_source
     from scepline_shared.keys.pkcs11 import HsmError
     from scepline_shared.private_files import private_directory
 
+    chosen = _chosen_cas(settings, args)
+    if args.import_ca_cert and len(chosen) > 1:
+        args.command_parser.error("--import-ca-cert imports one CA: name it with --ca")
     private_directory(settings.data_dir)
-    try:
-        imported = load_certificate(args.import_ca_cert) if args.import_ca_cert else None
-        schedule = init_ca(
-            settings.data_dir,
-            key_source(settings),
-            ca_key_type=settings.ca_key_type,
-            ca_key_size=settings.ca_key_size,
-            ca_common_name=settings.ca_common_name,
-            ra_common_name=settings.ra_common_name,
-            validity_days=settings.ca_validity_days,
-            import_ca_certificate=imported,
-        )
-    except (CaError, HsmError, OSError, ValueError) as error:
-        raise CommandError(f"ca init: {error}") from None
-    _print_schedule(schedule)
-    _journal_ca(settings, schedule, create_store=True)
+    for spec in chosen:
+        root = ca_root(settings.data_dir, spec.name)
+        try:
+            private_directory(root)
+            imported = load_certificate(args.import_ca_cert) if args.import_ca_cert else None
+            schedule = init_ca(
+                root,
+                key_source(settings, spec.name),
+                ca_key_type=spec.key_type,
+                ca_key_size=spec.key_size,
+                ca_common_name=spec.common_name,
+                ra_common_name=spec.ra_common_name,
+                validity_days=spec.validity_days,
+                import_ca_certificate=imported,
+            )
+        except (CaError, HsmError, OSError, ValueError) as error:
+            raise CommandError(f"ca init: CA {spec.name}: {error}") from None
+        _ca_heading(spec, chosen)
+        _print_schedule(schedule)
+        _journal_ca(settings, schedule, create_store=True)
     return 0
 
 
-def _ca_show(settings: Settings, _args: argparse.Namespace) -> int:
+def _ca_show(settings: Settings, args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, CaNotInitialised, load_ca_schedule
-    from scepline_shared.configured import key_source
+    from scepline_shared.configured import ca_root, key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
-    try:
-        schedule = load_ca_schedule(settings.data_dir, key_source(settings))
-    except CaNotInitialised as missing:
-        raise CommandError(
-            f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})"
-        ) from None
-    except (CaError, HsmError, ValueError) as error:
-        raise CommandError(f"ca show: {error}") from None
-    _print_schedule(schedule)
+    chosen = _chosen_cas(settings, args)
+    for spec in chosen:
+        root = ca_root(settings.data_dir, spec.name)
+        try:
+            schedule = load_ca_schedule(root, key_source(settings, spec.name))
+        except CaNotInitialised as missing:
+            raise CommandError(
+                f"no CA {spec.name} under {root}: run `scepline ca init` ({missing})"
+                if spec.name != "default"
+                else f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})"
+            ) from None
+        except (CaError, HsmError, ValueError) as error:
+            raise CommandError(f"ca show: {error}") from None
+        _ca_heading(spec, chosen)
+        _print_schedule(schedule)
     return 0
 
 
@@ -796,7 +841,7 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     from scepline_shared.ca import CaError, load_ca_schedule, stage_rollover
-    from scepline_shared.configured import key_source
+    from scepline_shared.configured import ca_root, key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
     if args.switch_at is not None:
@@ -808,21 +853,26 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
             args.command_parser.error("--switch-at needs a time zone (e.g. Z or +01:00)")
     else:
         switch_at = datetime.now(UTC) + timedelta(days=args.switch_in_days)
-    keys = key_source(settings)
+    if args.ca is None:
+        args.ca = "default"
+    [spec] = _chosen_cas(settings, args)
+    root = ca_root(settings.data_dir, spec.name)
+    keys = key_source(settings, spec.name)
     try:
         stage_rollover(
-            settings.data_dir,
+            root,
             keys,
             switch_at=switch_at,
-            ca_key_type=settings.ca_key_type,
-            ca_key_size=settings.ca_key_size,
-            ca_common_name=settings.ca_common_name,
-            ra_common_name=settings.ra_common_name,
-            validity_days=settings.ca_validity_days,
+            ca_key_type=spec.key_type,
+            ca_key_size=spec.key_size,
+            ca_common_name=spec.common_name,
+            ra_common_name=spec.ra_common_name,
+            validity_days=spec.validity_days,
         )
-        schedule = load_ca_schedule(settings.data_dir, keys)
+        schedule = load_ca_schedule(root, keys)
     except (CaError, HsmError, ValueError) as error:
         raise CommandError(f"ca rollover: {error}") from None
+    _ca_heading(spec, [spec])
     _print_schedule(schedule)
     _journal_ca(settings, schedule, create_store=False)
     print(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ import scepline_notifier.main as notifier
 import scepline_signer.main as signer
 import scepline_validator.main as validator
 from scepline_ingress.broker_pipeline import BrokerPipeline
-from scepline_ingress.identity import schedule_identities
+from scepline_ingress.identity import IdentitySource, schedule_identities
 from scepline_ingress.main import build_ingress_app
 from scepline_ingress.queue_metrics import QueueDepthReporter
 from scepline_ingress.sweeper import Sweeper
@@ -32,8 +33,14 @@ from scepline_shared.broker.base import Broker
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
-from scepline_shared.configured import endpoints_from, key_source, ocsp_routes_from
-from scepline_shared.endpoints import Endpoints
+from scepline_shared.configured import (
+    ca_root,
+    default_ca,
+    endpoints_from,
+    key_source,
+    ocsp_routes_from,
+)
+from scepline_shared.endpoints import DEFAULT_CA, CaSpec, Endpoints
 from scepline_shared.health import ReadinessCheck, health_app, health_routes
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
@@ -50,12 +57,14 @@ from .http_server import Listener, bind_port, serve_http
 
 __all__ = [
     "UP_HEALTH_PORT",
+    "Cas",
     "Embedded",
     "Runtime",
     "create_ca",
     "embedded",
     "intune_client",
     "open_ca",
+    "open_cas",
     "serve_embedded",
     "serve_ingress",
     "serve_worker",
@@ -80,31 +89,42 @@ def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHo
     return park
 
 
-def create_ca(settings: Settings, keys: KeySource | None = None) -> CaSchedule:
-    """Create the CA and RA where missing (files or token, as configured); idempotent."""
+def create_ca(
+    settings: Settings, keys: KeySource | None = None, ca: CaSpec | None = None
+) -> CaSchedule:
+    """Create CA ``ca`` (default: the settings' CA) and its RA where missing
+    (files or token, as configured); idempotent."""
+    spec = ca if ca is not None else default_ca(settings)
+    root = ca_root(settings.data_dir, spec.name)
     private_directory(settings.data_dir)
+    private_directory(root)
     return init_ca(
-        settings.data_dir,
-        keys if keys is not None else key_source(settings),
-        ca_key_type=settings.ca_key_type,
-        ca_key_size=settings.ca_key_size,
-        ca_common_name=settings.ca_common_name,
-        ra_common_name=settings.ra_common_name,
-        validity_days=settings.ca_validity_days,
+        root,
+        keys if keys is not None else key_source(settings, spec.name),
+        ca_key_type=spec.key_type,
+        ca_key_size=spec.key_size,
+        ca_common_name=spec.common_name,
+        ra_common_name=spec.ra_common_name,
+        validity_days=spec.validity_days,
     )
 
 
-def open_ca(settings: Settings, *, create: bool = False) -> CaScheduleWatcher:
-    """The CA schedule this process serves from, checked at start (every token
-    key proves it matches its certificate) and reloaded when `scepline ca
-    rollover` stages a generation. ``create``: make the CA first (``scepline up``)."""
-    keys = key_source(settings)
+def open_ca(
+    settings: Settings, *, create: bool = False, ca: CaSpec | None = None
+) -> CaScheduleWatcher:
+    """A CA schedule this process serves from (default: the settings' CA),
+    checked at start (every token key proves it matches its certificate) and
+    reloaded when `scepline ca rollover` stages a generation. ``create``: make
+    the CA first (``scepline up``)."""
+    spec = ca if ca is not None else default_ca(settings)
+    keys = key_source(settings, spec.name)
     if create:
-        create_ca(settings, keys)
-    watcher = CaScheduleWatcher(settings.data_dir, keys)
+        create_ca(settings, keys, spec)
+    watcher = CaScheduleWatcher(ca_root(settings.data_dir, spec.name), keys)
     active = watcher.current().active()
     log.info(
         "CA loaded and its keys proven",
+        ca=spec.name,
         generation=active.number,
         ca_subject=active.material.ca.certificate.subject.rfc4514_string(),
         ca_key=key_location(active.material.ca.key),
@@ -116,6 +136,53 @@ def open_ca(settings: Settings, *, create: bool = False) -> CaScheduleWatcher:
 def issuing_cas(schedule: CaSchedule) -> list[KeyPair]:
     """The CAs that sign CRLs now: the active one and the previous ones still valid."""
     return [schedule.active().material.ca, *(g.material.ca for g in schedule.previous())]
+
+
+@dataclass(frozen=True)
+class Cas:
+    """Every CA schedule this process serves from, by CA name (``default`` and
+    each ``[cas.NAME]`` of the configuration file)."""
+
+    watchers: Mapping[str, CaScheduleWatcher]
+
+    @property
+    def default(self) -> CaScheduleWatcher:
+        return self.watchers[DEFAULT_CA]
+
+    def jobs(self) -> list[Job]:
+        """Each schedule's watcher, as a background job."""
+        return [(watcher.run, watcher.stop) for watcher in self.watchers.values()]
+
+    def issuing(self) -> list[KeyPair]:
+        """Every CA key that signs CRLs now, of every CA."""
+        return [ca for w in self.watchers.values() for ca in issuing_cas(w.current())]
+
+    def signing(self) -> dict[str, Callable[[], KeyPair]]:
+        """Each named CA's active key pair now (for the signer), by CA name."""
+        return {
+            name: functools.partial(_active_ca, watcher)
+            for name, watcher in self.watchers.items()
+            if name != DEFAULT_CA
+        }
+
+    def identities(self, endpoints: Endpoints) -> dict[str, IdentitySource]:
+        """The SCEP identity of each endpoint whose CA is a named one."""
+        return {
+            endpoint.name: schedule_identities(self.watchers[endpoint.ca].current)
+            for endpoint in endpoints
+            if endpoint.ca != DEFAULT_CA
+        }
+
+
+def _active_ca(watcher: CaScheduleWatcher) -> KeyPair:
+    return watcher.current().material().ca
+
+
+def open_cas(settings: Settings, endpoints: Endpoints, *, create: bool = False) -> Cas:
+    """Every CA of the deployment, opened (``create``: made first where missing)."""
+    specs = dict(endpoints.cas) or {DEFAULT_CA: default_ca(settings)}
+    specs.setdefault(DEFAULT_CA, default_ca(settings))
+    return Cas({name: open_ca(settings, create=create, ca=spec) for name, spec in specs.items()})
 
 
 # A background job: (run, stop).
@@ -171,7 +238,7 @@ def build_worker(
     rt: Runtime,
     endpoints: Endpoints,
     *,
-    ca: CaScheduleWatcher | None = None,
+    cas: Cas | None = None,
     policies: Policies | None = None,
     intune: IntuneClient | None = None,
 ) -> StepWorker:
@@ -180,10 +247,13 @@ def build_worker(
         assert policies is not None
         handler = validator.build_handler(rt.repository, policies)
     elif step is Step.SIGN:
-        assert ca is not None
-        watcher = ca
+        assert cas is not None
         handler = signer.build_handler(
-            settings, rt.repository, lambda: watcher.current().material().ca, endpoints=endpoints
+            settings,
+            rt.repository,
+            functools.partial(_active_ca, cas.default),
+            endpoints=endpoints,
+            cas=cas.signing(),
         )
     else:
         handler = notifier.build_handler(settings, rt.repository, intune, endpoints=endpoints)
@@ -240,7 +310,7 @@ def _local_provider(challenge: object) -> bool:
 @contextlib.asynccontextmanager
 async def _ingress(
     rt: Runtime,
-    ca: CaScheduleWatcher,
+    cas: Cas,
     ready: ReadinessCheck,
     endpoints: Endpoints,
     policies: Policies | None,
@@ -270,12 +340,13 @@ async def _ingress(
     async with _background((sweeper.run, sweeper.stop), (depths.run, depths.stop)):
         yield build_ingress_app(
             settings,
-            identity=schedule_identities(ca.current),
+            identity=schedule_identities(cas.default.current),
             repository=rt.repository,
             pipeline=pipeline,
             readiness=ready,
-            ocsp=ocsp_routes_from(settings, rt.repository),
+            ocsp=ocsp_routes_from(settings, rt.repository, cas.watchers),
             endpoints=endpoints,
+            endpoint_identities=cas.identities(endpoints),
         )
 
 
@@ -283,10 +354,11 @@ async def _ingress(
 class Embedded:
     app: FastAPI  # the SCEP port's
     health_app: FastAPI  # the health port's: /metrics, /healthz, /readyz
-    ca: CaScheduleWatcher
+    ca: CaScheduleWatcher  # the default CA's
     challenge_file: Path | None  # the generated static challenge, when none was configured
     repository: RequestRepository
     broker: Broker
+    cas: Cas | None = None  # every CA, by name
 
     @property
     def material(self) -> CaMaterial:
@@ -304,26 +376,26 @@ async def embedded(
     endpoint (a simulator, a test double of an external service).
     """
     endpoints = endpoints_from(settings)
-    ca = await asyncio.to_thread(open_ca, settings, create=True)
+    cas = await asyncio.to_thread(open_cas, settings, endpoints, create=True)
     async with intune_client(settings) as intune, runtime(settings) as rt:
         policies, generated = validator.endpoint_policies(
             settings, rt.repository, endpoints=endpoints, intune=intune, replace=challenge
         )
         for step in Step:
-            worker = build_worker(step, rt, endpoints, ca=ca, policies=policies, intune=intune)
+            worker = build_worker(step, rt, endpoints, cas=cas, policies=policies, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
-        await signer.journal_ca_certificates(rt.repository, ca.current())
-        crls = _crl_publisher(rt, ca)
+        await _journal_cas(rt, cas)
+        crls = _crl_publisher(rt, cas)
         await crls.run_once()  # GetCRL and the CDP answer from the first request on
-        responders = await _ocsp_responders(rt, ca)  # OCSP too
-        ready = _readiness(rt, ca)
+        responders = await _ocsp_responders(rt, cas)  # OCSP too
+        ready = _readiness(rt, cas)
         async with (
-            _background(
-                (ca.run, ca.stop), (crls.run, crls.stop), *responders, *_revocations(rt, intune)
-            ),
-            _ingress(rt, ca, ready, endpoints, policies) as app,
+            _background(*cas.jobs(), (crls.run, crls.stop), *responders, *_revocations(rt, intune)),
+            _ingress(rt, cas, ready, endpoints, policies) as app,
         ):
-            yield Embedded(app, health_app(ready), ca, generated, rt.repository, rt.broker)
+            yield Embedded(
+                app, health_app(ready), cas.default, generated, rt.repository, rt.broker, cas
+            )
 
 
 def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
@@ -332,18 +404,28 @@ def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
     return [] if sync is None else [(sync.run, sync.stop)]
 
 
-async def _ocsp_responders(rt: Runtime, ca: CaScheduleWatcher) -> list[Job]:
-    """The delegated OCSP responder certificates: issued now (so OCSP answers
-    from the first request on), then renewed in the background."""
-    keeper = signer.build_ocsp_responder_keeper(rt.settings, rt.repository, ca.current)
-    if keeper is None:
-        return []
-    await keeper.run_once()
-    return [(keeper.run, keeper.stop)]
+async def _ocsp_responders(rt: Runtime, cas: Cas) -> list[Job]:
+    """The delegated OCSP responder certificates of every CA: issued now (so
+    OCSP answers from the first request on), then renewed in the background."""
+    jobs: list[Job] = []
+    for name, watcher in cas.watchers.items():
+        keeper = signer.build_ocsp_responder_keeper(
+            rt.settings, rt.repository, watcher.current, name
+        )
+        if keeper is None:
+            return []
+        await keeper.run_once()
+        jobs.append((keeper.run, keeper.stop))
+    return jobs
 
 
-def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
-    return signer.build_crl_publisher(rt.settings, rt.repository, lambda: issuing_cas(ca.current()))
+async def _journal_cas(rt: Runtime, cas: Cas) -> None:
+    for watcher in cas.watchers.values():
+        await signer.journal_ca_certificates(rt.repository, watcher.current())
+
+
+def _crl_publisher(rt: Runtime, cas: Cas) -> signer.CrlPublisher:
+    return signer.build_crl_publisher(rt.settings, rt.repository, cas.issuing)
 
 
 def up_health_port(settings: Settings) -> int:
@@ -353,16 +435,18 @@ def up_health_port(settings: Settings) -> int:
 
 def prepare_embedded(settings: Settings) -> Path | None:
     """The one-time work of ``scepline up`` before its serving processes start:
-    the CA, the store (migrated, its key), the lab challenge; the generated
+    the CAs, the store (migrated, its key), the lab challenge; the generated
     challenge's file, if any."""
-    create_ca(settings)
+    endpoints = endpoints_from(settings)
+    for spec in endpoints.cas.values() or [default_ca(settings)]:
+        create_ca(settings, ca=spec)
 
     async def store_ready() -> None:
         async with runtime(settings, with_broker=False):
             pass
 
     asyncio.run(store_ready())
-    default = endpoints_from(settings).get("default")
+    default = endpoints.get("default")
     if default is None or default.provider != "static":
         return None
     return validator.challenge_provider(settings, None)[1]
@@ -394,14 +478,14 @@ async def serve_ingress(settings: Settings) -> None:
         scep = ports.enter_context(_scep_port(settings))
         health = _optional_health_port(settings, ports)
         endpoints = endpoints_from(settings)
-        ca = await asyncio.to_thread(open_ca, settings)
-        async with runtime(settings) as rt, _background((ca.run, ca.stop)):
-            ready = _readiness(rt, ca)
+        cas = await asyncio.to_thread(open_cas, settings, endpoints)
+        async with runtime(settings) as rt, _background(*cas.jobs()):
+            ready = _readiness(rt, cas)
             # Ingress validates what calls nothing outside; Intune's is the validators'.
             policies, _ = validator.endpoint_policies(
                 settings, rt.repository, endpoints=_without_intune(endpoints)
             )
-            async with _ingress(rt, ca, ready, endpoints, policies) as app:
+            async with _ingress(rt, cas, ready, endpoints, policies) as app:
                 await serve_http(settings, Listener(app, scep), *_health_listener(health, ready))
 
 
@@ -413,11 +497,12 @@ async def serve_ocsp(settings: Settings) -> None:
     with contextlib.ExitStack() as ports:
         http = ports.enter_context(_scep_port(settings))
         health = _optional_health_port(settings, ports)
+        endpoints = endpoints_from(settings)
         async with runtime(settings, with_broker=False) as rt:
             ready = _readiness(rt, None)
             app = FastAPI(title="scepline OCSP", docs_url=None, redoc_url=None, openapi_url=None)
             app.include_router(health_routes(ready))
-            app.include_router(ocsp_routes_from(settings, rt.repository))
+            app.include_router(ocsp_routes_from(settings, rt.repository, endpoints.cas))
             log.info("OCSP responder serving", data_dir=str(settings.data_dir))
             await serve_http(settings, Listener(app, http), *_health_listener(health, ready))
 
@@ -425,12 +510,12 @@ async def serve_ocsp(settings: Settings) -> None:
 async def serve_worker(settings: Settings, step: Step) -> None:
     with contextlib.ExitStack() as ports:
         health = _optional_health_port(settings, ports)
-        # Only the signer holds the CA (its key proves itself against the
-        # certificate before the worker takes a message).
-        ca = await asyncio.to_thread(open_ca, settings) if step is Step.SIGN else None
+        endpoints = endpoints_from(settings)
+        # Only the signer holds the CAs (their keys prove themselves against the
+        # certificates before the worker takes a message).
+        cas = await asyncio.to_thread(open_cas, settings, endpoints) if step is Step.SIGN else None
         # The signer never talks to Intune; its failures reach the notifier by message.
         client = contextlib.nullcontext(None) if step is Step.SIGN else intune_client(settings)
-        endpoints = endpoints_from(settings)
         async with client as intune, runtime(settings) as rt:
             policies = None
             if step is Step.VALIDATE:
@@ -438,17 +523,17 @@ async def serve_worker(settings: Settings, step: Step) -> None:
                     settings, rt.repository, endpoints=endpoints, intune=intune
                 )
             jobs: list[Job] = []
-            if ca is not None:
-                await signer.journal_ca_certificates(rt.repository, ca.current())
-                crls = _crl_publisher(rt, ca)
-                jobs = [(ca.run, ca.stop), (crls.run, crls.stop), *await _ocsp_responders(rt, ca)]
+            if cas is not None:
+                await _journal_cas(rt, cas)
+                crls = _crl_publisher(rt, cas)
+                jobs = [*cas.jobs(), (crls.run, crls.stop), *await _ocsp_responders(rt, cas)]
             if step is Step.NOTIFY:
                 jobs += _revocations(rt, intune)
-            worker = build_worker(step, rt, endpoints, ca=ca, policies=policies, intune=intune)
+            worker = build_worker(step, rt, endpoints, cas=cas, policies=policies, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
             log.info("worker started", step=step.value, broker=redacted(settings.broker_url))
             async with _background(*jobs):
-                listeners = _health_listener(health, _readiness(rt, ca))
+                listeners = _health_listener(health, _readiness(rt, cas))
                 if listeners:
                     await serve_http(settings, *listeners)
                 else:
@@ -482,13 +567,18 @@ def _health_listener(health: socket.socket | None, ready: ReadinessCheck) -> lis
     return [] if health is None else [Listener(health_app(ready), health)]
 
 
-def _readiness(rt: Runtime, ca: CaScheduleWatcher | None) -> ReadinessCheck:
+def _readiness(rt: Runtime, cas: Cas | None) -> ReadinessCheck:
     """Ready: the store and the broker answer and, where keys live in an HSM,
     the token does too (a process that cannot sign or decrypt says so, for the
     load balancer and the operator's alerting)."""
 
     async def ready() -> bool:
-        return await rt.ready() and (ca is None or await _keys_reachable(ca))
+        if not await rt.ready():
+            return False
+        for watcher in () if cas is None else cas.watchers.values():
+            if not await _keys_reachable(watcher):
+                return False
+        return True
 
     return ready
 

@@ -42,10 +42,10 @@ from .ca.profile import (
 from .store.models import DEFAULT_ENDPOINT
 
 __all__ = [
-    "CA_NAMES",
     "DEFAULT_CA",
     "DEFAULT_ENDPOINT",
     "RESERVED_PATHS",
+    "CaConfig",
     "ConfigError",
     "ConfigFile",
     "EndpointConfig",
@@ -55,9 +55,8 @@ __all__ = [
     "scep_path",
 ]
 
-#: The CA under SCEPLINE_DATA_DIR/ca (the only one until named CAs exist).
+#: The CA under SCEPLINE_DATA_DIR/ca, as the SCEPLINE_CA_* settings describe it.
 DEFAULT_CA = "default"
-CA_NAMES: tuple[str, ...] = (DEFAULT_CA,)
 
 # Lower case, digits, '-' and '_': a path segment that needs no escaping.
 _ENDPOINT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -186,6 +185,20 @@ def _endpoint_name(raw: str) -> str:
     return raw
 
 
+def _ca_name(raw: str) -> str:
+    if not _ENDPOINT_NAME.fullmatch(raw):
+        raise ValueError(
+            f"{raw!r} is not a CA name: 1 to 32 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit (it names a directory and token labels)"
+        )
+    if raw == DEFAULT_CA:
+        raise ValueError(
+            "'default' is the CA under SCEPLINE_DATA_DIR/ca, which the SCEPLINE_CA_* settings "
+            "describe; name this one otherwise"
+        )
+    return raw
+
+
 def _extra_path(raw: str) -> str:
     path = raw.strip()
     if not path.startswith("/") or "//" in path or "?" in path or "#" in path:
@@ -204,6 +217,7 @@ KeyTypeName = Annotated[str, AfterValidator(_profile_name(parse_key_types))]
 SubjectAttributeName = Annotated[str, AfterValidator(_subject_attribute)]
 Pattern = Annotated[str, AfterValidator(_regex)]
 EndpointName = Annotated[str, AfterValidator(_endpoint_name)]
+CaName = Annotated[str, AfterValidator(_ca_name)]
 ExtraPath = Annotated[str, AfterValidator(_extra_path)]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -315,6 +329,30 @@ class EndpointConfig(_Strict):
         return self
 
 
+class CaConfig(_Strict):
+    """``[cas.NAME]``: a CA of its own (keys, generations, rollover, CRLs) under
+    SCEPLINE_DATA_DIR/cas/NAME, its keys in the token as ``<label>-NAME`` with
+    SCEPLINE_KEY_BACKEND=pkcs11. Made by `scepline ca init` (or `up`) as described
+    here; the CA's own certificate fixes what it is afterwards."""
+
+    common_name: str | None = Field(default=None, min_length=1, max_length=64)
+    ra_common_name: str | None = Field(default=None, min_length=1, max_length=64)
+    key_type: Literal["rsa", "ec"] = "rsa"
+    # RSA modulus bits (2048..8192), or the EC curve size (256 or 384); unset: 3072 / 256.
+    key_size: int | None = Field(default=None, ge=256, le=8192)
+    validity_days: int = Field(default=3650, ge=1, le=36500)
+
+    @model_validator(mode="after")
+    def _key_size(self) -> CaConfig:
+        if self.key_size is None:
+            return self
+        if self.key_type == "ec" and self.key_size not in (256, 384):
+            raise ValueError("key_size: an EC CA key is 256 or 384 (bits of the curve)")
+        if self.key_type == "rsa" and not 2048 <= self.key_size <= 8192:
+            raise ValueError("key_size: an RSA CA key has 2048 to 8192 bits")
+        return self
+
+
 class ConfigFile(_Strict):
     """The whole file."""
 
@@ -323,6 +361,7 @@ class ConfigFile(_Strict):
     # endpoint of the file; false, none (/scep answers 404).
     default_endpoint: str | Literal[False] | None = None
     endpoints: dict[EndpointName, EndpointConfig] = Field(min_length=1)
+    cas: dict[CaName, CaConfig] = {}
 
 
 class ConfigError(ValueError):
@@ -440,14 +479,18 @@ def _cross_checks(data: Mapping[str, Any]) -> list[str]:
         claimed["/scep"] = (default, f"/scep, endpoint {default}'s (default_endpoint)")
     for name in names:
         claimed.setdefault(scep_path(name), (name, f"endpoint {name}'s path"))
+    cas = data.get("cas")
+    ca_names = [DEFAULT_CA, *(cas if isinstance(cas, dict) else {})]
     for name, endpoint in endpoints.items():
         if not isinstance(endpoint, dict):
             continue
         ca = endpoint.get("ca", DEFAULT_CA)
-        if isinstance(ca, str) and ca not in CA_NAMES:
+        if isinstance(ca, str) and ca not in ca_names:
+            close = difflib.get_close_matches(ca, ca_names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(
-                f"endpoints.{name}.ca: unknown CA {ca!r}; CAs: {', '.join(CA_NAMES)} "
-                "(the CA under SCEPLINE_DATA_DIR/ca)"
+                f"endpoints.{name}.ca: unknown CA {ca!r}{hint}; CAs: {', '.join(ca_names)} "
+                "(default: the CA under SCEPLINE_DATA_DIR/ca; others: [cas.NAME])"
             )
         paths = endpoint.get("paths")
         if not isinstance(paths, list):
@@ -556,10 +599,10 @@ def _model_at(location: Sequence[object]) -> type[BaseModel] | None:
     parts = list(location[:-1])
     while parts and model is not None:
         part = parts.pop(0)
-        if model is ConfigFile and part == "endpoints":
-            model = EndpointConfig
+        if model is ConfigFile and part in ("endpoints", "cas"):
+            model = EndpointConfig if part == "endpoints" else CaConfig
             if parts:
-                parts.pop(0)  # the endpoint's name
+                parts.pop(0)  # the endpoint's or CA's name
             else:
                 return None
         elif model is EndpointConfig and part == "profile":

@@ -8,6 +8,7 @@ has its own (``endpoints_from``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from .ca import CertificateProfile
 from .ca.keysource import KeySource
 from .ca.profile import ProfileNameError
 from .config_file import (
+    DEFAULT_CA,
     DEFAULT_ENDPOINT,
+    CaConfig,
     ConfigError,
     ConfigFile,
     EndpointConfig,
@@ -25,15 +28,17 @@ from .config_file import (
     load_config,
     scep_path,
 )
-from .endpoints import Endpoint, Endpoints
+from .endpoints import CaSpec, Endpoint, Endpoints
 from .keys import SigningKey
 from .keys.pkcs11 import Pkcs11Config, Pkcs11KeyRef, Pkcs11PrivateKey, Pkcs11Token
 from .ocsp.directory import ResponderDirectory
 from .ocsp.http import ocsp_routes
-from .ocsp.responder import CertificateStatuses, OcspResponder
+from .ocsp.responder import CertificateStatuses, OcspIssuer, OcspResponder
 from .settings import Settings
 
 __all__ = [
+    "ca_root",
+    "default_ca",
     "default_endpoint",
     "endpoints_from",
     "key_source",
@@ -127,9 +132,42 @@ def endpoints_from(settings: Settings) -> Endpoints:
     Raises ConfigError (every mistake of the file, one line each) or ValueError
     (a SCEPLINE_CERT_* name the default profile does not know)."""
     if settings.config is None:
-        return Endpoints({DEFAULT_ENDPOINT: default_endpoint(settings)}, default=DEFAULT_ENDPOINT)
+        return Endpoints(
+            {DEFAULT_ENDPOINT: default_endpoint(settings)},
+            default=DEFAULT_ENDPOINT,
+            cas={DEFAULT_CA: default_ca(settings)},
+        )
     config = load_config(settings.config)
     return _from_file(settings, settings.config, config)
+
+
+def default_ca(settings: Settings) -> CaSpec:
+    """The CA under SCEPLINE_DATA_DIR/ca, as the SCEPLINE_CA_* settings describe it."""
+    return CaSpec(
+        name=DEFAULT_CA,
+        common_name=settings.ca_common_name,
+        ra_common_name=settings.ra_common_name,
+        key_type=settings.ca_key_type,
+        key_size=settings.ca_key_size,
+        validity_days=settings.ca_validity_days,
+    )
+
+
+def _named_ca(name: str, config: CaConfig) -> CaSpec:
+    return CaSpec(
+        name=name,
+        common_name=config.common_name or f"scepline {name} CA",
+        ra_common_name=config.ra_common_name or f"scepline {name} RA",
+        key_type=config.key_type,
+        key_size=config.key_size,
+        validity_days=config.validity_days,
+    )
+
+
+def ca_root(data_dir: Path, ca: str) -> Path:
+    """The directory whose ``ca/`` holds CA ``ca``'s generations: the data
+    directory for the default CA, ``cas/NAME`` under it for a named one."""
+    return data_dir if ca == DEFAULT_CA else data_dir / "cas" / ca
 
 
 def _from_file(settings: Settings, path: Path, config: ConfigFile) -> Endpoints:
@@ -155,7 +193,9 @@ def _from_file(settings: Settings, path: Path, config: ConfigFile) -> Endpoints:
             problems.append(f"endpoints.{name}: {error}")
     if problems:
         raise ConfigError(path, problems)
-    return Endpoints(by_name, default=default or None)
+    cas = {DEFAULT_CA: default_ca(settings)}
+    cas.update((name, _named_ca(name, ca)) for name, ca in config.cas.items())
+    return Endpoints(by_name, default=default or None, cas=cas)
 
 
 def _endpoint(name: str, config: EndpointConfig, paths: tuple[str, ...]) -> Endpoint:
@@ -191,18 +231,20 @@ def _static_challenge(config: EndpointConfig) -> str | None:
     return value
 
 
-def key_source(settings: Settings) -> KeySource:
-    """The key source ``settings`` describe; builds the token but opens nothing.
+def key_source(settings: Settings, ca: str = DEFAULT_CA) -> KeySource:
+    """The key source ``settings`` describe for CA ``ca``; builds the token but
+    opens nothing. A named CA's token labels end in ``-NAME`` (``scepline-ca-corp``).
 
     Opening is left to first use so that each worker process logs in after it
     forked. The PIN is read now, from the file if one is configured, and lives
     only in the token's config.
     """
+    suffix = "" if ca == DEFAULT_CA else f"-{ca}"
     labels = {
-        "ca_key_label": settings.pkcs11_ca_key_label,
-        "ra_key_label": settings.pkcs11_ra_key_label,
+        "ca_key_label": settings.pkcs11_ca_key_label + suffix,
+        "ra_key_label": settings.pkcs11_ra_key_label + suffix,
         "ra_in_token": settings.pkcs11_ra_in_token,
-        "ocsp_key_label": settings.pkcs11_ocsp_key_label,
+        "ocsp_key_label": settings.pkcs11_ocsp_key_label + suffix,
     }
     if settings.key_backend == "file":
         return KeySource(backend="file", **labels)
@@ -212,22 +254,28 @@ def key_source(settings: Settings) -> KeySource:
         module=settings.pkcs11_module,
         token_label=settings.pkcs11_token_label,
         pin=settings.pkcs11_user_pin(),
-        ca_key=Pkcs11KeyRef(label=settings.pkcs11_ca_key_label),
+        ca_key=Pkcs11KeyRef(label=labels["ca_key_label"]),
         ra_key=(
-            Pkcs11KeyRef(label=settings.pkcs11_ra_key_label)
-            if settings.pkcs11_ra_in_token
-            else None
+            Pkcs11KeyRef(label=labels["ra_key_label"]) if settings.pkcs11_ra_in_token else None
         ),
     )
     return KeySource(backend="pkcs11", token=Pkcs11Token(config), **labels)
 
 
-def ocsp_routes_from(settings: Settings, statuses: CertificateStatuses) -> APIRouter:
+def ocsp_routes_from(
+    settings: Settings, statuses: CertificateStatuses, cas: Iterable[str] = (DEFAULT_CA,)
+) -> APIRouter:
     """``POST /ocsp`` and ``GET /ocsp/...`` answering from ``statuses`` (the store)
-    for the CAs under SCEPLINE_DATA_DIR, as SCEPLINE_OCSP_* configure."""
+    for the CAs ``cas`` under SCEPLINE_DATA_DIR, as SCEPLINE_OCSP_* configure."""
+    directories = [
+        ResponderDirectory(
+            ca_root(settings.data_dir, ca), key_source(settings, ca), signing=settings.ocsp_signing
+        )
+        for ca in cas
+    ]
     responder = OcspResponder(
         statuses,
-        ResponderDirectory(settings.data_dir, key_source(settings), signing=settings.ocsp_signing),
+        directories[0] if len(directories) == 1 else _Together(directories),
         check_interval=timedelta(seconds=settings.crl_check_interval_seconds),
         response_validity=timedelta(seconds=settings.ocsp_response_validity_seconds),
         cache_entries=settings.ocsp_cache_entries,
@@ -238,6 +286,25 @@ def ocsp_routes_from(settings: Settings, statuses: CertificateStatuses) -> APIRo
         max_request_bytes=settings.ocsp_max_request_bytes,
         body_timeout_seconds=settings.http_body_timeout_seconds,
     )
+
+
+class _Together:
+    """Several CA directories' issuers as one, the same tuple object until one
+    of them changed (the responder re-indexes its issuers only then)."""
+
+    def __init__(self, directories: Sequence[ResponderDirectory]) -> None:
+        self._directories = tuple(directories)
+        self._parts: tuple[Sequence[OcspIssuer], ...] = ()
+        self._issuers: tuple[OcspIssuer, ...] = ()
+
+    def __call__(self) -> Sequence[OcspIssuer]:
+        parts = tuple(directory() for directory in self._directories)
+        if len(parts) != len(self._parts) or any(
+            now is not before for now, before in zip(parts, self._parts, strict=True)
+        ):
+            self._parts = parts
+            self._issuers = tuple(issuer for part in parts for issuer in part)
+        return self._issuers
 
 
 def _in_token(key: SigningKey) -> bool:

@@ -18,7 +18,15 @@ from typing import Literal
 from .ca import CertificateProfile
 from .config_file import DEFAULT_CA, DEFAULT_ENDPOINT
 
-__all__ = ["DEFAULT_ENDPOINT", "Endpoint", "Endpoints", "Provider", "single"]
+__all__ = [
+    "DEFAULT_CA",
+    "DEFAULT_ENDPOINT",
+    "CaSpec",
+    "Endpoint",
+    "Endpoints",
+    "Provider",
+    "single",
+]
 
 Provider = Literal["static", "one-time", "manual", "intune"]
 RenewalScope = Literal["same-endpoint", "any-endpoint", "never"]
@@ -53,11 +61,27 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class CaSpec:
+    """A CA of the deployment: ``default`` (SCEPLINE_DATA_DIR/ca, the SCEPLINE_CA_*
+    settings) or one of ``[cas.NAME]`` (SCEPLINE_DATA_DIR/cas/NAME). What a new
+    generation of it is made of (``ca init``, ``up``, ``ca rollover``)."""
+
+    name: str
+    common_name: str
+    ra_common_name: str
+    key_type: Literal["rsa", "ec"] = "rsa"
+    key_size: int | None = None
+    validity_days: int = 3650
+
+
+@dataclass(frozen=True)
 class Endpoints:
-    """Every endpoint of the deployment, by name; ``default``: the one at ``/scep``."""
+    """Every endpoint of the deployment, by name; ``default``: the one at ``/scep``;
+    ``cas``: every CA, by name (``default`` first)."""
 
     by_name: Mapping[str, Endpoint]
     default: str | None = DEFAULT_ENDPOINT
+    cas: Mapping[str, CaSpec] = field(default_factory=dict)
     _exact: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

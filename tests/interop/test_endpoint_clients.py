@@ -250,3 +250,50 @@ def test_certmonger_polls_a_manual_request_until_it_is_approved_by_its_client_id
     assert approved.returncode == 0, approved.stderr
     assert_enrolled(up.server("gear"), result)
     assert result.certmonger_status == "MONITORING"
+
+
+TWO_CAS = (
+    EXAMPLE.replace(
+        '[endpoints.servers]\nchallenge = "one-time"\n',
+        '[endpoints.servers]\nchallenge = "one-time"\nca = "corp"\n',
+    )
+    + """
+[cas.corp]
+common_name = "Corp Servers CA"
+key_type = "ec"
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def two_cas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    base = tmp_path_factory.mktemp("two-cas")
+    config = base / "scepline.toml"
+    config.write_text(TWO_CAS)
+    data_dir = base / "var"
+    with scepline_up(data_dir, config=str(config)) as (url, process):
+        env = {"SCEPLINE_DATA_DIR": str(data_dir), "SCEPLINE_CONFIG": str(config)}
+        yield Deployment(url, data_dir, env, process)
+
+
+def test_clients_get_certificates_of_each_endpoints_ca(two_cas: Deployment, tmp_path: Path):
+    corp = Server(two_cas.url("servers"), two_cas.data_dir / "cas" / "corp", two_cas.process)
+    default = two_cas.server("wifi")
+
+    strongswan = enrol_strongswan(
+        two_cas.url("servers"), tmp_path / "s", challenge=two_cas.challenge(), dn="CN=corp-ss"
+    )
+    certmonger = enrol_certmonger(
+        two_cas.url("servers"), tmp_path / "c", challenge=two_cas.challenge(), subject="CN=corp-cm"
+    )
+    wifi = enrol_certmonger(
+        two_cas.url("wifi"), tmp_path / "w", challenge="wifi-secret", subject="CN=default-cm"
+    )
+
+    for result in (strongswan, certmonger):
+        certificate = assert_enrolled(corp, result)  # openssl verify against corp's CA
+        assert certificate.issuer.rfc4514_string() == "CN=Corp Servers CA"
+        assert_profile(certificate, SERVERS)
+    assert assert_enrolled(default, wifi).issuer.rfc4514_string() == "CN=scepline lab CA"
+    shown = two_cas.scepline("ca", "show")
+    assert "CA default:" in shown.stdout and "CA corp:" in shown.stdout

@@ -1,8 +1,8 @@
 """Real SCEP clients at several endpoints of separately started services on
 RabbitMQ and PostgreSQL (docs/endpoints.md): a static and a one-time endpoint
-issue with their profiles, a one-time challenge works once, and a manual
-request is issued after `scepline request approve`, which hands it to the
-signers through RabbitMQ."""
+issue with their profiles (the one-time one under a CA of its own), a
+one-time challenge works once, and a manual request is issued after
+`scepline request approve`, which hands it to the signers through RabbitMQ."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from tests.fixtures.processes import scepline_cluster
 from tests.interop.clients import enrol_certmonger, enrol_scepclient, enrol_strongswan
 from tests.interop.test_clients import Server, assert_enrolled
 from tests.interop.test_endpoint_clients import (
-    EXAMPLE,
     SERVERS,
+    TWO_CAS,
     WIFI,
     Deployment,
     assert_profile,
@@ -33,7 +33,7 @@ def cluster(
 ) -> Iterator[Deployment]:
     base = tmp_path_factory.mktemp("endpoints-distributed")
     config = base / "scepline.toml"
-    config.write_text(EXAMPLE)
+    config.write_text(TWO_CAS)  # servers has a CA of its own: `ca init` makes both
     with scepline_cluster(
         base,
         rabbitmq_url=rabbitmq_url,
@@ -60,7 +60,8 @@ def test_static_and_one_time_endpoints_issue_with_their_profiles(
     )
 
     assert_profile(assert_enrolled(cluster.server("wifi"), wifi), WIFI)
-    assert_profile(assert_enrolled(cluster.server("servers"), servers), SERVERS)
+    corp = Server(cluster.url("servers"), cluster.data_dir / "cas" / "corp", cluster.process)
+    assert_profile(assert_enrolled(corp, servers), SERVERS)
     assert not again.ok and again.certmonger_status == "CA_REJECTED"
 
 

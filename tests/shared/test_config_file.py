@@ -150,8 +150,8 @@ paths = ["/ndes"]
             "endpoints.wifi: declared again at line 15 (first at line 2); endpoint names must "
             "be unique",
             "endpoints.wifi.colour: unknown key",
-            "endpoints.servers.ca: unknown CA 'corp'; CAs: default (the CA under "
-            "SCEPLINE_DATA_DIR/ca)",
+            "endpoints.servers.ca: unknown CA 'corp'; CAs: default (default: the CA under "
+            "SCEPLINE_DATA_DIR/ca; others: [cas.NAME])",
             "endpoints.servers.paths[0]: path '/scep/wifi' conflicts with endpoint wifi's path",
             "endpoints.other.paths[0]: path '/ndes' conflicts with endpoints.servers.paths[1]",
         ]
@@ -304,3 +304,63 @@ key_types = ["P-256"]
     assert vpn.profile.required_subject_attributes == {"cn"}
     assert vpn.profile.subject_patterns == (("cn", "[a-z0-9-]+"),)
     assert vpn.profile.allowed_key_types == {"P-256"}
+
+
+def test_named_cas_are_declared_and_referenced(tmp_path: Path) -> None:
+    text = """
+[cas.corp]
+common_name = "Corp Devices CA"
+key_type = "ec"
+key_size = 384
+validity_days = 1825
+
+[cas.lab]
+
+[endpoints.servers]
+challenge = "one-time"
+ca = "corp"
+
+[endpoints.gear]
+challenge = "manual"
+ca = "lab"
+"""
+    endpoints = endpoints_from(Settings(data_dir=tmp_path, config=write(tmp_path, text)))
+
+    assert list(endpoints.cas) == ["default", "corp", "lab"]
+    corp, lab = endpoints.cas["corp"], endpoints.cas["lab"]
+    assert (corp.common_name, corp.ra_common_name, corp.key_type, corp.key_size) == (
+        "Corp Devices CA",
+        "scepline corp RA",
+        "ec",
+        384,
+    )
+    assert corp.validity_days == 1825
+    assert (lab.common_name, lab.key_type, lab.key_size) == ("scepline lab CA", "rsa", None)
+    assert endpoints["servers"].ca == "corp" and endpoints["gear"].ca == "lab"
+    assert endpoints["default"].ca == "default"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[cas.Corp]\n", "cas.Corp: 'Corp' is not a CA name"),
+        ("[cas.default]\n", "'default' is the CA under SCEPLINE_DATA_DIR/ca"),
+        ("[cas.corp]\nkey_type = 'dsa'\n", "cas.corp.key_type: not one of the accepted values"),
+        ("[cas.corp]\nkey_type = 'ec'\nkey_size = 521\n", "an EC CA key is 256 or 384"),
+        ("[cas.corp]\ncommon_nam = 'x'\n", "cas.corp.common_nam: unknown key (did you mean"),
+    ],
+)
+def test_a_ca_mistake_is_named(tmp_path: Path, text: str, says: str) -> None:
+    found = problems(tmp_path, text + "[endpoints.a]\nchallenge = 'manual'\n")
+
+    assert len(found) == 1, found
+    assert says in found[0], found
+
+
+def test_an_unknown_ca_suggests_a_declared_one(tmp_path: Path) -> None:
+    found = problems(tmp_path, "[cas.corp]\n[endpoints.a]\nchallenge = 'manual'\nca = 'crop'\n")
+
+    assert found == [
+        "endpoints.a.ca: unknown CA 'crop' (did you mean 'corp'?); CAs: default, corp "
+        "(default: the CA under SCEPLINE_DATA_DIR/ca; others: [cas.NAME])"
+    ]

@@ -166,12 +166,14 @@ def create_app(
 
         if operation == "GetCACaps":
             count(operation, "ok")
-            return PlainTextResponse("\n".join(service.capabilities()) + "\n")
+            return PlainTextResponse("\n".join(service.capabilities(endpoint)) + "\n")
         if operation == "GetCACert":
             count(operation, "ok")
-            return Response(service.ca_certificates(), media_type="application/x-x509-ca-ra-cert")
+            return Response(
+                service.ca_certificates(endpoint), media_type="application/x-x509-ca-ra-cert"
+            )
         if operation == "GetNextCACert":
-            body = service.next_ca_certificate()
+            body = service.next_ca_certificate(endpoint)
             if body is None:
                 count(operation, "none")
                 return PlainTextResponse("no next CA certificate is staged\n", status_code=404)

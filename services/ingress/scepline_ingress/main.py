@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from fastapi import APIRouter, FastAPI
 
@@ -39,17 +39,21 @@ def build_ingress_app(
     lifespan: Callable[[FastAPI], object] | None = None,
     ocsp: APIRouter | None = None,
     endpoints: Endpoints | None = None,
+    endpoint_identities: Mapping[str, IdentitySource] | None = None,
 ) -> FastAPI:
     """The ingress app. ``identity`` is a fixed ScepIdentity, or a source of the
     current one (``identity.schedule_identities(watcher.current)``) that every
     operation calls once, so a CA rollover takes effect without a restart.
     ``ocsp``: the OCSP responder's routes, served on the SCEP port too.
-    ``endpoints``: the SCEP endpoints to route to (None: the default one)."""
+    ``endpoints``: the SCEP endpoints to route to (None: the default one);
+    ``endpoint_identities``: the identity of each endpoint whose CA is not the
+    default one."""
     service = ScepService(
         identities=identity,
         repository=repository,
         pipeline=pipeline,
         options=options_from(settings),
+        endpoint_identities=endpoint_identities,
     )
     return create_app(
         service,

@@ -8,8 +8,9 @@ the path): a request records it, and its key in the store names it
 (``request_key``), so a poll or a retransmission is answered only at the
 endpoint it was sent to.
 
-Each operation asks its identity source once, at its start, for the current RA
-and CA certificates (a CA rollover changes them while ingress runs). A request
+Each operation asks its endpoint's identity source (the endpoint's CA: every
+endpoint may have its own) once, at its start, for the current RA and CA
+certificates (a CA rollover changes them while ingress runs). A request
 is opened with whichever RA key its envelope names, and answered by that RA,
 whose certificate the client already holds; a request that could not be opened
 is answered by the active RA.
@@ -26,7 +27,7 @@ import asyncio
 import contextvars
 import datetime as dt
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -150,10 +151,14 @@ class ScepService:
         repository: IngressStore,
         pipeline: Pipeline,
         options: ScepOptions,
+        endpoint_identities: Mapping[str, IdentitySource] | None = None,
     ) -> None:
+        """``identities``: the default CA's; ``endpoint_identities``: the identity
+        of each endpoint whose CA is another (by endpoint name)."""
         self._identities: IdentitySource = (
             static_identities(identities) if isinstance(identities, ScepIdentity) else identities
         )
+        self._by_endpoint = dict(endpoint_identities or {})
         self._repository = repository
         self._pipeline = pipeline
         self._options = options
@@ -165,7 +170,13 @@ class ScepService:
 
     # -- GetCACaps / GetCACert / GetNextCACert / CRL -----------------------------
 
-    def capabilities(self) -> Sequence[str]:
+    def _identity(self, endpoint: str) -> ScepIdentity:
+        return self._by_endpoint.get(endpoint, self._identities)()
+
+    def _all_identities(self) -> list[ScepIdentity]:
+        return [self._identities(), *(source() for source in self._by_endpoint.values())]
+
+    def capabilities(self, endpoint: str = DEFAULT_ENDPOINT) -> Sequence[str]:
         caps = [
             "POSTPKIOperation",
             "SCEPStandard",
@@ -179,30 +190,30 @@ class ScepService:
             "SHA-512",
             "Renewal",
         ]
-        if self._identities().next_ca_response is not None:
+        if self._identity(endpoint).next_ca_response is not None:
             caps.append("GetNextCACert")
         return caps
 
-    def ca_certificates(self) -> bytes:
-        """The active RA and the CA certificates as a degenerate certs-only PKCS#7."""
-        return self._identities().ca_response
+    def ca_certificates(self, endpoint: str = DEFAULT_ENDPOINT) -> bytes:
+        """The endpoint's active RA and CA certificates as a degenerate certs-only PKCS#7."""
+        return self._identity(endpoint).ca_response
 
     def ca_certificate(self, issuer_key_id: str) -> bytes | None:
-        """The DER certificate of the active or a previous CA with this key id
-        (spki_sha256_hex): what the caIssuers URL of issued certificates serves."""
-        identity = self._identities()
-        for certificate in (identity.ca_certificate, *identity.previous_ca_certificates):
-            if spki_sha256_hex(certificate.public_key()) == issuer_key_id:
-                return certificate.public_bytes(Encoding.DER)
+        """The DER certificate of an active or previous CA of ours with this key
+        id (spki_sha256_hex): what the caIssuers URL of issued certificates serves."""
+        for identity in self._all_identities():
+            for certificate in (identity.ca_certificate, *identity.previous_ca_certificates):
+                if spki_sha256_hex(certificate.public_key()) == issuer_key_id:
+                    return certificate.public_bytes(Encoding.DER)
         return None
 
-    def next_ca_certificate(self) -> bytes | None:
+    def next_ca_certificate(self, endpoint: str = DEFAULT_ENDPOINT) -> bytes | None:
         """The staged generation's GetNextCACert body (signed by the current CA), if any."""
-        return self._identities().next_ca_response
+        return self._identity(endpoint).next_ca_response
 
     async def latest_crl(self, issuer_key_id: str | None = None) -> CrlView | None:
         """The newest CRL of the CA with this key id (spki_sha256_hex), or of the
-        active CA; None when there is none (yet)."""
+        default CA's active generation; None when there is none (yet)."""
         if issuer_key_id is None:
             issuer_key_id = spki_sha256_hex(self._identities().ca_certificate.public_key())
         return await self._repository.latest_crl(issuer_key_id)
@@ -214,7 +225,7 @@ class ScepService:
 
         Raises ScepError only when no CertRep can be addressed (HTTP 400).
         """
-        identity = self._identities()
+        identity = self._identity(endpoint)
         try:
             message = read_pki_message(der)
         except ScepError as error:  # a bad signature: we still know whom to answer

@@ -79,6 +79,8 @@ class SignerDeps:
     voids it (far above any signing time; the sweep brings the request back).
     ``profile`` is the default endpoint's; ``profiles`` those of the others, by
     endpoint name (``profile`` answers for ``default`` unless given there).
+    ``cas``: the CA of each endpoint that is not signed by ``ca`` (the default
+    CA), by endpoint name.
     """
 
     repository: SignerStore
@@ -88,6 +90,11 @@ class SignerDeps:
     executor: Executor | None = None
     claim_timeout: dt.timedelta = dt.timedelta(seconds=60)
     profiles: Mapping[str, CertificateProfile] = field(default_factory=dict)
+    cas: Mapping[str, Callable[[], KeyPair]] = field(default_factory=dict)
+
+    def ca_for(self, endpoint: str) -> KeyPair:
+        """The CA active now for ``endpoint``'s certificates."""
+        return self.cas.get(endpoint, self.ca)()
 
     def profile_for(self, endpoint: str) -> CertificateProfile | None:
         found = self.profiles.get(endpoint)
@@ -149,7 +156,7 @@ async def _sign(transaction_id: str, request: RequestView, deps: SignerDeps) -> 
         csr = load_recorded_csr(request.csr_der)
     except ScepError as unreadable:  # ingress checked it; only a corrupted row gets here
         raise Permanent(f"stored CSR is unusable: {unreadable.failure_message}") from unreadable
-    ca = deps.ca()
+    ca = deps.ca_for(request.endpoint)
     for _ in range(_SERIAL_ATTEMPTS):
         try:
             prepared = _prepare(csr, ca, deps, profile, request.approval)
