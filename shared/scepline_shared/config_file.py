@@ -49,6 +49,7 @@ __all__ = [
     "ConfigError",
     "ConfigFile",
     "EndpointConfig",
+    "LimitsConfig",
     "ProfileConfig",
     "load_config",
     "parse_duration",
@@ -286,6 +287,21 @@ def _san_type_key(raw: str) -> str:
 Provider = Literal["static", "one-time", "manual", "intune"]
 
 
+class LimitsConfig(_Strict):
+    """``[endpoints.NAME.limits]``: what one endpoint may take, so that one
+    busy or abused endpoint does not starve the others."""
+
+    # New enrolment requests per minute, per serving process (bursts up to that
+    # many); beyond: HTTP 503 with Retry-After (clients retry). 0: no limit.
+    enrolments_per_minute: int = Field(default=0, ge=0, le=1_000_000)
+    # challenge = "manual": requests waiting for an operator at once; beyond, a
+    # new one is refused (badRequest). 0: no limit.
+    max_awaiting_approval: int = Field(default=1000, ge=0, le=1_000_000)
+    # How long a PKIOperation waits for the outcome before answering PENDING
+    # (unset: SCEPLINE_SYNC_WAIT_SECONDS).
+    sync_wait_seconds: float | None = Field(default=None, ge=0, le=300)
+
+
 class EndpointConfig(_Strict):
     """``[endpoints.NAME]``: one SCEP endpoint, served at ``/scep/NAME``."""
 
@@ -311,6 +327,7 @@ class EndpointConfig(_Strict):
     # being migrated, say); each also with /pkiclient.exe appended.
     paths: list[ExtraPath] = []
     profile: ProfileConfig = ProfileConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @model_validator(mode="after")
     def _provider_settings(self) -> EndpointConfig:
@@ -605,8 +622,8 @@ def _model_at(location: Sequence[object]) -> type[BaseModel] | None:
                 parts.pop(0)  # the endpoint's or CA's name
             else:
                 return None
-        elif model is EndpointConfig and part == "profile":
-            model = ProfileConfig
+        elif model is EndpointConfig and part in ("profile", "limits"):
+            model = ProfileConfig if part == "profile" else LimitsConfig
         else:
             return None
     return model

@@ -210,6 +210,9 @@ def _endpoint(name: str, config: EndpointConfig, paths: tuple[str, ...]) -> Endp
         exact_renewal_sans=config.renewal_san_match == "exact",
         ca=config.ca,
         paths=paths,
+        enrolments_per_minute=config.limits.enrolments_per_minute,
+        max_awaiting_approval=config.limits.max_awaiting_approval,
+        sync_wait_seconds=config.limits.sync_wait_seconds,
     )
 
 

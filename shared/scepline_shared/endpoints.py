@@ -52,6 +52,12 @@ class Endpoint:
     # URL paths served as this endpoint, each also with /pkiclient.exe and
     # /cgi-bin/pkiclient.exe appended (what Windows and other clients add).
     paths: tuple[str, ...] = ()
+    # [endpoints.NAME.limits]: new enrolments per minute per serving process
+    # (0: no limit), requests awaiting approval at once (0: no limit), and the
+    # PKIOperation's wait for the outcome (None: SCEPLINE_SYNC_WAIT_SECONDS).
+    enrolments_per_minute: int = 0
+    max_awaiting_approval: int = 1000
+    sync_wait_seconds: float | None = None
 
     @property
     def calls_outside(self) -> bool:

@@ -364,3 +364,22 @@ def test_an_unknown_ca_suggests_a_declared_one(tmp_path: Path) -> None:
         "endpoints.a.ca: unknown CA 'crop' (did you mean 'corp'?); CAs: default, corp "
         "(default: the CA under SCEPLINE_DATA_DIR/ca; others: [cas.NAME])"
     ]
+
+
+def test_an_endpoints_limits_are_read_and_checked(tmp_path: Path) -> None:
+    text = (
+        "[endpoints.a]\nchallenge = 'manual'\n[endpoints.a.limits]\n"
+        "enrolments_per_minute = 120\nmax_awaiting_approval = 5\nsync_wait_seconds = 2.5\n"
+    )
+    a = endpoints_from(Settings(data_dir=tmp_path, config=write(tmp_path, text)))["a"]
+    found = problems(tmp_path, text.replace("enrolments_per_minute", "requests_per_minute"))
+
+    assert (a.enrolments_per_minute, a.max_awaiting_approval, a.sync_wait_seconds) == (
+        120,
+        5,
+        2.5,
+    )
+    assert found == [
+        "endpoints.a.limits.requests_per_minute: unknown key "
+        "(did you mean 'enrolments_per_minute'?)"
+    ]

@@ -48,6 +48,7 @@ from scepline_shared.metrics import ENDPOINT_REQUESTS, SCEP_REQUESTS
 from scepline_shared.store.models import DEFAULT_ENDPOINT
 
 from .errors_to_response import pki_response, response_for_error, unavailable
+from .limits import Throttled
 from .service import ScepService
 
 __all__ = ["PKIX_CRL", "create_app", "decode_get_message", "is_scep_path"]
@@ -187,6 +188,13 @@ def create_app(
             return message
         try:
             reply = await service.pki_operation(message, endpoint)
+        except Throttled as throttled:
+            count("PKIOperation", "throttled")
+            return PlainTextResponse(
+                f"{throttled}\n",
+                status_code=503,
+                headers={"Retry-After": str(round(throttled.retry_after))},
+            )
         except Exception as error:  # noqa: BLE001 - the mapper decides what the client sees
             return response_for_error(error, endpoint)
         return pki_response(reply, endpoint)

@@ -54,6 +54,14 @@ def build_ingress_app(
         pipeline=pipeline,
         options=options_from(settings),
         endpoint_identities=endpoint_identities,
+        enrolment_limits=(
+            {} if endpoints is None else {e.name: e.enrolments_per_minute for e in endpoints}
+        ),
+        sync_waits=(
+            {}
+            if endpoints is None
+            else {e.name: e.sync_wait_seconds for e in endpoints if e.sync_wait_seconds is not None}
+        ),
     )
     return create_app(
         service,

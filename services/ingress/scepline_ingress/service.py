@@ -70,6 +70,7 @@ from .identity import (
     blocks_in_token,
     static_identities,
 )
+from .limits import Throttled, TokenBucket
 from .ports import IngressStore
 
 __all__ = ["ScepOptions", "ScepReply", "ScepService"]
@@ -152,9 +153,20 @@ class ScepService:
         pipeline: Pipeline,
         options: ScepOptions,
         endpoint_identities: Mapping[str, IdentitySource] | None = None,
+        enrolment_limits: Mapping[str, int] | None = None,
+        sync_waits: Mapping[str, float] | None = None,
     ) -> None:
         """``identities``: the default CA's; ``endpoint_identities``: the identity
-        of each endpoint whose CA is another (by endpoint name)."""
+        of each endpoint whose CA is another (by endpoint name).
+        ``enrolment_limits``: new enrolments per minute of the endpoints that have
+        a limit; ``sync_waits``: the endpoints that wait for an outcome another
+        time than ``options.sync_wait_seconds``."""
+        self._buckets = {
+            endpoint: TokenBucket(per_minute)
+            for endpoint, per_minute in (enrolment_limits or {}).items()
+            if per_minute > 0
+        }
+        self._sync_waits = dict(sync_waits or {})
         self._identities: IdentitySource = (
             static_identities(identities) if isinstance(identities, ScepIdentity) else identities
         )
@@ -350,8 +362,10 @@ class ScepService:
             raise BadRequest(
                 "RenewalReq must be signed with a certificate this CA issued"
             ).with_header(message.header)
+        key = request_key(message.transaction_id, renewal_of, exchange.endpoint)
+        await self._admit(exchange.endpoint, key)
         recorded = await self._repository.record_request(
-            transaction_id=request_key(message.transaction_id, renewal_of, exchange.endpoint),
+            transaction_id=key,
             signer_key_id=key_id,
             message_type=int(message.message_type),
             csr_der=request.der,
@@ -375,6 +389,15 @@ class ScepService:
             log.info("retransmitted request", state=stored.state)
         stored = await self._await_outcome(stored)
         return await self._answer(exchange, stored)
+
+    async def _admit(self, endpoint: str, key: str) -> None:
+        """Raise Throttled when ``endpoint``'s enrolment rate is used up and
+        ``key`` names no request yet (a retransmission is always answered)."""
+        bucket = self._buckets.get(endpoint)
+        if bucket is None or bucket.take():
+            return
+        if await self._repository.get(key) is None:
+            raise Throttled(endpoint, bucket.retry_after())
 
     async def _poll(self, exchange: _Exchange) -> ScepReply:
         message = exchange.message
@@ -432,13 +455,12 @@ class ScepService:
         return named[0] if named else None
 
     async def _await_outcome(self, request: RequestView) -> RequestView:
-        if answer_now(request) or self._options.sync_wait_seconds <= 0:
+        wait = self._sync_waits.get(request.endpoint, self._options.sync_wait_seconds)
+        if answer_now(request) or wait <= 0:
             return request
         REQUESTS_IN_FLIGHT.inc()
         try:
-            await self._pipeline.wait_for_outcome(
-                request.transaction_id, self._options.sync_wait_seconds
-            )
+            await self._pipeline.wait_for_outcome(request.transaction_id, wait)
         finally:
             REQUESTS_IN_FLIGHT.dec()
         return await self._repository.get(request.transaction_id) or request

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from scepline_shared.configured import endpoints_from
 from scepline_shared.endpoints import Endpoint, Endpoints
@@ -23,6 +24,7 @@ from .challenge import (
     OneTimeChallengeValidator,
     StaticChallengeValidator,
 )
+from .challenge.manual import CountsWaiting
 from .challenge.one_time import ConsumesChallenges
 from .handler import EndpointPolicy, ValidatorDeps, handle_validate
 from .ports import ValidatorStore
@@ -67,9 +69,13 @@ def _intune(settings: Settings, intune: IntuneClient | None) -> ChallengeValidat
     return IntuneChallengeValidator(intune, deadline=deadline)
 
 
+class ValidatingStore(ConsumesChallenges, CountsWaiting, Protocol):
+    """What the providers need from the store (one-time challenges, waiting requests)."""
+
+
 def endpoint_policies(
     settings: Settings,
-    store: ConsumesChallenges,
+    store: ValidatingStore,
     *,
     endpoints: Endpoints | None = None,
     intune: IntuneClient | None = None,
@@ -102,7 +108,7 @@ def endpoint_policies(
 def _provider(
     settings: Settings,
     endpoint: Endpoint,
-    store: ConsumesChallenges,
+    store: ValidatingStore,
     intune: IntuneClient | None,
 ) -> ChallengeValidator:
     if endpoint.provider == "static":
@@ -112,7 +118,9 @@ def _provider(
     if endpoint.provider == "one-time":
         return OneTimeChallengeValidator(store, endpoint=endpoint.name, profile=endpoint.profile)
     if endpoint.provider == "manual":
-        return ManualApprovalValidator()
+        return ManualApprovalValidator(
+            store, endpoint=endpoint.name, limit=endpoint.max_awaiting_approval
+        )
     return _intune(settings, intune)
 
 

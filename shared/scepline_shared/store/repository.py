@@ -612,6 +612,15 @@ class RequestRepository(ChallengeRepository, CertificateRepository):
         rows = await self._db.fetch_all(statement)
         return [request_view(row, self._sealer) for row in rows]
 
+    async def count_awaiting_approval(self, endpoint: str) -> int:
+        """How many requests of `endpoint` wait for an operator now."""
+        row = await self._db.fetch_one(
+            select(func.count()).where(
+                _REQ.state == RequestState.AWAITING_APPROVAL, _REQ.endpoint == endpoint
+            )
+        )
+        return int(row[0]) if row is not None else 0
+
     async def by_client_transaction(self, transaction_id: str) -> list[RequestView]:
         """The requests a client's transactionID names: the one stored under it
         and those whose key adds a renewal or endpoint suffix (``request_key``)."""
