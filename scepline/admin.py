@@ -249,12 +249,13 @@ async def dead_letters(
     acts = action in ("replay", "purge")
     if acts:
         import scepline_notifier.main as notifier
+        from scepline_shared.configured import endpoints_from
 
-        from .runtime import intune_client
+        from .runtime import intune_clients
 
-        provider = intune_client(settings)
+        provider = intune_clients(settings, endpoints_from(settings))
     else:
-        provider = contextlib.nullcontext(None)
+        provider = contextlib.nullcontext({})
     async with (
         provider as intune,
         runtime(settings, with_broker=not in_process, patience=0) as rt,

@@ -37,6 +37,7 @@ from scepline_shared.configured import (
     ca_root,
     default_ca,
     endpoints_from,
+    intune_config_for,
     key_source,
     ocsp_routes_from,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "create_ca",
     "embedded",
     "intune_client",
+    "intune_clients",
     "open_ca",
     "open_cas",
     "serve_embedded",
@@ -203,11 +205,39 @@ async def _background(*jobs: Job) -> AsyncIterator[None]:
                 await asyncio.wait_for(task, timeout=10)
 
 
+# Each Intune endpoint's client (its tenant's), by endpoint name.
+IntuneClients = dict[str, IntuneClient]
+
+
+@contextlib.asynccontextmanager
+async def intune_clients(settings: Settings, endpoints: Endpoints) -> AsyncIterator[IntuneClients]:
+    """The process's Intune clients (their token and discovery caches): one per
+    app registration, shared by the endpoints that use it (those without an
+    ``[intune]`` table use the SCEPLINE_INTUNE_* one), by endpoint name."""
+    by_config: dict[object, IntuneClient] = {}
+    clients: IntuneClients = {}
+    try:
+        for endpoint in endpoints:
+            if endpoint.provider != "intune":
+                continue
+            try:
+                config = intune_config_for(settings, endpoint)
+            except IntuneConfigurationError as error:
+                raise SystemExit(f"Intune provider of endpoint {endpoint.name}: {error}") from None
+            if config not in by_config:
+                by_config[config] = IntuneClient(config)
+            clients[endpoint.name] = by_config[config]
+        yield clients
+    finally:
+        for client in by_config.values():
+            await client.aclose()
+
+
 @contextlib.asynccontextmanager
 async def intune_client(settings: Settings) -> AsyncIterator[IntuneClient | None]:
-    """The process's one Intune client (its token and discovery caches), if an
-    endpoint's provider is Intune."""
-    if not endpoints_from(settings).with_provider("intune"):
+    """The Intune client of the SCEPLINE_INTUNE_* settings, if an Intune endpoint
+    uses them (the default one, or one without an ``[intune]`` table)."""
+    if not any(e.provider == "intune" and e.intune is None for e in endpoints_from(settings)):
         yield None
         return
     try:
@@ -240,7 +270,7 @@ def build_worker(
     *,
     cas: Cas | None = None,
     policies: Policies | None = None,
-    intune: IntuneClient | None = None,
+    intune: IntuneClients | None = None,
 ) -> StepWorker:
     settings = rt.settings
     if step is Step.VALIDATE:
@@ -377,7 +407,7 @@ async def embedded(
     """
     endpoints = endpoints_from(settings)
     cas = await asyncio.to_thread(open_cas, settings, endpoints, create=True)
-    async with intune_client(settings) as intune, runtime(settings) as rt:
+    async with intune_clients(settings, endpoints) as intune, runtime(settings) as rt:
         policies, generated = validator.endpoint_policies(
             settings, rt.repository, endpoints=endpoints, intune=intune, replace=challenge
         )
@@ -398,10 +428,18 @@ async def embedded(
             )
 
 
-def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
-    """Intune's revocation requests: polled where the notifier runs."""
-    sync = notifier.build_revocation_sync(rt.settings, rt.repository, intune)
-    return [] if sync is None else [(sync.run, sync.stop)]
+def _revocations(rt: Runtime, intune: IntuneClients) -> list[Job]:
+    """Intune's revocation requests: polled where the notifier runs, from each
+    tenant, which may revoke only its endpoints' certificates."""
+    tenants: dict[int, tuple[IntuneClient, list[str]]] = {}
+    for endpoint, client in intune.items():
+        tenants.setdefault(id(client), (client, []))[1].append(endpoint)
+    jobs: list[Job] = []
+    for client, names in tenants.values():
+        sync = notifier.build_revocation_sync(rt.settings, rt.repository, client, endpoints=names)
+        if sync is not None:
+            jobs.append((sync.run, sync.stop))
+    return jobs
 
 
 async def _ocsp_responders(rt: Runtime, cas: Cas) -> list[Job]:
@@ -515,8 +553,11 @@ async def serve_worker(settings: Settings, step: Step) -> None:
         # certificates before the worker takes a message).
         cas = await asyncio.to_thread(open_cas, settings, endpoints) if step is Step.SIGN else None
         # The signer never talks to Intune; its failures reach the notifier by message.
-        client = contextlib.nullcontext(None) if step is Step.SIGN else intune_client(settings)
-        async with client as intune, runtime(settings) as rt:
+        no_clients: contextlib.AbstractAsyncContextManager[IntuneClients] = contextlib.nullcontext(
+            {}
+        )
+        clients = no_clients if step is Step.SIGN else intune_clients(settings, endpoints)
+        async with clients as intune, runtime(settings) as rt:
             policies = None
             if step is Step.VALIDATE:
                 policies, _ = validator.endpoint_policies(

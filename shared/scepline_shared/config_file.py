@@ -49,6 +49,7 @@ __all__ = [
     "ConfigError",
     "ConfigFile",
     "EndpointConfig",
+    "IntuneTenantConfig",
     "LimitsConfig",
     "ProfileConfig",
     "load_config",
@@ -287,6 +288,51 @@ def _san_type_key(raw: str) -> str:
 Provider = Literal["static", "one-time", "manual", "intune"]
 
 
+def _https(raw: str) -> str:
+    if not raw.lower().startswith("https://"):
+        raise ValueError("must be an https:// URL")
+    return raw
+
+
+HttpsUrl = Annotated[str, AfterValidator(_https)]
+
+
+class IntuneTenantConfig(_Strict):
+    """``[endpoints.NAME.intune]``: the Entra app registration (and tenant) this
+    Intune endpoint validates and notifies with, instead of the SCEPLINE_INTUNE_*
+    settings: one fleet per tenant. Unset keys of the service URLs and the CA
+    bundle take the SCEPLINE_INTUNE_* settings' values."""
+
+    tenant: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    # Exactly one credential: a secret, a file holding it, or a certificate and its key.
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    client_certificate_file: Path | None = None
+    client_key_file: Path | None = None
+    authority_url: HttpsUrl | None = None
+    graph_url: HttpsUrl | None = None
+    graph_resource_url: str | None = None
+    resource_url: HttpsUrl | None = None
+    ca_bundle: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> IntuneTenantConfig:
+        if (self.client_certificate_file is None) != (self.client_key_file is None):
+            raise ValueError("client_certificate_file and client_key_file go together")
+        given = [
+            self.client_secret is not None,
+            self.client_secret_file is not None,
+            self.client_certificate_file is not None,
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "exactly one credential: client_secret, client_secret_file, or "
+                "client_certificate_file with client_key_file"
+            )
+        return self
+
+
 class LimitsConfig(_Strict):
     """``[endpoints.NAME.limits]``: what one endpoint may take, so that one
     busy or abused endpoint does not starve the others."""
@@ -328,9 +374,13 @@ class EndpointConfig(_Strict):
     paths: list[ExtraPath] = []
     profile: ProfileConfig = ProfileConfig()
     limits: LimitsConfig = LimitsConfig()
+    # challenge = "intune": the tenant's app registration (unset: SCEPLINE_INTUNE_*).
+    intune: IntuneTenantConfig | None = None
 
     @model_validator(mode="after")
     def _provider_settings(self) -> EndpointConfig:
+        if self.intune is not None and self.challenge != "intune":
+            raise ValueError('an [intune] table is only for challenge = "intune"')
         given = [
             key
             for key in ("static_challenge", "static_challenge_file")
@@ -622,8 +672,10 @@ def _model_at(location: Sequence[object]) -> type[BaseModel] | None:
                 parts.pop(0)  # the endpoint's or CA's name
             else:
                 return None
-        elif model is EndpointConfig and part in ("profile", "limits"):
-            model = ProfileConfig if part == "profile" else LimitsConfig
+        elif model is EndpointConfig and part in ("profile", "limits", "intune"):
+            model = {"profile": ProfileConfig, "limits": LimitsConfig}.get(
+                str(part), IntuneTenantConfig
+            )
         else:
             return None
     return model

@@ -29,6 +29,8 @@ from .config_file import (
     scep_path,
 )
 from .endpoints import CaSpec, Endpoint, Endpoints
+from .intune.config import CertificateCredential, IntuneConfig, default_caller_info
+from .intune.errors import IntuneConfigurationError
 from .keys import SigningKey
 from .keys.pkcs11 import Pkcs11Config, Pkcs11KeyRef, Pkcs11PrivateKey, Pkcs11Token
 from .ocsp.directory import ResponderDirectory
@@ -41,6 +43,7 @@ __all__ = [
     "default_ca",
     "default_endpoint",
     "endpoints_from",
+    "intune_config_for",
     "key_source",
     "ocsp_routes_from",
     "profile_from",
@@ -181,8 +184,10 @@ def _from_file(settings: Settings, path: Path, config: ConfigFile) -> Endpoints:
         paths = (scep_path(name), *endpoint.paths)
         if name == default:
             paths = ("/scep", *paths)
-        if endpoint.challenge == "intune":
-            problem = settings.intune_problem('challenge = "intune" (docs/intune.md)')
+        if endpoint.challenge == "intune" and endpoint.intune is None:
+            problem = settings.intune_problem(
+                'challenge = "intune" without an [intune] table (docs/intune.md)'
+            )
             if problem is not None:
                 problems.append(f"endpoints.{name}.challenge: {problem}")
         try:
@@ -213,6 +218,7 @@ def _endpoint(name: str, config: EndpointConfig, paths: tuple[str, ...]) -> Endp
         enrolments_per_minute=config.limits.enrolments_per_minute,
         max_awaiting_approval=config.limits.max_awaiting_approval,
         sync_wait_seconds=config.limits.sync_wait_seconds,
+        intune=config.intune,
     )
 
 
@@ -232,6 +238,46 @@ def _static_challenge(config: EndpointConfig) -> str | None:
     if not value:
         raise ValueError("the static challenge is empty")
     return value
+
+
+def intune_config_for(settings: Settings, endpoint: Endpoint) -> IntuneConfig:
+    """The Intune client configuration of an ``intune`` endpoint: its own
+    ``[intune]`` table over the SCEPLINE_INTUNE_* settings, or those alone.
+    Raises IntuneConfigurationError (a secret or certificate file unreadable)."""
+    tenant = endpoint.intune
+    if tenant is None:
+        return IntuneConfig.from_settings(settings)
+    secret = None
+    certificate = None
+    if tenant.client_secret is not None:
+        secret = tenant.client_secret.get_secret_value()
+    elif tenant.client_secret_file is not None:
+        try:
+            secret = tenant.client_secret_file.read_text().strip()
+        except OSError as error:
+            raise IntuneConfigurationError(
+                f"endpoint {endpoint.name}: cannot read client_secret_file "
+                f"{tenant.client_secret_file} ({error.strerror or error})"
+            ) from None
+    elif tenant.client_certificate_file and tenant.client_key_file:
+        certificate = CertificateCredential.from_files(
+            tenant.client_certificate_file, tenant.client_key_file
+        )
+    return IntuneConfig(
+        tenant=tenant.tenant,
+        client_id=tenant.client_id,
+        client_secret=secret,
+        client_certificate=certificate,
+        authority_url=tenant.authority_url or settings.intune_authority_url,
+        graph_url=tenant.graph_url or settings.intune_graph_url,
+        graph_resource_url=tenant.graph_resource_url or settings.intune_graph_resource_url,
+        resource_url=tenant.resource_url or settings.intune_resource_url,
+        ca_bundle=tenant.ca_bundle or settings.intune_ca_bundle,
+        timeout_seconds=settings.intune_timeout_seconds,
+        retry_budget_seconds=settings.intune_retry_budget_seconds,
+        discovery_ttl_seconds=settings.intune_discovery_ttl_seconds,
+        caller_info=settings.intune_caller_info or default_caller_info(),
+    )
 
 
 def key_source(settings: Settings, ca: str = DEFAULT_CA) -> KeySource:

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Literal
 
 from .ca import CertificateProfile
-from .config_file import DEFAULT_CA, DEFAULT_ENDPOINT
+from .config_file import DEFAULT_CA, DEFAULT_ENDPOINT, IntuneTenantConfig
 
 __all__ = [
     "DEFAULT_CA",
@@ -58,6 +58,8 @@ class Endpoint:
     enrolments_per_minute: int = 0
     max_awaiting_approval: int = 1000
     sync_wait_seconds: float | None = None
+    # provider "intune": the tenant's app registration (None: SCEPLINE_INTUNE_*).
+    intune: IntuneTenantConfig | None = field(default=None, repr=False)
 
     @property
     def calls_outside(self) -> bool:

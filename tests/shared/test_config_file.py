@@ -383,3 +383,39 @@ def test_an_endpoints_limits_are_read_and_checked(tmp_path: Path) -> None:
         "endpoints.a.limits.requests_per_minute: unknown key "
         "(did you mean 'enrolments_per_minute'?)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ("tenant = 't'\nclient_id = 'c'\n", "endpoints.a.intune: exactly one credential"),
+        (
+            "tenant = 't'\nclient_id = 'c'\nclient_secret = 's'\nauthority_url = 'http://x'\n",
+            "endpoints.a.intune.authority_url: must be an https:// URL",
+        ),
+        ("client_id = 'c'\nclient_secret = 's'\n", "endpoints.a.intune.tenant: missing"),
+    ],
+)
+def test_an_intune_tenant_table_is_checked(tmp_path: Path, table: str, says: str) -> None:
+    found = problems(
+        tmp_path, "[endpoints.a]\nchallenge = 'intune'\n[endpoints.a.intune]\n" + table
+    )
+
+    assert len(found) == 1 and says in found[0], found
+    assert "'s'" not in found[0]
+
+
+def test_an_intune_table_needs_the_intune_provider_and_the_settings_otherwise(
+    tmp_path: Path,
+) -> None:
+    table = "[endpoints.a.intune]\ntenant = 't'\nclient_id = 'c'\nclient_secret = 's'\n"
+    misplaced = problems(tmp_path, "[endpoints.a]\nchallenge = 'manual'\n" + table)
+    settings = Settings(
+        data_dir=tmp_path, config=write(tmp_path, "[endpoints.b]\nchallenge = 'intune'\n")
+    )
+
+    assert misplaced == ['endpoints.a: an [intune] table is only for challenge = "intune"']
+    with pytest.raises(
+        ConfigError, match=r"endpoints\.b\.challenge: .* needs SCEPLINE_INTUNE_TENANT"
+    ):
+        endpoints_from(settings)

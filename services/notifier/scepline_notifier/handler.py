@@ -9,8 +9,8 @@ reported too.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 from scepline_shared.intune import IntuneClient
 from scepline_shared.log import get_logger
@@ -35,18 +35,29 @@ class NotifierDeps:
     release_before_notify: bool = False
     # The endpoints whose provider is Intune (None: every endpoint's).
     intune_endpoints: Collection[str] | None = None
+    # Each Intune endpoint's client (its tenant's), by endpoint name; when
+    # given, it decides instead of ``intune`` and ``intune_endpoints``.
+    clients: Mapping[str, IntuneClient] = field(default_factory=dict)
+
+    def client_for(self, endpoint: str) -> IntuneClient | None:
+        if self.clients:
+            return self.clients.get(endpoint)
+        if self.intune_endpoints is None or endpoint in self.intune_endpoints:
+            return self.intune
+        return None
 
 
 async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestView:
-    if deps.intune is not None:
+    if deps.intune is not None or deps.clients:
         request = await deps.repository.get(transaction_id)
         if request is None:
             raise UnknownTransaction(transaction_id)
-        if deps.intune_endpoints is None or request.endpoint in deps.intune_endpoints:
+        client = deps.client_for(request.endpoint)
+        if client is not None:
             return await notify_intune(
                 request,
                 deps.repository,
-                deps.intune,
+                client,
                 release_before_notify=deps.release_before_notify,
             )
     # Nothing to notify: the release is one compare-and-set, tried straight

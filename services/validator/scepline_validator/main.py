@@ -78,11 +78,13 @@ def endpoint_policies(
     store: ValidatingStore,
     *,
     endpoints: Endpoints | None = None,
-    intune: IntuneClient | None = None,
+    intune: IntuneClient | Mapping[str, IntuneClient] | None = None,
     replace: ChallengeValidator | None = None,
 ) -> tuple[dict[str, EndpointPolicy], Path | None]:
     """How each endpoint validates, and the generated lab challenge's file (the
     default endpoint's, when its static challenge is not configured).
+    ``intune``: the process's Intune client, or each Intune endpoint's (its
+    tenant's) by endpoint name.
 
     ``replace``: the provider of the default endpoint (the endpoint the settings
     describe) instead of the configured one: a simulator, a test double."""
@@ -90,12 +92,13 @@ def endpoint_policies(
     policies: dict[str, EndpointPolicy] = {}
     generated: Path | None = None
     for endpoint in endpoints:
+        client = intune.get(endpoint.name) if isinstance(intune, Mapping) else intune
         if replace is not None and endpoint.name == "default":
             challenge: ChallengeValidator = replace
         elif endpoint.name == "default" and endpoint.provider in ("static", "intune"):
-            challenge, generated = challenge_provider(settings, intune)
+            challenge, generated = challenge_provider(settings, client)
         else:
-            challenge = _provider(settings, endpoint, store, intune)
+            challenge = _provider(settings, endpoint, store, client)
         policies[endpoint.name] = EndpointPolicy(
             challenge=challenge,
             profile=endpoint.profile,
