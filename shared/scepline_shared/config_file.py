@@ -457,10 +457,10 @@ def load_config(path: Path, *, has_default: bool = True) -> ConfigFile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, [*duplicates.problems, f"not valid TOML: {error}"]) from None
-    endpoints = data.get("endpoints")
-    if isinstance(endpoints, dict):
-        for placeholder in duplicates.placeholders:
-            endpoints.pop(placeholder, None)
+    for table, placeholder in duplicates.placeholders:
+        declared = data.get(table)
+        if isinstance(declared, dict):
+            declared.pop(placeholder, None)
     problems = list(duplicates.problems)
     parsed: ConfigFile | None = None
     try:
@@ -477,7 +477,8 @@ def load_config(path: Path, *, has_default: bool = True) -> ConfigFile:
 # --- duplicate endpoint names ------------------------------------------------------
 
 _HEADER = re.compile(
-    r"""^(?P<lead>\s*\[\s*endpoints\s*\.\s*)(?P<name>"[^"\n]*"|'[^'\n]*'|[A-Za-z0-9_-]+)"""
+    r"""^(?P<lead>\s*\[\s*(?P<table>endpoints|cas)\s*\.\s*)"""
+    r"""(?P<name>"[^"\n]*"|'[^'\n]*'|[A-Za-z0-9_-]+)"""
     r"""(?P<rest>\s*(?:\.[^\]\n]*)?\]\s*(?:\#.*)?)$"""
 )
 
@@ -485,16 +486,17 @@ _HEADER = re.compile(
 class _Duplicates:
     def __init__(self) -> None:
         self.problems: list[str] = []
-        self.placeholders: list[str] = []
+        # (table, placeholder name) of each repeated declaration
+        self.placeholders: list[tuple[str, str]] = []
 
 
 def _rename_duplicates(text: str) -> tuple[str, _Duplicates]:
     """TOML stops at a table declared twice; to report every other mistake too,
-    each repeated ``[endpoints.NAME]`` (and its sub-tables) is renamed to a
-    placeholder that is reported and left out."""
+    each repeated ``[endpoints.NAME]`` or ``[cas.NAME]`` (and its sub-tables) is
+    renamed to a placeholder that is reported and left out."""
     found = _Duplicates()
-    first_line: dict[str, int] = {}
-    current: dict[str, str] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    current: dict[tuple[str, str], str] = {}
     lines = text.split("\n")
     for number, line in enumerate(lines, start=1):
         if line.lstrip().startswith("[["):
@@ -502,22 +504,25 @@ def _rename_duplicates(text: str) -> tuple[str, _Duplicates]:
         match = _HEADER.match(line)
         if match is None:
             continue
+        table = match["table"]
         name = match["name"].strip("\"'")
+        key = (table, name)
         rest = match["rest"].strip()
         if rest.startswith("]"):  # [endpoints.NAME]: a declaration of the endpoint
-            if name in first_line:
+            if key in first_line:
                 placeholder = f"{name} (again at line {number})"
-                current[name] = placeholder
-                found.placeholders.append(placeholder)
+                current[key] = placeholder
+                found.placeholders.append((table, placeholder))
+                what = "endpoint" if table == "endpoints" else "CA"
                 found.problems.append(
-                    f"endpoints.{name}: declared again at line {number} (first at line "
-                    f"{first_line[name]}); endpoint names must be unique"
+                    f"{table}.{name}: duplicate {what} name: declared again at line {number} "
+                    f"(first at line {first_line[key]}); {what} names must be unique"
                 )
             else:
-                first_line[name] = number
-                current[name] = name
-        if current.get(name, name) != name:
-            lines[number - 1] = f'{match["lead"]}"{current[name]}"{match["rest"]}'
+                first_line[key] = number
+                current[key] = name
+        if current.get(key, name) != name:
+            lines[number - 1] = f'{match["lead"]}"{current[key]}"{match["rest"]}'
     return "\n".join(lines), found
 
 

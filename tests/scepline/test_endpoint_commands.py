@@ -91,7 +91,7 @@ def test_a_file_with_mistakes_stops_start_up_with_one_line_each(tmp_path: Path, 
     assert all(line.startswith(f"scepline: {config}: endpoints.") for line in found), found
     said = "\n".join(found)
     for words in (
-        "endpoints.wifi: declared again at line 15 (first at line 2)",
+        "endpoints.wifi: duplicate endpoint name: declared again at line 15 (first at line 2)",
         "endpoints.wifi.colour: unknown key",
         "endpoints.wifi.profile.extended_key_usage[0]: unknown EKU 'clientAuht'",
         "endpoints.servers.ca: unknown CA 'corp'",

@@ -147,8 +147,8 @@ paths = ["/ndes"]
     eku = [line for line in found if "extended_key_usage" in line]
     assert sorted(set(found) - set(eku)) == sorted(
         [
-            "endpoints.wifi: declared again at line 15 (first at line 2); endpoint names must "
-            "be unique",
+            "endpoints.wifi: duplicate endpoint name: declared again at line 15 (first at "
+            "line 2); endpoint names must be unique",
             "endpoints.wifi.colour: unknown key",
             "endpoints.servers.ca: unknown CA 'corp'; CAs: default (default: the CA under "
             "SCEPLINE_DATA_DIR/ca; others: [cas.NAME])",
@@ -419,3 +419,16 @@ def test_an_intune_table_needs_the_intune_provider_and_the_settings_otherwise(
         ConfigError, match=r"endpoints\.b\.challenge: .* needs SCEPLINE_INTUNE_TENANT"
     ):
         endpoints_from(settings)
+
+
+def test_a_ca_declared_twice_is_named_and_the_rest_still_checked(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        "[cas.corp]\n[cas.corp]\nkey_type = 'ec'\n[endpoints.a]\nchallenge = 'manual'\nbogus = 1\n",
+    )
+
+    assert found == [
+        "cas.corp: duplicate CA name: declared again at line 2 (first at line 1); "
+        "CA names must be unique",
+        "endpoints.a.bogus: unknown key",
+    ]
