@@ -148,13 +148,25 @@ class RequestDetail:
     refusals: list[RefusalView]
     """Refusals of this transaction id before a request was recorded (the
     store's bounded ring remembers the latest)."""
+    candidates: list[RequestView] = field(default_factory=list)
+    """The client's transactionID names several requests (at several endpoints,
+    or a renewal's): show one of these."""
 
 
 async def request_detail(repository: RequestRepository, transaction_id: str) -> RequestDetail:
     """A request's state and history, and any refusal of its transaction id."""
     request = await repository.get(transaction_id)
+    candidates: list[RequestView] = []
+    if request is None:
+        # The client's transactionID of a request whose key adds a renewal or
+        # endpoint suffix (`request_key`): one match is that request.
+        candidates = await repository.by_client_transaction(transaction_id)
+        if len(candidates) == 1:
+            request = candidates[0]
     refusals = await repository.refusals(transaction_id)
-    history = await repository.history(transaction_id) if request is not None else []
+    history = await repository.history(request.transaction_id) if request is not None else []
+    if request is None and len(candidates) > 1:
+        return RequestDetail(transaction_id, None, [], refusals, candidates=candidates)
     if request is None and not refusals:
         raise ActionError(
             f"no request with transaction id {transaction_id!r}, and no refusal of it among "
@@ -165,14 +177,20 @@ async def request_detail(repository: RequestRepository, transaction_id: str) -> 
 
 
 async def list_requests(
-    repository: RequestRepository, state: RequestState | None, limit: int
+    repository: RequestRepository,
+    state: RequestState | None,
+    limit: int,
+    *,
+    endpoint: str | None = None,
 ) -> list[RequestView]:
-    """Requests in one state (or any), most recently changed first: who is waiting now."""
+    """Requests in one state (or any), at one endpoint (or any), most recently
+    changed first: who is waiting now."""
     if limit < 1:
         raise ActionError("limit: at least 1", kind="bad_input")
     if state is None:
-        return await repository.recent(limit=limit)
-    return await repository.in_state(state, limit=limit)
+        found = await repository.recent(limit=limit if endpoint is None else limit * 20)
+        return [r for r in found if endpoint is None or r.endpoint == endpoint][:limit]
+    return await repository.in_state(state, limit=limit, endpoint=endpoint)
 
 
 # -- certificates ----------------------------------------------------------------------
@@ -204,15 +222,20 @@ def revocation_label(certificate: CertificateView) -> str:
 
 
 async def find_certificates(
-    repository: RequestRepository, subject_part: str, *, limit: int = FIND_LIMIT
+    repository: RequestRepository,
+    subject_part: str,
+    *,
+    limit: int = FIND_LIMIT,
+    endpoint: str | None = None,
 ) -> list[CertificateView]:
-    """Certificates whose subject contains the text (any case), newest first."""
-    check_search(subject_part)
-    return await repository.find_certificates(subject_part, limit=limit)
+    """Certificates whose subject contains the text (any case), at one endpoint
+    (or any), newest first."""
+    check_search(subject_part, endpoint=endpoint)
+    return await repository.find_certificates(subject_part.strip(), limit=limit, endpoint=endpoint)
 
 
-def check_search(subject_part: str) -> None:
-    if not subject_part.strip():
+def check_search(subject_part: str, *, endpoint: str | None = None) -> None:
+    if not subject_part.strip() and endpoint is None:
         raise ActionError(
             "give part of a subject to search for, e.g. a device name", kind="bad_input"
         )
@@ -275,6 +298,7 @@ class Pruned:
     cutoff: datetime
     requests: int
     crls: int
+    challenges: int = 0
 
 
 async def prune(repository: RequestRepository, older_than_days: int) -> Pruned:
@@ -282,7 +306,8 @@ async def prune(repository: RequestRepository, older_than_days: int) -> Pruned:
     cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
     requests = await repository.prune(untouched_since=cutoff)
     crls = await repository.prune_crls(expired_before=cutoff)
-    return Pruned(cutoff, requests, crls)
+    challenges = await repository.prune_challenges(before=cutoff)
+    return Pruned(cutoff, requests, crls, challenges)
 
 
 # -- dead letters --------------------------------------------------------------------------
@@ -416,14 +441,17 @@ async def dead_letter_helpers(
     listing works even while its configuration is broken (which is when dead
     letters pile up)."""
     import scepline_notifier.main as notifier
+    from scepline_shared.configured import endpoints_from
 
-    from .runtime import intune_client
+    from .runtime import intune_clients
 
-    async with intune_client(settings) as intune:
+    endpoints = endpoints_from(settings)
+    async with intune_clients(settings, endpoints) as intune:
         yield DeadLetterHelpers(
+            # From the request's endpoint's tenant.
             report_failure=notifier.build_failure_reporter(repository, intune),
             notify=(
-                notifier.build_handler(settings, repository, intune)
+                notifier.build_handler(settings, repository, intune, endpoints=endpoints)
                 if _in_process(settings)
                 else None
             ),

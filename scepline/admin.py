@@ -52,6 +52,10 @@ async def show_request(settings: Settings, transaction_id: str) -> int:
     async with runtime(settings, with_broker=False, patience=0) as rt:
         with _refusals_as_command_errors():
             detail = await actions.request_detail(rt.repository, transaction_id)
+    if detail.candidates:
+        keys = "\n  ".join(f"{r.transaction_id}  {r.state.value}" for r in detail.candidates)
+        print(f"{transaction_id} names {len(detail.candidates)} requests; show one of:\n  {keys}")
+        return 0
     request, refusals = detail.request, detail.refusals
     if request is not None:
         _print_request(request, detail.history)
@@ -81,6 +85,7 @@ def message_type_name(value: int | None) -> str:
 
 def _print_request(request: RequestView, history: Sequence[EventView]) -> None:
     print(f"transaction  {request.transaction_id}")
+    print(f"endpoint     {request.endpoint}")
     print(f"state        {request.state}  (notify: {request.notify_state})")
     print(f"subject      {request.subject}")
     if request.renewal_of_serial:
@@ -98,18 +103,23 @@ def _print_request(request: RequestView, history: Sequence[EventView]) -> None:
         )
 
 
-async def list_requests(settings: Settings, state: RequestState, limit: int) -> int:
-    """Requests in one state, most recently changed first: who is PENDING now."""
+async def list_requests(
+    settings: Settings, state: RequestState, limit: int, *, endpoint: str | None = None
+) -> int:
+    """Requests in one state (at one endpoint), most recently changed first: who
+    is PENDING now. One a line: when it last changed, its transaction id (what
+    `request show|approve|reject` take), its endpoint, its subject."""
     async with runtime(settings, with_broker=False, patience=0) as rt:
-        found = await actions.list_requests(rt.repository, state, limit)
+        found = await actions.list_requests(rt.repository, state, limit, endpoint=endpoint)
     for request in found:
         parked = "  parked" if request.parked_at is not None else ""
         print(
             f"{request.updated_at:%Y-%m-%d %H:%M:%S}  {request.transaction_id}  "
-            f"{request.subject}{parked}"
+            f"{request.endpoint}  {request.subject}{parked}"
         )
     more = f" (the {limit} most recent; --limit for more)" if len(found) == limit else ""
-    print(f"{len(found)} request(s) in {state.value}{more}")
+    where = "" if endpoint is None else f" at endpoint {endpoint}"
+    print(f"{len(found)} request(s) in {state.value}{where}{more}")
     return 0
 
 
@@ -124,6 +134,7 @@ async def show_certificate(settings: Settings, serial: int) -> int:
         f"valid        {certificate.not_before.isoformat()} .. {certificate.not_after.isoformat()}"
     )
     print(f"transaction  {certificate.transaction_id}  (scepline request show)")
+    print(f"endpoint     {certificate.endpoint}")
     print(f"status       {_status(certificate)}")
     return 0
 
@@ -138,16 +149,18 @@ def _status(certificate: CertificateView) -> str:
     )
 
 
-async def find_certificates(settings: Settings, subject_part: str) -> int:
+async def find_certificates(
+    settings: Settings, subject_part: str, *, endpoint: str | None = None
+) -> int:
     with _refusals_as_command_errors():
-        actions.check_search(subject_part)  # before the store is opened
+        actions.check_search(subject_part, endpoint=endpoint)  # before the store is opened
     async with runtime(settings, with_broker=False, patience=0) as rt:
-        found = await actions.find_certificates(rt.repository, subject_part)
+        found = await actions.find_certificates(rt.repository, subject_part, endpoint=endpoint)
     for certificate in found:
         status = actions.certificate_status(certificate)
         print(
             f"{certificate.serial}  {certificate.not_before:%Y-%m-%d}  {status:<8} "
-            f"{certificate.subject}"
+            f"{certificate.endpoint}  {certificate.subject}"
         )
     more = " (the newest; narrow the search)" if len(found) == actions.FIND_LIMIT else ""
     print(f"{len(found)} certificate(s){more}")
@@ -188,6 +201,7 @@ async def prune_store(settings: Settings, older_than_days: int) -> int:
     print(f"deleted {pruned.requests} final request(s) untouched since {cutoff:%Y-%m-%d %H:%M} UTC")
     print("  (and their history; parked requests and issued certificates are kept)")
     print(f"deleted {pruned.crls} superseded CRL(s) expired before then (each CA's latest is kept)")
+    print(f"deleted {pruned.challenges} one-time challenge(s) used or expired before then")
     return 0
 
 

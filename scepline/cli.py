@@ -35,7 +35,16 @@ __all__ = [
 # The parser's choices, spelled here so that building it imports nothing
 # (tests/scepline/test_cli.py checks them against RequestState, Step and
 # REVOCATION_REASON_NAMES).
-REQUEST_STATES = ("RECEIVED", "VALIDATED", "REJECTED", "SIGNING", "SIGNED", "ISSUED", "FAILED")
+REQUEST_STATES = (
+    "RECEIVED",
+    "AWAITING_APPROVAL",
+    "VALIDATED",
+    "REJECTED",
+    "SIGNING",
+    "SIGNED",
+    "ISSUED",
+    "FAILED",
+)
 STEPS = ("validate", "sign", "notify")
 REVOCATION_REASONS = (
     "unspecified",
@@ -60,7 +69,8 @@ _SERVICE_SETTINGS = (
     "(/metrics, /healthz, /readyz; `up` serves them on 9100), SCEPLINE_ADMIN_HOST and "
     "SCEPLINE_ADMIN_PORT (the console and /api/v1; 127.0.0.1, 8081), SCEPLINE_DATABASE_URL, "
     "SCEPLINE_BROKER_URL, SCEPLINE_CHALLENGE_PROVIDER, SCEPLINE_STATIC_CHALLENGE, "
-    "SCEPLINE_SCEP_ALLOW_DES"
+    "SCEPLINE_SCEP_ALLOW_DES; SCEPLINE_CONFIG names a TOML file of SCEP endpoints "
+    "(docs/endpoints.md)"
 )
 _OPERATOR_SETTINGS = (
     "The store is found from SCEPLINE_DATA_DIR (default ./var of the current directory) or "
@@ -112,6 +122,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise CommandError("\n".join(describe_problems(error)), status=2) from None
     if args.checks_profile:
         _check_profile(settings)
+    if args.needs_config:
+        args.endpoints = _endpoints(settings)
     if args.store == NEEDS_STORE:
         _require_store(settings)
     configure_logging(level=settings.log_level, fmt=settings.log_format)
@@ -126,6 +138,20 @@ def _check_profile(settings: Settings) -> None:
 
     try:
         profile_from(settings)
+    except ValueError as error:
+        raise CommandError(str(error), status=2) from None
+
+
+def _endpoints(settings: Settings) -> Any:
+    """The SCEP endpoints (SCEPLINE_CONFIG and the settings), or a CommandError
+    with one line per mistake of the file and the settings' exit status."""
+    from scepline_shared.config_file import ConfigError
+    from scepline_shared.configured import endpoints_from
+
+    try:
+        return endpoints_from(settings)
+    except ConfigError as error:
+        raise CommandError("\n".join(error.problems), status=2) from None
     except ValueError as error:
         raise CommandError(str(error), status=2) from None
 
@@ -204,12 +230,19 @@ def _command(
     store: str,
     epilog: str | None = None,
     checks_profile: bool = False,
+    needs_config: bool = False,
 ) -> argparse.ArgumentParser:
+    """``needs_config``: the command reads the SCEP endpoints (SCEPLINE_CONFIG),
+    checked before it does anything else."""
     command: argparse.ArgumentParser = commands.add_parser(
         name, help=help, description=help, epilog=epilog
     )
     command.set_defaults(
-        run=run, command_parser=command, store=store, checks_profile=checks_profile
+        run=run,
+        command_parser=command,
+        store=store,
+        checks_profile=checks_profile,
+        needs_config=needs_config,
     )
     return command
 
@@ -232,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         store=CREATES_STORE,
         epilog=_SERVICE_SETTINGS,
         checks_profile=True,
+        needs_config=True,
     )
     _command(
         commands,
@@ -240,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         _ingress,
         store=NEEDS_STORE,
         epilog=_SERVICE_SETTINGS,
+        needs_config=True,
     )
     _command(
         commands,
@@ -249,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         _ocsp,
         store=NEEDS_STORE,
         epilog=_SERVICE_SETTINGS,
+        needs_config=True,
     )
     for step, name in (("validate", "validator"), ("sign", "signer"), ("notify", "notifier")):
         worker = _command(
@@ -259,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
             store=NEEDS_STORE,
             epilog=_SERVICE_SETTINGS,
             checks_profile=step in ("validate", "sign"),
+            needs_config=True,
         )
         worker.set_defaults(step=step)
 
@@ -325,9 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         ca,
         "init",
         "create the CA and RA (keys in files, or in the token with SCEPLINE_KEY_BACKEND="
-        "pkcs11) and the database; idempotent",
+        "pkcs11), every named CA of SCEPLINE_CONFIG, and the database; idempotent",
         _ca_init,
         store=CREATES_STORE,
+        needs_config=True,
+    )
+    init.add_argument(
+        "--ca", metavar="NAME", help="only this CA: default, or a [cas.NAME] of SCEPLINE_CONFIG"
     )
     init.add_argument(
         "--import-ca-cert",
@@ -336,19 +377,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this existing CA certificate, whose key is already in the token under "
         "SCEPLINE_PKCS11_CA_KEY_LABEL (or in ca/ca.key with file keys); only the RA is created",
     )
-    _command(
+    show = _command(
         ca,
         "show",
-        "print every CA generation: active, previous and staged",
+        "print every CA generation: active, previous and staged (of every CA)",
         _ca_show,
         store=NO_STORE,
+        needs_config=True,
     )
+    show.add_argument("--ca", metavar="NAME", help="only this CA")
     rollover = _command(
         ca,
         "rollover",
         "stage the next CA (served by GetNextCACert until it takes over at --switch-at)",
         _ca_rollover,
         store=NO_STORE,
+        needs_config=True,
+    )
+    rollover.add_argument(
+        "--ca", metavar="NAME", help="the CA to roll over (default: default, the settings' CA)"
     )
     when = rollover.add_mutually_exclusive_group(required=True)
     when.add_argument("--switch-at", help="ISO-8601 time with a zone, e.g. 2027-01-31T00:00Z")
@@ -406,12 +453,20 @@ def build_parser() -> argparse.ArgumentParser:
     find = _command(
         cert,
         "find",
-        "certificates whose subject contains TEXT, newest first",
+        "certificates whose subject contains TEXT (and issued at --endpoint), newest first",
         _cert_find,
         store=NEEDS_STORE,
         epilog=_OPERATOR_SETTINGS,
     )
-    find.add_argument("text", help="part of the subject DN, e.g. a device name (any case)")
+    find.add_argument(
+        "text",
+        nargs="?",
+        default=None,
+        help="part of the subject DN, e.g. a device name (any case); optional with --endpoint",
+    )
+    find.add_argument(
+        "--endpoint", metavar="NAME", help="only certificates issued at this SCEP endpoint"
+    )
 
     sim = _command(
         commands,
@@ -493,6 +548,79 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="at most N requests (default: %(default)s)",
     )
+    request_list.add_argument(
+        "--endpoint", metavar="NAME", help="only requests that arrived at this SCEP endpoint"
+    )
+    for action, helptext in (
+        ("approve", 'approve a request AWAITING_APPROVAL (a "manual" endpoint\'s): it is signed'),
+        ("reject", "reject a request AWAITING_APPROVAL: it ends FAILED (failInfo badRequest)"),
+    ):
+        decision = _command(
+            request, action, helptext, _request_decide, store=NEEDS_STORE, epilog=_OPERATOR_SETTINGS
+        )
+        decision.add_argument(
+            "transaction_id",
+            metavar="TXID",
+            help="as `request list --state AWAITING_APPROVAL` prints it, or the client's "
+            "transactionID",
+        )
+        decision.add_argument("--reason", help="why (kept in the request's history)")
+        decision.add_argument(
+            "--by", metavar="WHO", help="who decides (default: the account running the command)"
+        )
+        decision.set_defaults(approve=action == "approve")
+
+    challenge = _group(commands, "challenge", 'one-time challenges ("one-time" endpoints)')
+    new = _command(
+        challenge,
+        "new",
+        "make one-time challenges and print them on stdout, one a line; each works once "
+        "and is stored only as its SHA-256",
+        _challenge_new,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+        needs_config=True,
+    )
+    new.add_argument("--endpoint", required=True, metavar="NAME", help="a one-time endpoint")
+    new.add_argument(
+        "--ttl",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="how long they stay valid: 30m, 24h, 7d... (default: the endpoint's challenge_ttl)",
+    )
+    new.add_argument(
+        "--count", type=_at_least_one, default=1, metavar="N", help="how many (default: 1)"
+    )
+    new.add_argument(
+        "--subject",
+        type=_subject,
+        metavar="DN",
+        help="only a request with this subject may use them (RFC 4514: CN=host,O=Example)",
+    )
+    new.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        type=_san,
+        metavar="TYPE:VALUE",
+        help="only a request whose SANs are all among these may use them "
+        "(dns:, email:, ip:, uri:; repeat for several)",
+    )
+    new.add_argument("--by", metavar="WHO", help="recorded as who made them")
+    challenges = _command(
+        challenge,
+        "list",
+        "challenges made, newest first: hash prefix, endpoint, whether used (never the "
+        "challenge itself)",
+        _challenge_list,
+        store=NEEDS_STORE,
+        epilog=_OPERATOR_SETTINGS,
+    )
+    challenges.add_argument("--endpoint", metavar="NAME", help="only this endpoint's")
+    challenges.add_argument(
+        "--limit", type=_at_least_one, default=50, metavar="N", help="at most N (default: 50)"
+    )
 
     dlq = _group(commands, "dlq", "the dead-letter queues")
     for name, helptext, takes_ids in (
@@ -549,6 +677,41 @@ def _days(text: str) -> float:
     return days
 
 
+def _duration(text: str) -> Any:
+    from scepline_shared.config_file import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _subject(text: str) -> str:
+    from cryptography import x509
+
+    # "CN=web-1, O=Example" as people write it: spaces around unescaped commas go.
+    compact = re.sub(r"\s*(?<!\\),\s*", ",", text.strip())
+    try:
+        name = x509.Name.from_rfc4514_string(compact)
+    except ValueError as error:
+        why = f" ({error})" if str(error) else ""
+        raise argparse.ArgumentTypeError(
+            f"not an RFC 4514 name{why}: {text!r} (e.g. CN=web-1,O=Example)"
+        ) from None
+    if not list(name):
+        raise argparse.ArgumentTypeError("an empty subject binds nothing")
+    return name.rfc4514_string()
+
+
+def _san(text: str) -> str:
+    from .endpoint_admin import normal_san
+
+    try:
+        return normal_san(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _at_least_one(text: str) -> int:
     try:
         number = int(text)
@@ -562,18 +725,26 @@ def _at_least_one(text: str) -> int:
 # --- the services ----------------------------------------------------------------
 
 
-def _up(settings: Settings, _args: argparse.Namespace) -> int:
+def _up(settings: Settings, args: argparse.Namespace) -> int:
     from .processes import serve_on_every_core, workers_for
     from .runtime import Embedded, prepare_embedded, serve_embedded, up_health_port
 
     workers = workers_for(settings)
     challenge_file = None
+    endpoints = args.endpoints
 
     def announce() -> None:
         # Printed once everything has started: nothing after it fails at start-up.
-        url = f"http://{settings.http_host}:{settings.http_port}/scep"
+        base = f"http://{settings.http_host}:{settings.http_port}"
         health = f"http://{settings.health_host}:{up_health_port(settings)}"
+        served = [e for e in endpoints if e.paths]
+        first = next((e for e in served if "/scep" in e.paths), served[0] if served else None)
+        url = base + (first.paths[0] if first else "/scep")
         print(f"scepline serving SCEP at {url} ({workers} serving process(es))", flush=True)
+        if len(served) > 1:
+            for endpoint in served:
+                paths = ", ".join(base + path for path in endpoint.paths)
+                print(f"  endpoint {endpoint.name} ({endpoint.provider}): {paths}", flush=True)
         print(f"Metrics and health checks at {health}/metrics, /healthz, /readyz", flush=True)
         admin = f"http://{settings.admin_host}:{settings.admin_port}"
         print(
@@ -587,6 +758,10 @@ def _up(settings: Settings, _args: argparse.Namespace) -> int:
             flush=True,
         )
         print(f"CA certificate: {settings.data_dir / 'ca' / 'ca.crt'}", flush=True)
+        for name in endpoints.cas:
+            if name != "default":
+                where = settings.data_dir / "cas" / name / "ca" / "ca.crt"
+                print(f"CA certificate of CA {name}: {where}", flush=True)
         if challenge_file is not None:
             # The path, not the challenge: the console may well be a log.
             print(f"Static challenge (generated): {challenge_file}", flush=True)
@@ -702,46 +877,76 @@ def _intune_sim(settings: Settings, args: argparse.Namespace) -> int:
 # --- the CA ------------------------------------------------------------------------
 
 
+def _chosen_cas(settings: Settings, args: argparse.Namespace) -> list[Any]:
+    """The CAs a `ca` command acts on: --ca NAME, or every CA of the deployment
+    (the settings' ``default`` and each ``[cas.NAME]`` of SCEPLINE_CONFIG)."""
+    cas = args.endpoints.cas
+    if args.ca is None:
+        return list(cas.values())
+    if args.ca not in cas:
+        raise CommandError(f"--ca: no CA named {args.ca!r}; CAs: {', '.join(cas)}", status=2)
+    return [cas[args.ca]]
+
+
+def _ca_heading(spec: Any, every: list[Any]) -> None:
+    """A heading before each CA's schedule, once there is more than the default one."""
+    if len(every) > 1 or spec.name != "default":
+        print(f"CA {spec.name}:")
+
+
 def _ca_init(settings: Settings, args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, init_ca, load_certificate
-    from scepline_shared.configured import key_source
+    from scepline_shared.configured import ca_root, key_source
     from scepline_shared.keys.pkcs11 import HsmError
     from scepline_shared.private_files import private_directory
 
+    chosen = _chosen_cas(settings, args)
+    if args.import_ca_cert and len(chosen) > 1:
+        args.command_parser.error("--import-ca-cert imports one CA: name it with --ca")
     private_directory(settings.data_dir)
-    try:
-        imported = load_certificate(args.import_ca_cert) if args.import_ca_cert else None
-        schedule = init_ca(
-            settings.data_dir,
-            key_source(settings),
-            ca_key_type=settings.ca_key_type,
-            ca_key_size=settings.ca_key_size,
-            ca_common_name=settings.ca_common_name,
-            ra_common_name=settings.ra_common_name,
-            validity_days=settings.ca_validity_days,
-            import_ca_certificate=imported,
-        )
-    except (CaError, HsmError, OSError, ValueError) as error:
-        raise CommandError(f"ca init: {error}") from None
-    _print_schedule(schedule)
-    _journal_ca(settings, schedule, create_store=True)
+    for spec in chosen:
+        root = ca_root(settings.data_dir, spec.name)
+        try:
+            private_directory(root)
+            imported = load_certificate(args.import_ca_cert) if args.import_ca_cert else None
+            schedule = init_ca(
+                root,
+                key_source(settings, spec.name),
+                ca_key_type=spec.key_type,
+                ca_key_size=spec.key_size,
+                ca_common_name=spec.common_name,
+                ra_common_name=spec.ra_common_name,
+                validity_days=spec.validity_days,
+                import_ca_certificate=imported,
+            )
+        except (CaError, HsmError, OSError, ValueError) as error:
+            raise CommandError(f"ca init: CA {spec.name}: {error}") from None
+        _ca_heading(spec, chosen)
+        _print_schedule(schedule)
+        _journal_ca(settings, schedule, create_store=True)
     return 0
 
 
-def _ca_show(settings: Settings, _args: argparse.Namespace) -> int:
+def _ca_show(settings: Settings, args: argparse.Namespace) -> int:
     from scepline_shared.ca import CaError, CaNotInitialised, load_ca_schedule
-    from scepline_shared.configured import key_source
+    from scepline_shared.configured import ca_root, key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
-    try:
-        schedule = load_ca_schedule(settings.data_dir, key_source(settings))
-    except CaNotInitialised as missing:
-        raise CommandError(
-            f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})"
-        ) from None
-    except (CaError, HsmError, ValueError) as error:
-        raise CommandError(f"ca show: {error}") from None
-    _print_schedule(schedule)
+    chosen = _chosen_cas(settings, args)
+    for spec in chosen:
+        root = ca_root(settings.data_dir, spec.name)
+        try:
+            schedule = load_ca_schedule(root, key_source(settings, spec.name))
+        except CaNotInitialised as missing:
+            raise CommandError(
+                f"no CA {spec.name} under {root}: run `scepline ca init` ({missing})"
+                if spec.name != "default"
+                else f"no CA under {settings.data_dir}: run `scepline ca init` ({missing})"
+            ) from None
+        except (CaError, HsmError, ValueError) as error:
+            raise CommandError(f"ca show: {error}") from None
+        _ca_heading(spec, chosen)
+        _print_schedule(schedule)
     return 0
 
 
@@ -749,7 +954,7 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     from scepline_shared.ca import CaError, load_ca_schedule, stage_rollover
-    from scepline_shared.configured import key_source
+    from scepline_shared.configured import ca_root, key_source
     from scepline_shared.keys.pkcs11 import HsmError
 
     if args.switch_at is not None:
@@ -761,21 +966,26 @@ def _ca_rollover(settings: Settings, args: argparse.Namespace) -> int:
             args.command_parser.error("--switch-at needs a time zone (e.g. Z or +01:00)")
     else:
         switch_at = datetime.now(UTC) + timedelta(days=args.switch_in_days)
-    keys = key_source(settings)
+    if args.ca is None:
+        args.ca = "default"
+    [spec] = _chosen_cas(settings, args)
+    root = ca_root(settings.data_dir, spec.name)
+    keys = key_source(settings, spec.name)
     try:
         stage_rollover(
-            settings.data_dir,
+            root,
             keys,
             switch_at=switch_at,
-            ca_key_type=settings.ca_key_type,
-            ca_key_size=settings.ca_key_size,
-            ca_common_name=settings.ca_common_name,
-            ra_common_name=settings.ra_common_name,
-            validity_days=settings.ca_validity_days,
+            ca_key_type=spec.key_type,
+            ca_key_size=spec.key_size,
+            ca_common_name=spec.common_name,
+            ra_common_name=spec.ra_common_name,
+            validity_days=spec.validity_days,
         )
-        schedule = load_ca_schedule(settings.data_dir, keys)
+        schedule = load_ca_schedule(root, keys)
     except (CaError, HsmError, ValueError) as error:
         raise CommandError(f"ca rollover: {error}") from None
+    _ca_heading(spec, [spec])
     _print_schedule(schedule)
     _journal_ca(settings, schedule, create_store=False)
     print(
@@ -869,7 +1079,9 @@ def _cert_show(settings: Settings, args: argparse.Namespace) -> int:
 def _cert_find(settings: Settings, args: argparse.Namespace) -> int:
     from .admin import find_certificates
 
-    return asyncio.run(find_certificates(settings, args.text))
+    if args.text is None and args.endpoint is None:
+        args.command_parser.error("give TEXT (part of a subject), --endpoint NAME, or both")
+    return asyncio.run(find_certificates(settings, args.text or "", endpoint=args.endpoint))
 
 
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
@@ -899,7 +1111,42 @@ def _request_list(settings: Settings, args: argparse.Namespace) -> int:
 
     from .admin import list_requests
 
-    return asyncio.run(list_requests(settings, RequestState(args.state), args.limit))
+    return asyncio.run(
+        list_requests(settings, RequestState(args.state), args.limit, endpoint=args.endpoint)
+    )
+
+
+def _request_decide(settings: Settings, args: argparse.Namespace) -> int:
+    from .endpoint_admin import decide
+
+    return asyncio.run(
+        decide(settings, args.transaction_id, approve=args.approve, by=args.by, reason=args.reason)
+    )
+
+
+def _challenge_new(settings: Settings, args: argparse.Namespace) -> int:
+    from .endpoint_admin import MAX_CHALLENGES, new_challenges
+
+    if args.count > MAX_CHALLENGES:
+        args.command_parser.error(f"--count: at most {MAX_CHALLENGES} at a time")
+    return asyncio.run(
+        new_challenges(
+            settings,
+            args.endpoints,
+            endpoint_name=args.endpoint,
+            ttl=args.ttl,
+            count=args.count,
+            subject=args.subject,
+            sans=args.san,
+            by=args.by,
+        )
+    )
+
+
+def _challenge_list(settings: Settings, args: argparse.Namespace) -> int:
+    from .endpoint_admin import list_challenges
+
+    return asyncio.run(list_challenges(settings, args.endpoint, args.limit))
 
 
 def _request_show(settings: Settings, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections.abc import Sequence
 
 from scepline_shared.intune import IntuneClient
 from scepline_shared.intune.client import IntuneCall
@@ -104,10 +105,16 @@ class IntuneStatusReporter:
         self._urgent.set()
 
 
-def reporting(intune: IntuneClient | None, admin: AdminRepository) -> IntuneStatusReporter | None:
-    """A reporter listening to ``intune`` (None without an Intune client)."""
-    if intune is None:
+def reporting(
+    intune: IntuneClient | Sequence[IntuneClient] | None, admin: AdminRepository
+) -> IntuneStatusReporter | None:
+    """A reporter listening to ``intune``, one client or every tenant's (None
+    without an Intune client)."""
+    clients = [intune] if isinstance(intune, IntuneClient) else list(intune or [])
+    unique = list({id(client): client for client in clients}.values())
+    if not unique:
         return None
     reporter = IntuneStatusReporter(admin)
-    intune.observe(reporter.observe)
+    for client in unique:
+        client.observe(reporter.observe)
     return reporter

@@ -142,13 +142,20 @@ async def _statuses(
 
 
 def _responders_in_use(settings: Settings) -> dict[str, tuple[str, str]]:
-    """serial -> (file, TBS hash) of each generation's OCSP responder certificate."""
+    """serial -> (file, TBS hash) of each generation's OCSP responder certificate,
+    of the default CA and of every named CA (``cas/NAME``)."""
+    named = settings.data_dir / "cas"
+    roots = [settings.data_dir, *(sorted(named.iterdir()) if named.is_dir() else [])]
     found = {}
-    for number in generation_numbers(settings.data_dir):
-        path = CaPaths.generation(settings.data_dir, number).ocsp_cert
-        if path.exists():
-            certificate = load_certificate(path)
-            found[serial_hex(certificate.serial_number)] = (str(path), tbs_sha256_of(certificate))
+    for root in roots:
+        for number in generation_numbers(root):
+            path = CaPaths.generation(root, number).ocsp_cert
+            if path.exists():
+                certificate = load_certificate(path)
+                found[serial_hex(certificate.serial_number)] = (
+                    str(path),
+                    tbs_sha256_of(certificate),
+                )
     return found
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ import scepline_notifier.main as notifier
 import scepline_signer.main as signer
 import scepline_validator.main as validator
 from scepline_ingress.broker_pipeline import BrokerPipeline
-from scepline_ingress.identity import schedule_identities
+from scepline_ingress.identity import IdentitySource, schedule_identities
 from scepline_ingress.main import build_ingress_app
 from scepline_ingress.queue_metrics import QueueDepthReporter
 from scepline_ingress.sweeper import Sweeper
@@ -33,7 +34,15 @@ from scepline_shared.broker.base import Broker
 from scepline_shared.ca import CaMaterial
 from scepline_shared.ca.keysource import KeySource, key_location
 from scepline_shared.ca.schedule import CaSchedule, CaScheduleWatcher, init_ca
-from scepline_shared.configured import key_source, ocsp_routes_from
+from scepline_shared.configured import (
+    ca_root,
+    default_ca,
+    endpoints_from,
+    intune_config_for,
+    key_source,
+    ocsp_routes_from,
+)
+from scepline_shared.endpoints import DEFAULT_CA, CaSpec, Endpoints
 from scepline_shared.health import ReadinessCheck, health_app, health_routes
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
@@ -42,7 +51,8 @@ from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.private_files import private_directory
 from scepline_shared.settings import Settings
 from scepline_shared.store.repository import RequestRepository
-from scepline_shared.worker import DeadLetterHook, RetryPolicy, StepWorker
+from scepline_shared.store.views import RequestView
+from scepline_shared.worker import DeadLetterHook, InlineStep, RetryPolicy, StepWorker
 
 from .connections import Runtime, certificate_store, redacted, runtime, store_answers
 from .http_server import Listener, bind_port, serve_http
@@ -50,6 +60,7 @@ from .intune_status import reporting
 
 __all__ = [
     "UP_HEALTH_PORT",
+    "Cas",
     "Embedded",
     "Runtime",
     "admin_app",
@@ -57,7 +68,9 @@ __all__ = [
     "create_ca",
     "embedded",
     "intune_client",
+    "intune_clients",
     "open_ca",
+    "open_cas",
     "serve_admin_api",
     "serve_embedded",
     "serve_ingress",
@@ -86,31 +99,42 @@ def _dead_letter_hook(step: Step, repository: RequestRepository) -> DeadLetterHo
     return park
 
 
-def create_ca(settings: Settings, keys: KeySource | None = None) -> CaSchedule:
-    """Create the CA and RA where missing (files or token, as configured); idempotent."""
+def create_ca(
+    settings: Settings, keys: KeySource | None = None, ca: CaSpec | None = None
+) -> CaSchedule:
+    """Create CA ``ca`` (default: the settings' CA) and its RA where missing
+    (files or token, as configured); idempotent."""
+    spec = ca if ca is not None else default_ca(settings)
+    root = ca_root(settings.data_dir, spec.name)
     private_directory(settings.data_dir)
+    private_directory(root)
     return init_ca(
-        settings.data_dir,
-        keys if keys is not None else key_source(settings),
-        ca_key_type=settings.ca_key_type,
-        ca_key_size=settings.ca_key_size,
-        ca_common_name=settings.ca_common_name,
-        ra_common_name=settings.ra_common_name,
-        validity_days=settings.ca_validity_days,
+        root,
+        keys if keys is not None else key_source(settings, spec.name),
+        ca_key_type=spec.key_type,
+        ca_key_size=spec.key_size,
+        ca_common_name=spec.common_name,
+        ra_common_name=spec.ra_common_name,
+        validity_days=spec.validity_days,
     )
 
 
-def open_ca(settings: Settings, *, create: bool = False) -> CaScheduleWatcher:
-    """The CA schedule this process serves from, checked at start (every token
-    key proves it matches its certificate) and reloaded when `scepline ca
-    rollover` stages a generation. ``create``: make the CA first (``scepline up``)."""
-    keys = key_source(settings)
+def open_ca(
+    settings: Settings, *, create: bool = False, ca: CaSpec | None = None
+) -> CaScheduleWatcher:
+    """A CA schedule this process serves from (default: the settings' CA),
+    checked at start (every token key proves it matches its certificate) and
+    reloaded when `scepline ca rollover` stages a generation. ``create``: make
+    the CA first (``scepline up``)."""
+    spec = ca if ca is not None else default_ca(settings)
+    keys = key_source(settings, spec.name)
     if create:
-        create_ca(settings, keys)
-    watcher = CaScheduleWatcher(settings.data_dir, keys)
+        create_ca(settings, keys, spec)
+    watcher = CaScheduleWatcher(ca_root(settings.data_dir, spec.name), keys)
     active = watcher.current().active()
     log.info(
         "CA loaded and its keys proven",
+        ca=spec.name,
         generation=active.number,
         ca_subject=active.material.ca.certificate.subject.rfc4514_string(),
         ca_key=key_location(active.material.ca.key),
@@ -122,6 +146,53 @@ def open_ca(settings: Settings, *, create: bool = False) -> CaScheduleWatcher:
 def issuing_cas(schedule: CaSchedule) -> list[KeyPair]:
     """The CAs that sign CRLs now: the active one and the previous ones still valid."""
     return [schedule.active().material.ca, *(g.material.ca for g in schedule.previous())]
+
+
+@dataclass(frozen=True)
+class Cas:
+    """Every CA schedule this process serves from, by CA name (``default`` and
+    each ``[cas.NAME]`` of the configuration file)."""
+
+    watchers: Mapping[str, CaScheduleWatcher]
+
+    @property
+    def default(self) -> CaScheduleWatcher:
+        return self.watchers[DEFAULT_CA]
+
+    def jobs(self) -> list[Job]:
+        """Each schedule's watcher, as a background job."""
+        return [(watcher.run, watcher.stop) for watcher in self.watchers.values()]
+
+    def issuing(self) -> list[KeyPair]:
+        """Every CA key that signs CRLs now, of every CA."""
+        return [ca for w in self.watchers.values() for ca in issuing_cas(w.current())]
+
+    def signing(self) -> dict[str, Callable[[], KeyPair]]:
+        """Each named CA's active key pair now (for the signer), by CA name."""
+        return {
+            name: functools.partial(_active_ca, watcher)
+            for name, watcher in self.watchers.items()
+            if name != DEFAULT_CA
+        }
+
+    def identities(self, endpoints: Endpoints) -> dict[str, IdentitySource]:
+        """The SCEP identity of each endpoint whose CA is a named one."""
+        return {
+            endpoint.name: schedule_identities(self.watchers[endpoint.ca].current)
+            for endpoint in endpoints
+            if endpoint.ca != DEFAULT_CA
+        }
+
+
+def _active_ca(watcher: CaScheduleWatcher) -> KeyPair:
+    return watcher.current().material().ca
+
+
+def open_cas(settings: Settings, endpoints: Endpoints, *, create: bool = False) -> Cas:
+    """Every CA of the deployment, opened (``create``: made first where missing)."""
+    specs = dict(endpoints.cas) or {DEFAULT_CA: default_ca(settings)}
+    specs.setdefault(DEFAULT_CA, default_ca(settings))
+    return Cas({name: open_ca(settings, create=create, ca=spec) for name, spec in specs.items()})
 
 
 # A background job: (run, stop).
@@ -142,10 +213,39 @@ async def _background(*jobs: Job) -> AsyncIterator[None]:
                 await asyncio.wait_for(task, timeout=10)
 
 
+# Each Intune endpoint's client (its tenant's), by endpoint name.
+IntuneClients = dict[str, IntuneClient]
+
+
+@contextlib.asynccontextmanager
+async def intune_clients(settings: Settings, endpoints: Endpoints) -> AsyncIterator[IntuneClients]:
+    """The process's Intune clients (their token and discovery caches): one per
+    app registration, shared by the endpoints that use it (those without an
+    ``[intune]`` table use the SCEPLINE_INTUNE_* one), by endpoint name."""
+    by_config: dict[object, IntuneClient] = {}
+    clients: IntuneClients = {}
+    try:
+        for endpoint in endpoints:
+            if endpoint.provider != "intune":
+                continue
+            try:
+                config = intune_config_for(settings, endpoint)
+            except IntuneConfigurationError as error:
+                raise SystemExit(f"Intune provider of endpoint {endpoint.name}: {error}") from None
+            if config not in by_config:
+                by_config[config] = IntuneClient(config)
+            clients[endpoint.name] = by_config[config]
+        yield clients
+    finally:
+        for client in by_config.values():
+            await client.aclose()
+
+
 @contextlib.asynccontextmanager
 async def intune_client(settings: Settings) -> AsyncIterator[IntuneClient | None]:
-    """The process's one Intune client (its token and discovery caches), if configured."""
-    if settings.challenge_provider != "intune":
+    """The Intune client of the SCEPLINE_INTUNE_* settings, if an Intune endpoint
+    uses them (the default one, or one without an ``[intune]`` table)."""
+    if not any(e.provider == "intune" and e.intune is None for e in endpoints_from(settings)):
         yield None
         return
     try:
@@ -158,30 +258,53 @@ async def intune_client(settings: Settings) -> AsyncIterator[IntuneClient | None
         await client.aclose()
 
 
+# Validation policies of every endpoint, by name (validator.endpoint_policies).
+Policies = dict[str, "validator.EndpointPolicy"]
+
+
+def only_for(endpoints: frozenset[str], handler: StepHandler) -> StepHandler:
+    """``handler`` inline for the requests of ``endpoints`` (all of them: plainly)."""
+
+    def applies(request: RequestView) -> bool:
+        return request.endpoint in endpoints
+
+    return InlineStep(handler, applies)
+
+
 def build_worker(
     step: Step,
     rt: Runtime,
+    endpoints: Endpoints,
     *,
-    ca: CaScheduleWatcher | None = None,
-    challenge: validator.ChallengeValidator | None = None,
-    intune: IntuneClient | None = None,
+    cas: Cas | None = None,
+    policies: Policies | None = None,
+    intune: IntuneClients | None = None,
 ) -> StepWorker:
     settings = rt.settings
     if step is Step.VALIDATE:
-        assert challenge is not None
-        handler = validator.build_handler(settings, rt.repository, challenge)
+        assert policies is not None
+        handler = validator.build_handler(rt.repository, policies)
     elif step is Step.SIGN:
-        assert ca is not None
-        watcher = ca
+        assert cas is not None
         handler = signer.build_handler(
-            settings, rt.repository, lambda: watcher.current().material().ca
+            settings,
+            rt.repository,
+            functools.partial(_active_ca, cas.default),
+            endpoints=endpoints,
+            cas=cas.signing(),
         )
     else:
-        handler = notifier.build_handler(settings, rt.repository, intune)
+        handler = notifier.build_handler(settings, rt.repository, intune, endpoints=endpoints)
     inline: dict[Step, StepHandler] = {}
-    if step is Step.SIGN and settings.challenge_provider != "intune":
+    untold = frozenset(endpoints.names) - endpoints.with_provider("intune")
+    if step is Step.SIGN and untold:
         # Nobody to notify: the release follows the signature in the signer.
-        inline[Step.NOTIFY] = notifier.build_handler(settings, rt.repository, None)
+        release = notifier.build_handler(
+            settings, rt.repository, None, endpoints=_without_intune(endpoints)
+        )
+        inline[Step.NOTIFY] = (
+            release if untold == frozenset(endpoints.names) else only_for(untold, release)
+        )
     return StepWorker(
         step=step,
         handler=handler,
@@ -195,18 +318,51 @@ def build_worker(
     )
 
 
+def _without_intune(endpoints: Endpoints) -> Endpoints:
+    """The endpoints whose requests nobody outside is told of."""
+    kept = {e.name: e for e in endpoints if e.provider != "intune"}
+    return Endpoints(kept, default=endpoints.default if endpoints.default in kept else None)
+
+
+def local_validation(endpoints: Endpoints, policies: Policies) -> frozenset[str]:
+    """The endpoints whose validation calls nothing outside (static, one-time,
+    manual): checked where a request is recorded, without a queue hop."""
+    return frozenset(
+        name
+        for name, policy in policies.items()
+        if name in endpoints
+        and not endpoints[name].calls_outside
+        and (name != "default" or _local_provider(policy.challenge))
+    )
+
+
+def _local_provider(challenge: object) -> bool:
+    return isinstance(
+        challenge,
+        validator.StaticChallengeValidator
+        | validator.OneTimeChallengeValidator
+        | validator.ManualApprovalValidator,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _ingress(
     rt: Runtime,
-    ca: CaScheduleWatcher,
+    cas: Cas,
     ready: ReadinessCheck,
-    challenge: validator.ChallengeValidator | None,
+    endpoints: Endpoints,
+    policies: Policies | None,
 ) -> AsyncIterator[FastAPI]:
+    """``policies``: the validation of the endpoints ingress checks itself (None:
+    none; every request goes to the validators' queue)."""
     settings = rt.settings
     inline: dict[Step, StepHandler] = {}
-    if isinstance(challenge, validator.StaticChallengeValidator):
-        # A static challenge calls nothing outside: checked where it is recorded.
-        inline[Step.VALIDATE] = validator.build_handler(settings, rt.repository, challenge)
+    local = frozenset() if policies is None else local_validation(endpoints, policies)
+    if policies is not None and local:
+        # Validation that calls nothing outside: done where the request is recorded.
+        handler = validator.build_handler(rt.repository, policies)
+        everywhere = local == frozenset(endpoints.names)
+        inline[Step.VALIDATE] = handler if everywhere else only_for(local, handler)
     pipeline = BrokerPipeline(broker=rt.broker, inline=inline)
     await pipeline.start()
     sweeper = Sweeper(
@@ -214,6 +370,7 @@ async def _ingress(
         pipeline=pipeline,
         stale_after=timedelta(seconds=settings.sweep_stale_after_seconds),
         interval=settings.sweep_interval_seconds,
+        approval_ttls={e.name: e.approval_ttl for e in endpoints if e.provider == "manual"},
     )
     depths = QueueDepthReporter(
         rt.broker, rt.repository, interval=settings.queue_metrics_interval_seconds
@@ -221,11 +378,13 @@ async def _ingress(
     async with _background((sweeper.run, sweeper.stop), (depths.run, depths.stop)):
         yield build_ingress_app(
             settings,
-            identity=schedule_identities(ca.current),
+            identity=schedule_identities(cas.default.current),
             repository=rt.repository,
             pipeline=pipeline,
             readiness=ready,
-            ocsp=ocsp_routes_from(settings, rt.repository),
+            ocsp=ocsp_routes_from(settings, rt.repository, cas.watchers),
+            endpoints=endpoints,
+            endpoint_identities=cas.identities(endpoints),
         )
 
 
@@ -233,10 +392,11 @@ async def _ingress(
 class Embedded:
     app: FastAPI  # the SCEP port's
     health_app: FastAPI  # the health port's: /metrics, /healthz, /readyz
-    ca: CaScheduleWatcher
+    ca: CaScheduleWatcher  # the default CA's
     challenge_file: Path | None  # the generated static challenge, when none was configured
     repository: RequestRepository
     broker: Broker
+    cas: Cas | None = None  # every CA, by name
     runtime: Runtime | None = None  # the connections (the console's, on one process)
     ready: ReadinessCheck | None = None
 
@@ -252,61 +412,88 @@ async def embedded(
 ) -> AsyncIterator[Embedded]:
     """Ingress and all three workers in this process (``scepline up``).
 
-    ``challenge`` replaces the provider chosen by settings (a simulator, a test
-    double of an external service).
+    ``challenge`` replaces the provider the settings choose for the default
+    endpoint (a simulator, a test double of an external service).
     """
-    ca = await asyncio.to_thread(open_ca, settings, create=True)
-    generated: Path | None = None
-    async with intune_client(settings) as intune, runtime(settings) as rt:
-        if challenge is None:
-            challenge, generated = validator.challenge_provider(settings, intune)
+    endpoints = endpoints_from(settings)
+    cas = await asyncio.to_thread(open_cas, settings, endpoints, create=True)
+    async with intune_clients(settings, endpoints) as intune, runtime(settings) as rt:
+        policies, generated = validator.endpoint_policies(
+            settings, rt.repository, endpoints=endpoints, intune=intune, replace=challenge
+        )
         for step in Step:
-            worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
+            worker = build_worker(step, rt, endpoints, cas=cas, policies=policies, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
-        await signer.journal_ca_certificates(rt.repository, ca.current())
-        crls = _crl_publisher(rt, ca)
+        await _journal_cas(rt, cas)
+        crls = _crl_publisher(rt, cas)
         await crls.run_once()  # GetCRL and the CDP answer from the first request on
-        responders = await _ocsp_responders(rt, ca)  # OCSP too
-        ready = _readiness(rt, ca)
+        responders = await _ocsp_responders(rt, cas)  # OCSP too
+        ready = _readiness(rt, cas)
         async with (
             _background(
-                (ca.run, ca.stop),
+                *cas.jobs(),
                 (crls.run, crls.stop),
                 *responders,
                 *_revocations(rt, intune),
                 *_intune_status(rt, intune),
             ),
-            _ingress(rt, ca, ready, challenge) as app,
+            _ingress(rt, cas, ready, endpoints, policies) as app,
         ):
             yield Embedded(
-                app, health_app(ready), ca, generated, rt.repository, rt.broker, rt, ready
+                app,
+                health_app(ready),
+                cas.default,
+                generated,
+                rt.repository,
+                rt.broker,
+                cas=cas,
+                runtime=rt,
+                ready=ready,
             )
 
 
-def _intune_status(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
-    """This process's Intune calls, reported in the store for the console."""
-    reporter = reporting(intune, rt.admin)
+def _intune_status(rt: Runtime, intune: IntuneClients) -> list[Job]:
+    """This process's Intune calls (every tenant's), reported in the store for the console."""
+    reporter = reporting(list(intune.values()), rt.admin)
     return [] if reporter is None else [(reporter.run, reporter.stop)]
 
 
-def _revocations(rt: Runtime, intune: IntuneClient | None) -> list[Job]:
-    """Intune's revocation requests: polled where the notifier runs."""
-    sync = notifier.build_revocation_sync(rt.settings, rt.repository, intune)
-    return [] if sync is None else [(sync.run, sync.stop)]
+def _revocations(rt: Runtime, intune: IntuneClients) -> list[Job]:
+    """Intune's revocation requests: polled where the notifier runs, from each
+    tenant, which may revoke only its endpoints' certificates."""
+    tenants: dict[int, tuple[IntuneClient, list[str]]] = {}
+    for endpoint, client in intune.items():
+        tenants.setdefault(id(client), (client, []))[1].append(endpoint)
+    jobs: list[Job] = []
+    for client, names in tenants.values():
+        sync = notifier.build_revocation_sync(rt.settings, rt.repository, client, endpoints=names)
+        if sync is not None:
+            jobs.append((sync.run, sync.stop))
+    return jobs
 
 
-async def _ocsp_responders(rt: Runtime, ca: CaScheduleWatcher) -> list[Job]:
-    """The delegated OCSP responder certificates: issued now (so OCSP answers
-    from the first request on), then renewed in the background."""
-    keeper = signer.build_ocsp_responder_keeper(rt.settings, rt.repository, ca.current)
-    if keeper is None:
-        return []
-    await keeper.run_once()
-    return [(keeper.run, keeper.stop)]
+async def _ocsp_responders(rt: Runtime, cas: Cas) -> list[Job]:
+    """The delegated OCSP responder certificates of every CA: issued now (so
+    OCSP answers from the first request on), then renewed in the background."""
+    jobs: list[Job] = []
+    for name, watcher in cas.watchers.items():
+        keeper = signer.build_ocsp_responder_keeper(
+            rt.settings, rt.repository, watcher.current, name
+        )
+        if keeper is None:
+            return []
+        await keeper.run_once()
+        jobs.append((keeper.run, keeper.stop))
+    return jobs
 
 
-def _crl_publisher(rt: Runtime, ca: CaScheduleWatcher) -> signer.CrlPublisher:
-    return signer.build_crl_publisher(rt.settings, rt.repository, lambda: issuing_cas(ca.current()))
+async def _journal_cas(rt: Runtime, cas: Cas) -> None:
+    for watcher in cas.watchers.values():
+        await signer.journal_ca_certificates(rt.repository, watcher.current())
+
+
+def _crl_publisher(rt: Runtime, cas: Cas) -> signer.CrlPublisher:
+    return signer.build_crl_publisher(rt.settings, rt.repository, cas.issuing)
 
 
 def up_health_port(settings: Settings) -> int:
@@ -316,16 +503,19 @@ def up_health_port(settings: Settings) -> int:
 
 def prepare_embedded(settings: Settings) -> Path | None:
     """The one-time work of ``scepline up`` before its serving processes start:
-    the CA, the store (migrated, its key), the lab challenge; the generated
+    the CAs, the store (migrated, its key), the lab challenge; the generated
     challenge's file, if any."""
-    create_ca(settings)
+    endpoints = endpoints_from(settings)
+    for spec in endpoints.cas.values() or [default_ca(settings)]:
+        create_ca(settings, ca=spec)
 
     async def store_ready() -> None:
         async with runtime(settings, with_broker=False):
             pass
 
     asyncio.run(store_ready())
-    if settings.challenge_provider != "static":
+    default = endpoints.get("default")
+    if default is None or default.provider != "static":
         return None
     return validator.challenge_provider(settings, None)[1]
 
@@ -420,13 +610,15 @@ async def serve_ingress(settings: Settings) -> None:
     with contextlib.ExitStack() as ports:
         scep = ports.enter_context(_scep_port(settings))
         health = _optional_health_port(settings, ports)
-        ca = await asyncio.to_thread(open_ca, settings)
-        async with runtime(settings) as rt, _background((ca.run, ca.stop)):
-            ready = _readiness(rt, ca)
-            local = None
-            if settings.challenge_provider == "static":
-                local = validator.challenge_provider(settings, None)[0]
-            async with _ingress(rt, ca, ready, local) as app:
+        endpoints = endpoints_from(settings)
+        cas = await asyncio.to_thread(open_cas, settings, endpoints)
+        async with runtime(settings) as rt, _background(*cas.jobs()):
+            ready = _readiness(rt, cas)
+            # Ingress validates what calls nothing outside; Intune's is the validators'.
+            policies, _ = validator.endpoint_policies(
+                settings, rt.repository, endpoints=_without_intune(endpoints)
+            )
+            async with _ingress(rt, cas, ready, endpoints, policies) as app:
                 await serve_http(settings, Listener(app, scep), *_health_listener(health, ready))
 
 
@@ -439,6 +631,7 @@ async def serve_ocsp(settings: Settings) -> None:
     with contextlib.ExitStack() as ports:
         http = ports.enter_context(_scep_port(settings))
         health = _optional_health_port(settings, ports)
+        endpoints = endpoints_from(settings)
         async with certificate_store(settings) as (engine, certificates):
 
             async def ready() -> bool:
@@ -446,7 +639,7 @@ async def serve_ocsp(settings: Settings) -> None:
 
             app = FastAPI(title="scepline OCSP", docs_url=None, redoc_url=None, openapi_url=None)
             app.include_router(health_routes(ready))
-            app.include_router(ocsp_routes_from(settings, certificates))
+            app.include_router(ocsp_routes_from(settings, certificates, endpoints.cas))
             log.info("OCSP responder serving", data_dir=str(settings.data_dir))
             await serve_http(settings, Listener(app, http), *_health_listener(health, ready))
 
@@ -454,28 +647,34 @@ async def serve_ocsp(settings: Settings) -> None:
 async def serve_worker(settings: Settings, step: Step) -> None:
     with contextlib.ExitStack() as ports:
         health = _optional_health_port(settings, ports)
-        # Only the signer holds the CA (its key proves itself against the
-        # certificate before the worker takes a message).
-        ca = await asyncio.to_thread(open_ca, settings) if step is Step.SIGN else None
+        endpoints = endpoints_from(settings)
+        # Only the signer holds the CAs (their keys prove themselves against the
+        # certificates before the worker takes a message).
+        cas = await asyncio.to_thread(open_cas, settings, endpoints) if step is Step.SIGN else None
         # The signer never talks to Intune; its failures reach the notifier by message.
-        client = contextlib.nullcontext(None) if step is Step.SIGN else intune_client(settings)
-        async with client as intune, runtime(settings) as rt:
-            challenge = None
+        no_clients: contextlib.AbstractAsyncContextManager[IntuneClients] = contextlib.nullcontext(
+            {}
+        )
+        clients = no_clients if step is Step.SIGN else intune_clients(settings, endpoints)
+        async with clients as intune, runtime(settings) as rt:
+            policies = None
             if step is Step.VALIDATE:
-                challenge = validator.challenge_provider(settings, intune)[0]
+                policies, _ = validator.endpoint_policies(
+                    settings, rt.repository, endpoints=endpoints, intune=intune
+                )
             jobs: list[Job] = []
-            if ca is not None:
-                await signer.journal_ca_certificates(rt.repository, ca.current())
-                crls = _crl_publisher(rt, ca)
-                jobs = [(ca.run, ca.stop), (crls.run, crls.stop), *await _ocsp_responders(rt, ca)]
+            if cas is not None:
+                await _journal_cas(rt, cas)
+                crls = _crl_publisher(rt, cas)
+                jobs = [*cas.jobs(), (crls.run, crls.stop), *await _ocsp_responders(rt, cas)]
             if step is Step.NOTIFY:
                 jobs += _revocations(rt, intune)
             jobs += _intune_status(rt, intune)
-            worker = build_worker(step, rt, ca=ca, challenge=challenge, intune=intune)
+            worker = build_worker(step, rt, endpoints, cas=cas, policies=policies, intune=intune)
             await worker.start(prefetch=settings.worker_prefetch)
             log.info("worker started", step=step.value, broker=redacted(settings.broker_url))
             async with _background(*jobs):
-                listeners = _health_listener(health, _readiness(rt, ca))
+                listeners = _health_listener(health, _readiness(rt, cas))
                 if listeners:
                     await serve_http(settings, *listeners)
                 else:
@@ -509,13 +708,18 @@ def _health_listener(health: socket.socket | None, ready: ReadinessCheck) -> lis
     return [] if health is None else [Listener(health_app(ready), health)]
 
 
-def _readiness(rt: Runtime, ca: CaScheduleWatcher | None) -> ReadinessCheck:
+def _readiness(rt: Runtime, cas: Cas | None) -> ReadinessCheck:
     """Ready: the store and the broker answer and, where keys live in an HSM,
     the token does too (a process that cannot sign or decrypt says so, for the
     load balancer and the operator's alerting)."""
 
     async def ready() -> bool:
-        return await rt.ready() and (ca is None or await _keys_reachable(ca))
+        if not await rt.ready():
+            return False
+        for watcher in () if cas is None else cas.watchers.values():
+            if not await _keys_reachable(watcher):
+                return False
+        return True
 
     return ready
 

@@ -2,7 +2,8 @@
 
 Call ``configure_logging`` once in ``main()``. Code logs with
 ``get_logger(__name__).info("event", key=value)``; ``bind_transaction`` puts the
-SCEP transactionID on every line logged in the current task. Secrets never go
+SCEP transactionID on every line logged in the current task, ``bind_endpoint``
+the endpoint's name. Secrets never go
 in: the ``redact_secrets`` processor drops any key that looks like one, as a
 net behind the rule that secrets are not passed to the logger at all.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["bind_transaction", "configure_logging", "get_logger"]
+__all__ = ["bind_endpoint", "bind_transaction", "configure_logging", "get_logger"]
 
 _SECRET_KEYS = ("challenge", "password", "secret", "pin", "token", "private_key")
 
@@ -60,3 +61,8 @@ def get_logger(name: str) -> Any:
 def bind_transaction(transaction_id: str) -> Any:
     """Bind the SCEP transactionID to every log line of this task."""
     return structlog.contextvars.bound_contextvars(transaction_id=transaction_id)
+
+
+def bind_endpoint(endpoint: str) -> Any:
+    """Bind the SCEP endpoint's name (``endpoint``) to every log line of this task."""
+    return structlog.contextvars.bound_contextvars(endpoint=endpoint)

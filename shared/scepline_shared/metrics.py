@@ -12,6 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "CA_NOT_AFTER",
+    "ENDPOINT_REQUESTS",
     "HTTP_REFUSED",
     "INTUNE_LATENCY",
     "INTUNE_REVOCATIONS",
@@ -33,6 +34,12 @@ SCEP_REQUESTS = Counter(
     "scepline_scep_requests_total",
     "SCEP HTTP requests by operation, message type and outcome",
     ["operation", "message_type", "outcome"],
+)
+ENDPOINT_REQUESTS = Counter(
+    "scepline_endpoint_requests_total",
+    "SCEP HTTP requests by endpoint (docs/endpoints.md), operation and outcome "
+    "(for PKIOperation: SUCCESS, PENDING, FAILURE_<failInfo>)",
+    ["endpoint", "operation", "outcome"],
 )
 HTTP_REFUSED = Counter(
     "scepline_http_refused_total",

@@ -1,7 +1,9 @@
 """The enrolment pipeline's contract: routing, typed retry outcomes, and ports.
 
 A request moves RECEIVED → (validate) → VALIDATED → (sign: SIGNING, the
-claim, then SIGNED) → (notify) → ISSUED, or ends REJECTED/FAILED. The state
+claim, then SIGNED) → (notify) → ISSUED, or ends REJECTED/FAILED. At a
+"manual" endpoint validate leaves it AWAITING_APPROVAL, outside the pipeline
+until an operator's decision (or its expiry) moves it on. The state
 store is the truth: the step to run next is decided here, from what the store
 recorded about the request (its state, what vouched for it, whether its
 provider was told), so a message only says "look at transaction X", and any
@@ -29,6 +31,7 @@ __all__ = [
     "StepHandler",
     "Transient",
     "UnknownTransaction",
+    "answer_now",
     "next_step",
     "owes_failure_notification",
     "request_after",
@@ -65,6 +68,12 @@ def next_step(request: RequestView) -> Step | None:
     if owes_failure_notification(request):
         return Step.NOTIFY  # the device has its FAILURE; the provider is told next
     return _NEXT_STEP.get(request.state)
+
+
+def answer_now(request: RequestView) -> bool:
+    """Whether the device waiting on ``request`` should hear its answer now: it is
+    final, or it waits for an operator (PENDING, whatever the wait setting)."""
+    return request.is_terminal or request.state is RequestState.AWAITING_APPROVAL
 
 
 def resume_step(request: RequestView) -> Step | None:
@@ -112,8 +121,11 @@ async def request_after(
 class Pipeline(Protocol):
     """What ingress needs from the pipeline."""
 
-    async def submit(self, transaction_id: str, step: Step = Step.VALIDATE) -> None:
-        """Hand a recorded request to the pipeline at ``step`` (at-least-once)."""
+    async def submit(
+        self, transaction_id: str, step: Step = Step.VALIDATE, request: RequestView | None = None
+    ) -> None:
+        """Hand a recorded request to the pipeline at ``step`` (at-least-once);
+        ``request``: the request as the caller has it (which endpoint's it is)."""
         ...
 
     async def wait_for_outcome(self, transaction_id: str, timeout: float) -> None:

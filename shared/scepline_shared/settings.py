@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     # Where the lab CA/RA and the default SQLite database live.
     data_dir: Path = Path("var")
+    # A TOML file of SCEP endpoints (docs/endpoints.md); unset: one endpoint,
+    # "default", at /scep, as the settings below describe it.
+    config: Path | None = None
 
     # HTTP binding of the SCEP endpoint.
     http_host: str = "127.0.0.1"
@@ -282,15 +285,23 @@ class Settings(BaseSettings):
     def _intune_complete(self) -> Settings:
         if self.challenge_provider != "intune":
             return self
+        problem = self.intune_problem("SCEPLINE_CHALLENGE_PROVIDER=intune")
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def intune_problem(self, who: str) -> str | None:
+        """What the SCEPLINE_INTUNE_* settings lack for ``who`` (the default
+        endpoint, or an endpoint of the configuration file) to use Intune."""
         missing = [
             f"SCEPLINE_{name.upper()}"
             for name in ("intune_tenant", "intune_client_id")
             if not getattr(self, name)
         ]
         if missing:
-            raise ValueError(f"SCEPLINE_CHALLENGE_PROVIDER=intune needs {', '.join(missing)}")
+            return f"{who} needs {', '.join(missing)}"
         if (self.intune_client_certificate_file is None) != (self.intune_client_key_file is None):
-            raise ValueError(
+            return (
                 "SCEPLINE_INTUNE_CLIENT_CERTIFICATE_FILE and SCEPLINE_INTUNE_CLIENT_KEY_FILE "
                 "go together"
             )
@@ -300,12 +311,12 @@ class Settings(BaseSettings):
             self.intune_client_certificate_file is not None,
         ]
         if sum(credentials) != 1:
-            raise ValueError(
-                "SCEPLINE_CHALLENGE_PROVIDER=intune needs exactly one credential: "
+            return (
+                f"{who} needs exactly one credential: "
                 "SCEPLINE_INTUNE_CLIENT_SECRET, SCEPLINE_INTUNE_CLIENT_SECRET_FILE, or "
                 "SCEPLINE_INTUNE_CLIENT_CERTIFICATE_FILE with SCEPLINE_INTUNE_CLIENT_KEY_FILE"
             )
-        return self
+        return None
 
     @property
     def effective_database_url(self) -> str:

@@ -11,17 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from .backoff import backoff_delay
 from .broker.base import Broker, Delivery
 from .log import bind_transaction, get_logger
 from .messages import StepMessage
 from .metrics import PIPELINE_STEP_SECONDS, QUEUE_LAG
-from .pipeline import Permanent, Step, StepHandler, Transient, next_step
+from .pipeline import Permanent, Step, StepHandler, Transient, answer_now, next_step
 from .store.views import RequestView
 
 __all__ = [
     "DeadLetterHook",
+    "InlineStep",
     "InlineSteps",
     "RetryPolicy",
     "StepWorker",
@@ -42,15 +44,38 @@ DeadLetterHook = Callable[[str, str], Awaitable[None]]
 InlineSteps = Mapping[Step, StepHandler]
 
 
+@dataclass(frozen=True)
+class InlineStep:
+    """A step run inline only for the requests ``applies`` accepts (those of
+    endpoints whose provider calls nothing outside); the others go to its queue."""
+
+    handler: StepHandler
+    applies: Callable[[RequestView], bool]
+
+    async def __call__(self, transaction_id: str) -> RequestView:
+        return await self.handler(transaction_id)
+
+
+def _inline_for(
+    inline: InlineSteps, step: Step | None, request: RequestView | None
+) -> StepHandler | None:
+    """The handler to run ``step`` here for ``request``, or None (its queue's)."""
+    handler = None if step is None else inline.get(step)
+    if isinstance(handler, InlineStep) and (request is None or not handler.applies(request)):
+        return None
+    return handler
+
+
 async def run_inline(request: RequestView, inline: InlineSteps) -> tuple[RequestView, Step | None]:
     """Carry ``request`` through the inline steps that follow it; the request as
     the last one left it, and the step left for the broker (None: nothing). A
     step that fails inline is left for the broker too: its own worker retries it."""
     following = next_step(request)
-    while following is not None and following in inline:
+    while (handler := _inline_for(inline, following, request)) is not None:
+        assert following is not None
         started = time.perf_counter()
         try:
-            request = await inline[following](request.transaction_id)
+            request = await handler(request.transaction_id)
         except Exception as error:  # noqa: BLE001 - the step's own queue takes over
             PIPELINE_STEP_SECONDS.labels(following.value, "error").observe(
                 time.perf_counter() - started
@@ -69,25 +94,33 @@ async def run_inline(request: RequestView, inline: InlineSteps) -> tuple[Request
 async def publish_route(
     broker: Broker, transaction_id: str, request: RequestView, following: Step | None
 ) -> None:
-    """Publish the step left for ``request``, and its outcome once it is final
-    (a FAILED request may still go on to notify its provider)."""
+    """Publish the step left for ``request``, and its outcome once the device
+    should hear it (`answer_now`: final, or waiting for an operator; a FAILED
+    request may still go on to notify its provider)."""
     if following is not None:
         await broker.publish(
             StepMessage(
                 transaction_id=transaction_id, step=following, enqueued_at=dt.datetime.now(dt.UTC)
             )
         )
-    if request.is_terminal:
+    if answer_now(request):
         await broker.publish_outcome(transaction_id)
 
 
-async def hand_over(broker: Broker, transaction_id: str, step: Step, inline: InlineSteps) -> None:
+async def hand_over(
+    broker: Broker,
+    transaction_id: str,
+    step: Step,
+    inline: InlineSteps,
+    request: RequestView | None = None,
+) -> None:
     """Hand a request to the pipeline at ``step``: run it here if it is inline
-    (and what follows inline), publish what is left."""
-    handler = inline.get(step)
+    (and what follows inline), publish what is left. ``request``: the request
+    as the caller has it, for steps inline only for some requests."""
+    handler = _inline_for(inline, step, request)
     if handler is not None:
         try:
-            request = await handler(transaction_id)
+            after = await handler(transaction_id)
         except Exception as error:  # noqa: BLE001 - the step's own queue takes over
             log.warning(
                 "inline step failed; handing it to its queue",
@@ -95,8 +128,8 @@ async def hand_over(broker: Broker, transaction_id: str, step: Step, inline: Inl
                 error=f"{type(error).__name__}: {error}",
             )
         else:
-            request, following = await run_inline(request, inline)
-            await publish_route(broker, transaction_id, request, following)
+            after, following = await run_inline(after, inline)
+            await publish_route(broker, transaction_id, after, following)
             return
     await broker.publish(
         StepMessage(transaction_id=transaction_id, step=step, enqueued_at=dt.datetime.now(dt.UTC))

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from scepline_shared.broker.base import Broker, BrokerUnavailable
 from scepline_shared.log import get_logger
 from scepline_shared.pipeline import Step
+from scepline_shared.store.views import RequestView
 from scepline_shared.worker import InlineSteps, hand_over
 
 __all__ = ["BrokerPipeline"]
@@ -39,12 +40,15 @@ class BrokerPipeline:
     async def start(self) -> None:
         await self._broker.subscribe_outcomes(self._on_outcome)
 
-    async def submit(self, transaction_id: str, step: Step = Step.VALIDATE) -> None:
-        """Publish ``step`` for the request. If the broker is down the request
-        stays recorded and the sweep publishes it later; the device gets PENDING.
-        The caller records the hand-over (``queued_at``) in the store."""
+    async def submit(
+        self, transaction_id: str, step: Step = Step.VALIDATE, request: RequestView | None = None
+    ) -> None:
+        """Publish ``step`` for the request (``request``: as the caller has it,
+        for steps inline only for some endpoints). If the broker is down the
+        request stays recorded and the sweep publishes it later; the device gets
+        PENDING. The caller records the hand-over (``queued_at``) in the store."""
         try:
-            await hand_over(self._broker, transaction_id, step, self._inline)
+            await hand_over(self._broker, transaction_id, step, self._inline, request)
         except BrokerUnavailable:
             log.warning("broker unavailable; the sweep will queue the request", step=step.value)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from fastapi.responses import PlainTextResponse, Response
 
 from scepline_shared.log import get_logger
-from scepline_shared.metrics import SCEP_REQUESTS
+from scepline_shared.metrics import ENDPOINT_REQUESTS, SCEP_REQUESTS
 from scepline_shared.scep import MessageType, ScepError
 
 from .service import ScepReply
@@ -26,22 +26,27 @@ log = get_logger(__name__)
 PKI_MESSAGE = "application/x-pki-message"
 
 
-def pki_response(reply: ScepReply) -> Response:
-    SCEP_REQUESTS.labels(
-        "PKIOperation",
-        reply.message_type.name,
-        reply.status.name if reply.fail_info is None else f"FAILURE_{reply.fail_info.rfc_name}",
-    ).inc()
+def pki_response(reply: ScepReply, endpoint: str | None = None) -> Response:
+    outcome = (
+        reply.status.name if reply.fail_info is None else f"FAILURE_{reply.fail_info.rfc_name}"
+    )
+    SCEP_REQUESTS.labels("PKIOperation", reply.message_type.name, outcome).inc()
+    if endpoint is not None:
+        ENDPOINT_REQUESTS.labels(endpoint, "PKIOperation", outcome).inc()
     return Response(content=reply.body, media_type=PKI_MESSAGE)
 
 
-def response_for_error(error: Exception) -> Response:
+def response_for_error(error: Exception, endpoint: str | None = None) -> Response:
     if isinstance(error, ScepError):
         SCEP_REQUESTS.labels("PKIOperation", _type_name(error), "malformed").inc()
+        if endpoint is not None:
+            ENDPOINT_REQUESTS.labels(endpoint, "PKIOperation", "malformed").inc()
         log.info("refused an unreadable pkiMessage", reason=error.failure_message)
         return PlainTextResponse(f"bad SCEP message: {error.failure_message}\n", status_code=400)
     log.exception("PKIOperation failed unexpectedly", exc_info=error)
     SCEP_REQUESTS.labels("PKIOperation", "unknown", "error").inc()
+    if endpoint is not None:
+        ENDPOINT_REQUESTS.labels(endpoint, "PKIOperation", "error").inc()
     return unavailable()
 
 

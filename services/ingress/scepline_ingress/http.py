@@ -6,6 +6,12 @@ too, for load balancers).
 Only HTTP concerns live here: routing, decoding the GET message from the raw
 query string, the body size and time limits and content types.
 
+SCEP endpoints (docs/endpoints.md): ``/scep`` is the default endpoint,
+``/scep/<name>`` each endpoint of the configuration file, each also with
+``/pkiclient.exe`` or ``/cgi-bin/pkiclient.exe`` appended
+(``scepline_shared.endpoints.Endpoints.resolve``); a path under ``/scep/`` that
+names no endpoint is 404.
+
 CA certificates: ``GET /ca/<issuer_key_id>.crt`` (DER, the caIssuers URL in
 issued certificates' Authority Information Access).
 
@@ -35,11 +41,14 @@ from collections.abc import Callable
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
+from scepline_shared.endpoints import Endpoints
 from scepline_shared.health import ReadinessCheck, health_routes
 from scepline_shared.log import get_logger
-from scepline_shared.metrics import SCEP_REQUESTS
+from scepline_shared.metrics import ENDPOINT_REQUESTS, SCEP_REQUESTS
+from scepline_shared.store.models import DEFAULT_ENDPOINT
 
 from .errors_to_response import pki_response, response_for_error, unavailable
+from .limits import Throttled
 from .service import ScepService
 
 __all__ = ["PKIX_CRL", "create_app", "decode_get_message", "is_scep_path"]
@@ -92,10 +101,14 @@ def create_app(
     lifespan: Callable[[FastAPI], object] | None = None,
     public_base_url: str | None = None,
     ocsp: APIRouter | None = None,
+    endpoints: Endpoints | None = None,
 ) -> FastAPI:
     """``public_base_url`` (SCEPLINE_PUBLIC_BASE_URL) is the address ``GET /``
     names; unset, the page names the address it was asked at. ``ocsp``: the
-    OCSP responder's routes (``scepline_shared.ocsp.http``), served here too."""
+    OCSP responder's routes (``scepline_shared.ocsp.http``), served here too.
+    ``endpoints``: the SCEP endpoints and their paths (None: the default one
+    alone, at /scep and any path ending in pkiclient.exe)."""
+    paths = _endpoint_paths(endpoints)
     app = FastAPI(
         title="scepline",
         docs_url=None,
@@ -111,8 +124,8 @@ def create_app(
     async def index(request: Request) -> Response:
         base = (public_base_url or str(request.base_url)).rstrip("/")
         if "text/html" in request.headers.get("accept", ""):
-            return HTMLResponse(_index_html(base))
-        return PlainTextResponse(_index_text(base))
+            return HTMLResponse(_index_html(base, paths))
+        return PlainTextResponse(_index_text(base, paths))
 
     @app.api_route("/crl", methods=["GET", "HEAD"], include_in_schema=False)
     async def active_crl() -> Response:
@@ -142,48 +155,98 @@ def create_app(
 
     @app.api_route("/{path:path}", methods=["GET", "POST"], include_in_schema=False)
     async def scep(path: str, request: Request) -> Response:
-        if not is_scep_path(path):
-            return PlainTextResponse("not found\n", status_code=404)
+        endpoint = _endpoint_at(path, endpoints)
+        if endpoint is None:
+            return _not_found(path, paths)
         parameters = query_parameters(request.scope.get("query_string", b""))
         operation = parameters.get("operation", b"").decode("latin-1")
+
+        def count(what: str, outcome: str) -> None:
+            SCEP_REQUESTS.labels(what, "", outcome).inc()
+            ENDPOINT_REQUESTS.labels(endpoint, what, outcome).inc()
+
         if operation == "GetCACaps":
-            SCEP_REQUESTS.labels(operation, "", "ok").inc()
-            return PlainTextResponse("\n".join(service.capabilities()) + "\n")
+            count(operation, "ok")
+            return PlainTextResponse("\n".join(service.capabilities(endpoint)) + "\n")
         if operation == "GetCACert":
-            SCEP_REQUESTS.labels(operation, "", "ok").inc()
-            return Response(service.ca_certificates(), media_type="application/x-x509-ca-ra-cert")
+            count(operation, "ok")
+            return Response(
+                service.ca_certificates(endpoint), media_type="application/x-x509-ca-ra-cert"
+            )
         if operation == "GetNextCACert":
-            body = service.next_ca_certificate()
+            body = service.next_ca_certificate(endpoint)
             if body is None:
-                SCEP_REQUESTS.labels(operation, "", "none").inc()
+                count(operation, "none")
                 return PlainTextResponse("no next CA certificate is staged\n", status_code=404)
-            SCEP_REQUESTS.labels(operation, "", "ok").inc()
+            count(operation, "ok")
             return Response(body, media_type="application/x-x509-next-ca-cert")
         if operation != "PKIOperation":
-            SCEP_REQUESTS.labels("unknown", "", "bad_operation").inc()
+            count("unknown", "bad_operation")
             return PlainTextResponse("unknown or missing operation\n", status_code=400)
         message = await _read_message(request, parameters, max_body_bytes, body_timeout_seconds)
         if isinstance(message, Response):
             return message
         try:
-            reply = await service.pki_operation(message)
+            reply = await service.pki_operation(message, endpoint)
+        except Throttled as throttled:
+            count("PKIOperation", "throttled")
+            return PlainTextResponse(
+                f"{throttled}\n",
+                status_code=503,
+                headers={"Retry-After": str(round(throttled.retry_after))},
+            )
         except Exception as error:  # noqa: BLE001 - the mapper decides what the client sees
-            return response_for_error(error)
-        return pki_response(reply)
+            return response_for_error(error, endpoint)
+        return pki_response(reply, endpoint)
 
     return app
 
 
-def _index_entries(base: str) -> list[tuple[str, str, bool]]:
+def _endpoint_at(path: str, endpoints: Endpoints | None) -> str | None:
+    if endpoints is None:
+        return DEFAULT_ENDPOINT if is_scep_path(path) else None
+    return endpoints.resolve(path)
+
+
+def _endpoint_paths(endpoints: Endpoints | None) -> list[tuple[str, str]]:
+    """(endpoint, its first path) of every endpoint, the default one first."""
+    if endpoints is None:
+        return [(DEFAULT_ENDPOINT, "/scep")]
+    listed = [(e.name, e.paths[0]) for e in endpoints if e.paths]
+    return sorted(listed, key=lambda entry: (entry[1] != "/scep", entry[1]))
+
+
+def _not_found(path: str, paths: list[tuple[str, str]]) -> Response:
+    if ("/" + path.strip("/")).startswith("/scep/"):
+        served = ", ".join(where for _, where in paths)
+        return PlainTextResponse(
+            f"no SCEP endpoint at /{path.strip('/')}; SCEP endpoints: {served}\n",
+            status_code=404,
+        )
+    return PlainTextResponse("not found\n", status_code=404)
+
+
+def _index_entries(base: str, paths: list[tuple[str, str]]) -> list[tuple[str, str, bool]]:
     """(what, URL, whether to link it) for the index page."""
+    entries: list[tuple[str, str, bool]] = []
+    for name, path in paths:
+        which = "" if len(paths) == 1 else f" of endpoint {name}"
+        entries.append(
+            (
+                f"SCEP URL{which} (Intune SCEP certificate profile: SCEP Server URLs)",
+                base + path,
+                False,
+            )
+        )
+    first = base + (paths[0][1] if paths else "/scep")
     return [
-        ("SCEP URL (Intune SCEP certificate profile: SCEP Server URLs)", f"{base}/scep", False),
+        *entries,
         (
             "CA certificates (GetCACert: the RA and CA certificates, PKCS#7)",
-            f"{base}/scep?operation=GetCACert",
+            f"{first}?operation=GetCACert",
             True,
         ),
-        ("CA capabilities (GetCACaps)", f"{base}/scep?operation=GetCACaps", True),
+        ("CA capabilities (GetCACaps)", f"{first}?operation=GetCACaps", True),
         ("CRL of the active CA (DER)", f"{base}/crl", True),
     ]
 
@@ -195,13 +258,13 @@ _INDEX_NOTE = (
 )
 
 
-def _index_text(base: str) -> str:
+def _index_text(base: str, paths: list[tuple[str, str]]) -> str:
     lines = ["scepline: SCEP (RFC 8894) certificate enrolment", ""]
-    lines += [f"{what}:\n  {url}" for what, url, _ in _index_entries(base)]
+    lines += [f"{what}:\n  {url}" for what, url, _ in _index_entries(base, paths)]
     return "\n".join([*lines, "", _INDEX_NOTE, ""])
 
 
-def _index_html(base: str) -> str:
+def _index_html(base: str, paths: list[tuple[str, str]]) -> str:
     # The base may come from the request's Host header: everything is escaped.
     items = "".join(
         f"<dt>{html.escape(what)}</dt><dd>"
@@ -211,7 +274,7 @@ def _index_html(base: str) -> str:
             else f"<code>{html.escape(url)}</code>"
         )
         + "</dd>"
-        for what, url, link in _index_entries(base)
+        for what, url, link in _index_entries(base, paths)
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from fastapi import APIRouter, FastAPI
 
+from scepline_shared.endpoints import Endpoints
 from scepline_shared.health import ReadinessCheck
 from scepline_shared.pipeline import Pipeline
 from scepline_shared.settings import Settings
@@ -37,16 +38,30 @@ def build_ingress_app(
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
     ocsp: APIRouter | None = None,
+    endpoints: Endpoints | None = None,
+    endpoint_identities: Mapping[str, IdentitySource] | None = None,
 ) -> FastAPI:
     """The ingress app. ``identity`` is a fixed ScepIdentity, or a source of the
     current one (``identity.schedule_identities(watcher.current)``) that every
     operation calls once, so a CA rollover takes effect without a restart.
-    ``ocsp``: the OCSP responder's routes, served on the SCEP port too."""
+    ``ocsp``: the OCSP responder's routes, served on the SCEP port too.
+    ``endpoints``: the SCEP endpoints to route to (None: the default one);
+    ``endpoint_identities``: the identity of each endpoint whose CA is not the
+    default one."""
     service = ScepService(
         identities=identity,
         repository=repository,
         pipeline=pipeline,
         options=options_from(settings),
+        endpoint_identities=endpoint_identities,
+        enrolment_limits=(
+            {} if endpoints is None else {e.name: e.enrolments_per_minute for e in endpoints}
+        ),
+        sync_waits=(
+            {}
+            if endpoints is None
+            else {e.name: e.sync_wait_seconds for e in endpoints if e.sync_wait_seconds is not None}
+        ),
     )
     return create_app(
         service,
@@ -56,4 +71,5 @@ def build_ingress_app(
         lifespan=lifespan,
         public_base_url=settings.public_base_url,
         ocsp=ocsp,
+        endpoints=endpoints,
     )

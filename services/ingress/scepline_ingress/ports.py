@@ -1,5 +1,6 @@
 """What ingress needs from the state store: recording requests, answering from
-what is recorded (polls, GetCert, CRLs), the sweep, and the dead-letter figures.
+what is recorded (polls, GetCert, CRLs), the sweep (approved requests to sign,
+unapproved ones that expire), and the dead-letter figures.
 
 The store's RequestRepository provides it; ingress depends on this much only.
 """
@@ -28,6 +29,7 @@ class IngressStore(ReadsRequests, ReadsCertificates, Protocol):
         subject: str,
         renewal_of_serial: str | None = None,
         queued: bool = False,
+        endpoint: str = ...,
     ) -> RecordResult: ...
 
     async def latest_crl(self, issuer_key_id: str) -> CrlView | None: ...
@@ -35,6 +37,12 @@ class IngressStore(ReadsRequests, ReadsCertificates, Protocol):
     async def find_stale(self, *, older_than: timedelta, limit: int) -> list[RequestView]: ...
 
     async def mark_queued(self, transaction_id: str) -> bool: ...
+
+    async def approved_unqueued(self, *, limit: int = ...) -> list[RequestView]: ...
+
+    async def expire_unapproved(
+        self, *, endpoint: str, waited: timedelta, limit: int = ...
+    ) -> list[RequestView]: ...
 
     async def unfinished(self, transaction_ids: Collection[str]) -> set[str]: ...
 

@@ -3,8 +3,14 @@
 ``ScepService`` decodes a pkiMessage with the codec, records enrolments in the
 state store, hands them to the pipeline and answers from the store.
 
-Each operation asks its identity source once, at its start, for the current RA
-and CA certificates (a CA rollover changes them while ingress runs). A request
+Every operation is for one SCEP endpoint (the HTTP binding resolves it from
+the path): a request records it, and its key in the store names it
+(``request_key``), so a poll or a retransmission is answered only at the
+endpoint it was sent to.
+
+Each operation asks its endpoint's identity source (the endpoint's CA: every
+endpoint may have its own) once, at its start, for the current RA and CA
+certificates (a CA rollover changes them while ingress runs). A request
 is opened with whichever RA key its envelope names, and answered by that RA,
 whose certificate the client already holds; a request that could not be opened
 is answered by the active RA.
@@ -21,7 +27,7 @@ import asyncio
 import contextvars
 import datetime as dt
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,9 +37,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepline_shared.ca.issue import serial_hex
 from scepline_shared.keys import spki_sha256_hex
-from scepline_shared.log import bind_transaction, get_logger
+from scepline_shared.log import bind_endpoint, bind_transaction, get_logger
 from scepline_shared.metrics import REQUESTS_IN_FLIGHT
-from scepline_shared.pipeline import Pipeline
+from scepline_shared.pipeline import Pipeline, answer_now
 from scepline_shared.scep import (
     BadCertId,
     BadRequest,
@@ -53,8 +59,9 @@ from scepline_shared.scep import (
     read_pki_message,
 )
 from scepline_shared.scep.message import OpenedEnvelope, open_envelope_for
-from scepline_shared.store.models import RequestState
+from scepline_shared.store.models import DEFAULT_ENDPOINT, RequestState
 from scepline_shared.store.views import CrlView, RequestView
+from scepline_shared.store.views import request_key as _request_key
 
 from .identity import (
     IdentitySource,
@@ -63,6 +70,7 @@ from .identity import (
     blocks_in_token,
     static_identities,
 )
+from .limits import Throttled, TokenBucket
 from .ports import IngressStore
 
 __all__ = ["ScepOptions", "ScepReply", "ScepService"]
@@ -74,8 +82,6 @@ T = TypeVar("T")
 _CODEC_THREADS = 4
 
 log = get_logger(__name__)
-
-_TERMINAL = {RequestState.ISSUED, RequestState.REJECTED, RequestState.FAILED}
 
 
 @dataclass(frozen=True)
@@ -96,16 +102,19 @@ class ScepReply:
     fail_info: FailInfo | None = None
 
 
-def request_key(transaction_id: str, renewal_of: str | None) -> str:
-    """How the store names a request.
+def request_key(
+    transaction_id: str, renewal_of: str | None, endpoint: str = DEFAULT_ENDPOINT
+) -> str:
+    """How the store names a request (``scepline_shared.store.views.request_key``).
 
     RFC 8894 clients derive the transactionID from the public key, so renewing
     with the same key repeats the transactionID of the first enrolment. A
     message signed with one of our certificates is therefore its own request,
-    named after that certificate; a retransmission of either maps to the same
+    named after that certificate, and a request at an endpoint other than the
+    default one is named after the endpoint; a retransmission maps to the same
     name again, and a poll is signed like the request it polls for.
     """
-    return transaction_id if renewal_of is None else f"{transaction_id}|renew:{renewal_of}"
+    return _request_key(transaction_id, renewal_of, endpoint)
 
 
 def _for_the_operator(error: ScepError) -> str:
@@ -132,6 +141,7 @@ class _Exchange:
     encryption: ContentEncryption  # the client's: the reply uses the same
     reply_as: Recipient  # the RA the client encrypted to
     identity: ScepIdentity
+    endpoint: str = DEFAULT_ENDPOINT
 
 
 class ScepService:
@@ -142,10 +152,25 @@ class ScepService:
         repository: IngressStore,
         pipeline: Pipeline,
         options: ScepOptions,
+        endpoint_identities: Mapping[str, IdentitySource] | None = None,
+        enrolment_limits: Mapping[str, int] | None = None,
+        sync_waits: Mapping[str, float] | None = None,
     ) -> None:
+        """``identities``: the default CA's; ``endpoint_identities``: the identity
+        of each endpoint whose CA is another (by endpoint name).
+        ``enrolment_limits``: new enrolments per minute of the endpoints that have
+        a limit; ``sync_waits``: the endpoints that wait for an outcome another
+        time than ``options.sync_wait_seconds``."""
+        self._buckets = {
+            endpoint: TokenBucket(per_minute)
+            for endpoint, per_minute in (enrolment_limits or {}).items()
+            if per_minute > 0
+        }
+        self._sync_waits = dict(sync_waits or {})
         self._identities: IdentitySource = (
             static_identities(identities) if isinstance(identities, ScepIdentity) else identities
         )
+        self._by_endpoint = dict(endpoint_identities or {})
         self._repository = repository
         self._pipeline = pipeline
         self._options = options
@@ -157,7 +182,13 @@ class ScepService:
 
     # -- GetCACaps / GetCACert / GetNextCACert / CRL -----------------------------
 
-    def capabilities(self) -> Sequence[str]:
+    def _identity(self, endpoint: str) -> ScepIdentity:
+        return self._by_endpoint.get(endpoint, self._identities)()
+
+    def _all_identities(self) -> list[ScepIdentity]:
+        return [self._identities(), *(source() for source in self._by_endpoint.values())]
+
+    def capabilities(self, endpoint: str = DEFAULT_ENDPOINT) -> Sequence[str]:
         caps = [
             "POSTPKIOperation",
             "SCEPStandard",
@@ -171,47 +202,47 @@ class ScepService:
             "SHA-512",
             "Renewal",
         ]
-        if self._identities().next_ca_response is not None:
+        if self._identity(endpoint).next_ca_response is not None:
             caps.append("GetNextCACert")
         return caps
 
-    def ca_certificates(self) -> bytes:
-        """The active RA and the CA certificates as a degenerate certs-only PKCS#7."""
-        return self._identities().ca_response
+    def ca_certificates(self, endpoint: str = DEFAULT_ENDPOINT) -> bytes:
+        """The endpoint's active RA and CA certificates as a degenerate certs-only PKCS#7."""
+        return self._identity(endpoint).ca_response
 
     def ca_certificate(self, issuer_key_id: str) -> bytes | None:
-        """The DER certificate of the active or a previous CA with this key id
-        (spki_sha256_hex): what the caIssuers URL of issued certificates serves."""
-        identity = self._identities()
-        for certificate in (identity.ca_certificate, *identity.previous_ca_certificates):
-            if spki_sha256_hex(certificate.public_key()) == issuer_key_id:
-                return certificate.public_bytes(Encoding.DER)
+        """The DER certificate of an active or previous CA of ours with this key
+        id (spki_sha256_hex): what the caIssuers URL of issued certificates serves."""
+        for identity in self._all_identities():
+            for certificate in (identity.ca_certificate, *identity.previous_ca_certificates):
+                if spki_sha256_hex(certificate.public_key()) == issuer_key_id:
+                    return certificate.public_bytes(Encoding.DER)
         return None
 
-    def next_ca_certificate(self) -> bytes | None:
+    def next_ca_certificate(self, endpoint: str = DEFAULT_ENDPOINT) -> bytes | None:
         """The staged generation's GetNextCACert body (signed by the current CA), if any."""
-        return self._identities().next_ca_response
+        return self._identity(endpoint).next_ca_response
 
     async def latest_crl(self, issuer_key_id: str | None = None) -> CrlView | None:
         """The newest CRL of the CA with this key id (spki_sha256_hex), or of the
-        active CA; None when there is none (yet)."""
+        default CA's active generation; None when there is none (yet)."""
         if issuer_key_id is None:
             issuer_key_id = spki_sha256_hex(self._identities().ca_certificate.public_key())
         return await self._repository.latest_crl(issuer_key_id)
 
     # -- PKIOperation ---------------------------------------------------------
 
-    async def pki_operation(self, der: bytes) -> ScepReply:
-        """Answer one pkiMessage with a CertRep (FAILURE included).
+    async def pki_operation(self, der: bytes, endpoint: str = DEFAULT_ENDPOINT) -> ScepReply:
+        """Answer one pkiMessage sent to ``endpoint`` with a CertRep (FAILURE included).
 
         Raises ScepError only when no CertRep can be addressed (HTTP 400).
         """
-        identity = self._identities()
+        identity = self._identity(endpoint)
         try:
             message = read_pki_message(der)
         except ScepError as error:  # a bad signature: we still know whom to answer
             return await self._refuse(error, identity.active_ra)
-        with bind_transaction(message.transaction_id):
+        with bind_transaction(message.transaction_id), bind_endpoint(endpoint):
             reply_as = identity.active_ra
             try:
                 self._check_signing_time(message)
@@ -220,7 +251,7 @@ class ScepService:
                 opened = await self._open(message, identity)
                 reply_as = (opened.recipient_key, opened.recipient)
                 content = parse_message_data(message, opened.plaintext)
-                exchange = _Exchange(message, opened.encryption, reply_as, identity)
+                exchange = _Exchange(message, opened.encryption, reply_as, identity, endpoint)
                 if isinstance(content, CertificationRequest):
                     return await self._enrol(exchange, content)
                 if message.message_type is MessageType.CERT_POLL:
@@ -331,8 +362,10 @@ class ScepService:
             raise BadRequest(
                 "RenewalReq must be signed with a certificate this CA issued"
             ).with_header(message.header)
+        key = request_key(message.transaction_id, renewal_of, exchange.endpoint)
+        await self._admit(exchange.endpoint, key)
         recorded = await self._repository.record_request(
-            transaction_id=request_key(message.transaction_id, renewal_of),
+            transaction_id=key,
             signer_key_id=key_id,
             message_type=int(message.message_type),
             csr_der=request.der,
@@ -340,6 +373,7 @@ class ScepService:
             subject=request.csr.subject.rfc4514_string(),
             renewal_of_serial=renewal_of,
             queued=True,  # handed to the pipeline just below
+            endpoint=exchange.endpoint,
         )
         stored = recorded.request
         if stored.signer_key_id != key_id:
@@ -350,16 +384,27 @@ class ScepService:
             log.info(
                 "enrolment recorded", message_type=message.message_type.name, renewal_of=renewal_of
             )
-            await self._pipeline.submit(stored.transaction_id)
+            await self._pipeline.submit(stored.transaction_id, request=stored)
         else:
             log.info("retransmitted request", state=stored.state)
         stored = await self._await_outcome(stored)
         return await self._answer(exchange, stored)
 
+    async def _admit(self, endpoint: str, key: str) -> None:
+        """Raise Throttled when ``endpoint``'s enrolment rate is used up and
+        ``key`` names no request yet (a retransmission is always answered)."""
+        bucket = self._buckets.get(endpoint)
+        if bucket is None or bucket.take():
+            return
+        if await self._repository.get(key) is None:
+            raise Throttled(endpoint, bucket.retry_after())
+
     async def _poll(self, exchange: _Exchange) -> ScepReply:
         message = exchange.message
         renewal_of = self._renewal_of(exchange.identity, message.signer_certificate)
-        request = await self._repository.get(request_key(message.transaction_id, renewal_of))
+        request = await self._repository.get(
+            request_key(message.transaction_id, renewal_of, exchange.endpoint)
+        )
         if request is None:
             raise BadCertId("no request with this transactionID").with_header(message.header)
         if request.signer_key_id != requester_key_id(message.signer_certificate):
@@ -410,13 +455,12 @@ class ScepService:
         return named[0] if named else None
 
     async def _await_outcome(self, request: RequestView) -> RequestView:
-        if request.state in _TERMINAL or self._options.sync_wait_seconds <= 0:
+        wait = self._sync_waits.get(request.endpoint, self._options.sync_wait_seconds)
+        if answer_now(request) or wait <= 0:
             return request
         REQUESTS_IN_FLIGHT.inc()
         try:
-            await self._pipeline.wait_for_outcome(
-                request.transaction_id, self._options.sync_wait_seconds
-            )
+            await self._pipeline.wait_for_outcome(request.transaction_id, wait)
         finally:
             REQUESTS_IN_FLIGHT.dec()
         return await self._repository.get(request.transaction_id) or request

@@ -1,14 +1,16 @@
 """Notify step: tell the provider what was issued, then release the certificate.
 
-With the static provider there is no one to tell, so the certificate is
-released at once (notify_state NOT_REQUIRED). With Intune the success
-notification comes first and only its ``Success`` releases the certificate
-(``intune.py``); failures after a successful validation are reported too.
+At an endpoint whose provider is not Intune there is no one to tell, so the
+certificate is released at once (notify_state NOT_REQUIRED). With Intune the
+success notification comes first and only its ``Success`` releases the
+certificate (``intune.py``); failures after a successful validation are
+reported too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 from scepline_shared.intune import IntuneClient
 from scepline_shared.log import get_logger
@@ -31,19 +33,33 @@ class NotifierDeps:
     intune: IntuneClient | None = None
     # SCEPLINE_RELEASE_BEFORE_NOTIFY: hand out the certificate first, notify after.
     release_before_notify: bool = False
+    # The endpoints whose provider is Intune (None: every endpoint's).
+    intune_endpoints: Collection[str] | None = None
+    # Each Intune endpoint's client (its tenant's), by endpoint name; when
+    # given, it decides instead of ``intune`` and ``intune_endpoints``.
+    clients: Mapping[str, IntuneClient] = field(default_factory=dict)
+
+    def client_for(self, endpoint: str) -> IntuneClient | None:
+        if self.clients:
+            return self.clients.get(endpoint)
+        if self.intune_endpoints is None or endpoint in self.intune_endpoints:
+            return self.intune
+        return None
 
 
 async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestView:
-    if deps.intune is not None:
+    if deps.intune is not None or deps.clients:
         request = await deps.repository.get(transaction_id)
         if request is None:
             raise UnknownTransaction(transaction_id)
-        return await notify_intune(
-            request,
-            deps.repository,
-            deps.intune,
-            release_before_notify=deps.release_before_notify,
-        )
+        client = deps.client_for(request.endpoint)
+        if client is not None:
+            return await notify_intune(
+                request,
+                deps.repository,
+                client,
+                release_before_notify=deps.release_before_notify,
+            )
     # Nothing to notify: the release is one compare-and-set, tried straight
     # away (one statement instead of a read and a write); if the request was
     # not SIGNED, `request_after` reads what it is (a redelivery, say).
@@ -55,7 +71,7 @@ async def handle_notify(transaction_id: str, deps: NotifierDeps) -> RequestView:
         notify_state=NotifyState.NOT_REQUIRED,
     )
     if moved is not None:
-        log.info("certificate released", serial=moved.cert_serial)
+        log.info("certificate released", serial=moved.cert_serial, endpoint=moved.endpoint)
         return moved
     request = await request_after(deps.repository, transaction_id, moved)
     if owes_failure_notification(request):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from functools import partial
 
+from scepline_shared.configured import endpoints_from
+from scepline_shared.endpoints import Endpoints
 from scepline_shared.intune import IntuneClient
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.settings import Settings
@@ -29,22 +31,51 @@ STEP = Step.NOTIFY
 
 
 def build_handler(
-    settings: Settings, repository: NotifierStore, intune: IntuneClient | None = None
+    settings: Settings,
+    repository: NotifierStore,
+    intune: IntuneClient | Mapping[str, IntuneClient] | None = None,
+    *,
+    endpoints: Endpoints | None = None,
 ) -> StepHandler:
-    """The notify step for the configured provider (``intune``: the process's client)."""
-    if settings.challenge_provider != "intune":
+    """The notify step for the configured providers: Intune is told of the
+    requests of its endpoints, the others are released at once. ``intune``: the
+    process's client, or each Intune endpoint's (its tenant's) by endpoint name."""
+    endpoints = endpoints if endpoints is not None else endpoints_from(settings)
+    told = endpoints.with_provider("intune")
+    if not told:
         return partial(handle_notify, deps=NotifierDeps(repository))
     if intune is None:
         raise ValueError("the Intune provider needs the process's IntuneClient")
-    deps = NotifierDeps(repository, intune, release_before_notify=settings.release_before_notify)
+    if isinstance(intune, Mapping):
+        missing = told - set(intune)
+        if missing:
+            raise ValueError(f"no Intune client for endpoint(s) {', '.join(sorted(missing))}")
+        deps = NotifierDeps(
+            repository,
+            release_before_notify=settings.release_before_notify,
+            clients={name: intune[name] for name in told},
+        )
+        return partial(handle_notify, deps=deps)
+    deps = NotifierDeps(
+        repository,
+        intune,
+        release_before_notify=settings.release_before_notify,
+        intune_endpoints=None if told == frozenset(endpoints.names) else told,
+    )
     return partial(handle_notify, deps=deps)
 
 
 def build_revocation_sync(
-    settings: Settings, repository: NotifierStore, intune: IntuneClient | None
+    settings: Settings,
+    repository: NotifierStore,
+    intune: IntuneClient | None,
+    *,
+    endpoints: Collection[str] | None = None,
 ) -> RevocationSync | None:
     """Intune's revocation requests, polled by the notifier (``revocations.py``);
-    None without the Intune provider or with SCEPLINE_INTUNE_REVOCATION_INTERVAL_SECONDS=0."""
+    None without the Intune provider or with SCEPLINE_INTUNE_REVOCATION_INTERVAL_SECONDS=0.
+    ``endpoints``: the only endpoints whose certificates this tenant may revoke
+    (None: every one; a deployment with one Intune tenant)."""
     if intune is None or settings.intune_revocation_interval_seconds == 0:
         return None
     return RevocationSync(
@@ -52,6 +83,7 @@ def build_revocation_sync(
         intune=intune,
         interval=settings.intune_revocation_interval_seconds,
         batch=settings.intune_revocation_batch,
+        endpoints=endpoints,
     )
 
 
@@ -60,14 +92,25 @@ FailureReporter = Callable[[str], Awaitable[None]]
 
 
 def build_failure_reporter(
-    repository: NotifierStore, intune: IntuneClient | None
+    repository: NotifierStore, intune: IntuneClient | Mapping[str, IntuneClient] | None
 ) -> FailureReporter | None:
     """How an operator's give-up reaches the provider: Intune gets a
-    failureNotification for a request it validated (``intune.report_given_up``).
-    None for providers with nobody to tell."""
-    if intune is None:
+    failureNotification for a request it validated (``intune.report_given_up``),
+    from the request's endpoint's tenant when ``intune`` maps endpoints to
+    clients. None for providers with nobody to tell."""
+    if intune is None or (isinstance(intune, Mapping) and not intune):
         return None
-    return partial(report_given_up, repository, intune)
+    if not isinstance(intune, Mapping):
+        return partial(report_given_up, repository, intune)
+    clients = dict(intune)
+
+    async def report(transaction_id: str) -> None:
+        request = await repository.get(transaction_id)
+        client = None if request is None else clients.get(request.endpoint)
+        if client is not None:
+            await report_given_up(repository, client, transaction_id)
+
+    return report
 
 
 def build_dead_letter_hook(repository: NotifierStore) -> DeadLetterHook:

@@ -16,6 +16,7 @@ a tenant may have other CAs, and their requests are not ours to answer.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 
 from scepline_shared.ca.issue import parse_serial
 from scepline_shared.intune import IntuneClient, IntuneError
@@ -43,7 +44,11 @@ class RevocationSync:
         intune: IntuneClient,
         interval: float,
         batch: int = 100,
+        endpoints: Collection[str] | None = None,
     ) -> None:
+        """``endpoints``: the endpoints whose certificates this client's tenant
+        may revoke (None: every one); another's serial is "not found" to it."""
+        self._endpoints = None if endpoints is None else frozenset(endpoints)
         self._repository = repository
         self._intune = intune
         self._interval = interval
@@ -102,6 +107,12 @@ class RevocationSync:
                 f"not a certificate serial number: {request.serial_number[:80]!r}",
             )
         known = await self._repository.get_certificate(serial)
+        if (
+            known is not None
+            and self._endpoints is not None
+            and known.endpoint not in self._endpoints
+        ):
+            known = None  # another tenant's certificate: not this tenant's to revoke
         if known is None:
             return self._result(
                 request,

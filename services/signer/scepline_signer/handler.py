@@ -11,6 +11,7 @@ is revoked, the history says why, and the request is signed again under a new
 serial. So the journal always equals the recorded certificates plus the voided
 serials.
 
+Each request is issued under its endpoint's profile (``SignerDeps.profiles``).
 The CA is asked for at signing time (``SignerDeps.ca``), so a rollover's switch
 takes effect without a restart. A token (PKCS#11) key blocks the calling thread
 for the whole C_Sign, so its signature runs on an executor; a file key signs in
@@ -22,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography import x509
@@ -41,12 +42,12 @@ from scepline_shared.ca.issue import (
 from scepline_shared.ca.tbs import tbs_sha256_of
 from scepline_shared.keys import KeyPair, SigningKey, spki_sha256_hex
 from scepline_shared.keys.pkcs11 import HsmError, Pkcs11EcPrivateKey, Pkcs11RsaPrivateKey
-from scepline_shared.log import get_logger
+from scepline_shared.log import bind_endpoint, get_logger
 from scepline_shared.metrics import SIGNING_SECONDS
 from scepline_shared.pipeline import Permanent, Transient, UnknownTransaction, request_after
 from scepline_shared.scep import FailInfo, ScepError, load_recorded_csr
 from scepline_shared.store.errors import SerialCollision
-from scepline_shared.store.models import Approval, RequestState
+from scepline_shared.store.models import DEFAULT_ENDPOINT, Approval, RequestState
 from scepline_shared.store.views import IssuedCertificateRecord, RequestView, SignatureClaim
 
 from .ports import SignerStore
@@ -59,6 +60,7 @@ _SERIAL_ATTEMPTS = 3
 
 # An HSM outage is worth retrying (the token reconnects); it is not the device's fault.
 _HSM_RETRY_SECONDS = 5.0
+_UNKNOWN_ENDPOINT_RETRY_SECONDS = 30.0
 
 # Approvals under which a request's names were checked by someone other than the
 # requester, so account SANs (UPN, Intune SID) may be issued.
@@ -75,6 +77,10 @@ class SignerDeps:
     token-key signatures (None: the loop's default executor). ``claim_timeout``:
     how long a claim may stand without its certificate before another signer
     voids it (far above any signing time; the sweep brings the request back).
+    ``profile`` is the default endpoint's; ``profiles`` those of the others, by
+    endpoint name (``profile`` answers for ``default`` unless given there).
+    ``cas``: the CA of each endpoint that is not signed by ``ca`` (the default
+    CA), by endpoint name.
     """
 
     repository: SignerStore
@@ -83,6 +89,18 @@ class SignerDeps:
     public_base_url: str | None = None
     executor: Executor | None = None
     claim_timeout: dt.timedelta = dt.timedelta(seconds=60)
+    profiles: Mapping[str, CertificateProfile] = field(default_factory=dict)
+    cas: Mapping[str, Callable[[], KeyPair]] = field(default_factory=dict)
+
+    def ca_for(self, endpoint: str) -> KeyPair:
+        """The CA active now for ``endpoint``'s certificates."""
+        return self.cas.get(endpoint, self.ca)()
+
+    def profile_for(self, endpoint: str) -> CertificateProfile | None:
+        found = self.profiles.get(endpoint)
+        if found is None and endpoint == DEFAULT_ENDPOINT:
+            return self.profile
+        return found
 
 
 def signs_in_token(key: SigningKey) -> bool:
@@ -113,6 +131,11 @@ async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestView:
     request = await deps.repository.get(transaction_id)
     if request is None:
         raise UnknownTransaction(transaction_id)
+    with bind_endpoint(request.endpoint):
+        return await _sign(transaction_id, request, deps)
+
+
+async def _sign(transaction_id: str, request: RequestView, deps: SignerDeps) -> RequestView:
     if request.state is RequestState.SIGNING:
         voided = await _void_if_abandoned(request, deps)
         if voided is None or voided.state is not RequestState.VALIDATED:
@@ -120,14 +143,23 @@ async def handle_sign(transaction_id: str, deps: SignerDeps) -> RequestView:
         request = voided
     if request.state is not RequestState.VALIDATED:
         return request  # already signed (redelivery) or not ours to sign
+    profile = deps.profile_for(request.endpoint)
+    if profile is None:
+        # Another process knows the endpoint; this signer was configured before
+        # it existed. Retried, then dead-lettered for an operator.
+        raise Transient(
+            f"endpoint {request.endpoint!r} is not configured in this signer "
+            "(restart it with the configuration file that names it)",
+            defer=_UNKNOWN_ENDPOINT_RETRY_SECONDS,
+        )
     try:
         csr = load_recorded_csr(request.csr_der)
     except ScepError as unreadable:  # ingress checked it; only a corrupted row gets here
         raise Permanent(f"stored CSR is unusable: {unreadable.failure_message}") from unreadable
-    ca = deps.ca()
+    ca = deps.ca_for(request.endpoint)
     for _ in range(_SERIAL_ATTEMPTS):
         try:
-            prepared = _prepare(csr, ca, deps, request.approval)
+            prepared = _prepare(csr, ca, deps, profile, request.approval)
         except (PolicyViolation, CaError) as refusal:
             # PolicyViolation: the request breaks the profile. CaError: the CA
             # cannot issue (e.g. expired); the device gets a clear failure.
@@ -182,6 +214,7 @@ def _prepare(
     csr: x509.CertificateSigningRequest,
     ca: KeyPair,
     deps: SignerDeps,
+    profile: CertificateProfile,
     approval: Approval | None,
 ) -> PreparedCertificate:
     base = deps.public_base_url
@@ -190,7 +223,7 @@ def _prepare(
     return prepare_certificate(
         csr=csr,
         ca=ca,
-        profile=deps.profile,
+        profile=profile,
         serial=new_serial(),
         signature_verified=True,  # ingress checked it over the client's own bytes
         crl_distribution_point=distribution_point,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
@@ -12,7 +12,8 @@ from cryptography.exceptions import InvalidSignature
 
 from scepline_shared.ca import CaSchedule
 from scepline_shared.ca.tbs import tbs_sha256_of
-from scepline_shared.configured import key_source, profile_from
+from scepline_shared.configured import ca_root, endpoints_from, key_source, profile_from
+from scepline_shared.endpoints import DEFAULT_CA, Endpoints
 from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.settings import Settings
@@ -51,15 +52,27 @@ def build_handler(
     ca: Callable[[], KeyPair],
     *,
     executor: ThreadPoolExecutor | None = None,
+    endpoints: Endpoints | None = None,
+    cas: Mapping[str, Callable[[], KeyPair]] | None = None,
 ) -> StepHandler:
-    """The sign step. ``ca`` returns the CA active at signing time (called per request).
+    """The sign step. ``ca`` returns the default CA active at signing time (called
+    per request); ``cas`` each named CA's, by CA name.
 
-    ``executor`` defaults to a new :func:`signing_executor`.
+    ``executor`` defaults to a new :func:`signing_executor`; ``endpoints`` (whose
+    profiles and CAs it issues under) to those of the settings and configuration file.
     """
+    endpoints = endpoints if endpoints is not None else endpoints_from(settings)
+    named = dict(cas or {})
+    for endpoint in endpoints:
+        if endpoint.ca != DEFAULT_CA and endpoint.ca not in named:
+            # Never sign an endpoint's certificates with another CA's key.
+            raise ValueError(f"endpoint {endpoint.name}: the signer has no CA {endpoint.ca!r}")
     deps = SignerDeps(
         repository=repository,
         ca=ca,
         profile=profile_from(settings),
+        profiles={endpoint.name: endpoint.profile for endpoint in endpoints},
+        cas={e.name: named[e.ca] for e in endpoints if e.ca != DEFAULT_CA},
         public_base_url=settings.public_base_url,
         executor=executor if executor is not None else signing_executor(),
         # A claim untouched that long is the sweep's to bring back: the same
@@ -88,15 +101,16 @@ def build_ocsp_responder_keeper(
     settings: Settings,
     repository: JournalsCaCertificates,
     schedule: Callable[[], CaSchedule],
+    ca: str = DEFAULT_CA,
 ) -> OcspResponderKeeper | None:
-    """Issues and renews the delegated OCSP responder certificates (None when
-    the CA key signs OCSP responses itself: SCEPLINE_OCSP_SIGNING=ca)."""
+    """Issues and renews CA ``ca``'s delegated OCSP responder certificates (None
+    when the CA key signs OCSP responses itself: SCEPLINE_OCSP_SIGNING=ca)."""
     if settings.ocsp_signing != "delegated":
         return None
     return OcspResponderKeeper(
         repository=repository,
-        data_dir=settings.data_dir,
-        keys=key_source(settings),
+        data_dir=ca_root(settings.data_dir, ca),
+        keys=key_source(settings, ca),
         schedule=schedule,
         validity=timedelta(days=settings.ocsp_responder_validity_days),
         interval=settings.crl_check_interval_seconds,

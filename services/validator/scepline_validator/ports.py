@@ -10,8 +10,11 @@ from typing import Protocol
 
 from scepline_shared.store.ports import MovesRequests, ReadsCertificates
 
+from .challenge.manual import CountsWaiting
+from .challenge.one_time import ConsumesChallenges
+
 __all__ = ["ValidatorStore"]
 
 
-class ValidatorStore(MovesRequests, ReadsCertificates, Protocol):
+class ValidatorStore(MovesRequests, ReadsCertificates, ConsumesChallenges, CountsWaiting, Protocol):
     async def revoked_in_lineage(self, serial: str | int) -> str | None: ...

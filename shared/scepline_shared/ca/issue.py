@@ -89,8 +89,10 @@ def prepare_certificate(
     and size (before the signature, so a huge key costs nothing), the CSR
     self-signature, a readable extensionRequest, the names (see
     :meth:`CertificateProfile.check_names`; ``names_vouched`` says whether the
-    challenge provider vouched for them), and that the result names someone
-    (subject or at least one allowed SAN).
+    challenge provider vouched for them), that the result names someone
+    (subject or at least one allowed SAN), the profile's subject and SAN rules
+    (:meth:`CertificateProfile.check_rules`) and the EKUs the CSR may ask for
+    (:meth:`CertificateProfile.issued_extended_key_usage`).
 
     The subject is copied byte-for-byte in structure (multi-valued RDNs and string
     types kept). Only the SubjectAlternativeName is taken from the extensionRequest;
@@ -122,6 +124,8 @@ def prepare_certificate(
     )
     if not sans and not list(subject):
         raise PolicyViolation("CSR has an empty subject and no allowed subjectAltName")
+    profile.check_rules(subject, sans)
+    extended_key_usage = profile.issued_extended_key_usage(csr)
 
     not_before, not_after = _validity(ca.certificate, profile, issued_at)
     builder = (
@@ -137,8 +141,8 @@ def prepare_certificate(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(authority_key_identifier(ca.certificate), critical=False)
     )
-    if profile.extended_key_usage:
-        eku = x509.ExtendedKeyUsage(list(profile.extended_key_usage))
+    if extended_key_usage:
+        eku = x509.ExtendedKeyUsage(list(extended_key_usage))
         builder = builder.add_extension(eku, critical=False)
     if distribution is not None:
         builder = builder.add_extension(distribution, critical=False)

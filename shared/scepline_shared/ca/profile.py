@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeAlias, get_args
+from typing import Literal, TypeAlias, TypeVar, get_args
 
 from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from scepline_shared.ca._common import key_usage
 from scepline_shared.ca.errors import PolicyViolation
@@ -21,18 +21,25 @@ __all__ = [
     "EKU_NAMES",
     "INTUNE_SID_URI_PREFIX",
     "KEY_USAGE_NAMES",
+    "SUBJECT_ATTRIBUTES",
     "UPN_OID",
     "CertificateProfile",
     "KeyTypeName",
     "ProfileNameError",
     "SanType",
     "VouchedSan",
+    "eku_name",
     "key_type_name",
     "parse_extended_key_usage",
     "parse_key_types",
     "parse_key_usage",
+    "parse_san_patterns",
+    "parse_subject_attributes",
+    "parse_subject_patterns",
+    "requested_extended_key_usage",
     "requested_sans",
     "san_type",
+    "subject_attribute",
     "vouched_san_kind",
 ]
 
@@ -50,6 +57,8 @@ SanType: TypeAlias = Literal[
     "dns", "email", "uri", "ip", "upn", "other_name", "directory_name", "registered_id"
 ]
 KeyTypeName: TypeAlias = Literal["rsa", "P-256", "P-384", "P-521"]
+
+_T = TypeVar("_T")
 
 _SAN_TYPES: frozenset[str] = frozenset(get_args(SanType))
 _KEY_TYPES: frozenset[str] = frozenset(get_args(KeyTypeName))
@@ -102,7 +111,53 @@ EKU_NAMES: dict[str, ObjectIdentifier] = {
     "kerberos_pkinit_client": ObjectIdentifier("1.3.6.1.5.2.3.4"),
     "any": ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
 }
+# Other spellings people write (RFC 5280's id-kp-* names are read without the prefix).
+_EKU_ALIASES: dict[str, str] = {
+    "ocspsigning": "ocsp_signing",
+    "ocsp_signing": "ocsp_signing",
+    "ms_smartcard_login": "smartcard_logon",
+    "smartcard_login": "smartcard_logon",
+    "any_extended_key_usage": "any",
+    "ipsec_ike_intermediate": "ipsec_ike",
+}
 _DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+
+#: Subject attributes a profile's subject rules may name (short or long names).
+SUBJECT_ATTRIBUTES: dict[str, ObjectIdentifier] = {
+    "cn": NameOID.COMMON_NAME,
+    "c": NameOID.COUNTRY_NAME,
+    "st": NameOID.STATE_OR_PROVINCE_NAME,
+    "l": NameOID.LOCALITY_NAME,
+    "o": NameOID.ORGANIZATION_NAME,
+    "ou": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "street": NameOID.STREET_ADDRESS,
+    "dc": NameOID.DOMAIN_COMPONENT,
+    "uid": NameOID.USER_ID,
+    "email": NameOID.EMAIL_ADDRESS,
+    "serial_number": NameOID.SERIAL_NUMBER,
+    "title": NameOID.TITLE,
+    "given_name": NameOID.GIVEN_NAME,
+    "surname": NameOID.SURNAME,
+}
+_SUBJECT_ALIASES: dict[str, str] = {
+    "common_name": "cn",
+    "country": "c",
+    "country_name": "c",
+    "state_or_province_name": "st",
+    "locality": "l",
+    "locality_name": "l",
+    "organization": "o",
+    "organization_name": "o",
+    "organizational_unit": "ou",
+    "organizational_unit_name": "ou",
+    "street_address": "street",
+    "domain_component": "dc",
+    "user_id": "uid",
+    "email_address": "email",
+    "serialnumber": "serial_number",
+    "gn": "given_name",
+    "sn": "surname",
+}
 
 _KEY_TYPE_ALIASES: dict[str, KeyTypeName] = {
     "rsa": "rsa",
@@ -170,17 +225,24 @@ def parse_extended_key_usage(names: Iterable[str]) -> tuple[ObjectIdentifier, ..
         if _DOTTED_OID.fullmatch(text):
             oid = ObjectIdentifier(text)
         else:
-            found = EKU_NAMES.get(_normalised(text))
+            found = EKU_NAMES.get(eku_name(text))
             if found is None:
                 raise ProfileNameError(
                     "extended_key_usage",
                     f"unknown extended key usage {raw!r}; use a dotted OID or one of: "
-                    f"{', '.join(EKU_NAMES)}",
+                    f"{', '.join(EKU_NAMES)} (or in camelCase: clientAuth...)",
                 )
             oid = found
         if oid not in oids:
             oids.append(oid)
     return tuple(oids)
+
+
+def eku_name(text: str) -> str:
+    """The :data:`EKU_NAMES` key ``text`` spells: ``clientAuth``, ``client-auth``,
+    ``id-kp-clientAuth`` and ``client_auth`` are one name."""
+    name = _normalised(text).removeprefix("id_kp_")
+    return _EKU_ALIASES.get(name, name)
 
 
 def parse_key_types(names: Iterable[str]) -> frozenset[KeyTypeName]:
@@ -198,16 +260,63 @@ def parse_key_types(names: Iterable[str]) -> frozenset[KeyTypeName]:
     return frozenset(found)
 
 
-def _parse_san_types(names: Iterable[str]) -> frozenset[SanType]:
+def _parse_san_types(names: Iterable[str], field: str = "san_types") -> frozenset[SanType]:
     found: set[str] = set()
-    for raw in _names(names, "san_types"):
-        kind = _normalised(raw)
-        if kind not in _SAN_TYPES:
-            raise ProfileNameError(
-                "san_types", f"unknown SAN type {raw!r}; known: {', '.join(sorted(_SAN_TYPES))}"
-            )
-        found.add(kind)
+    for raw in _names(names, field):
+        found.add(_san_type_name(raw, field))
     return frozenset(found)  # type: ignore[arg-type]  # checked against SanType above
+
+
+def _san_type_name(raw: str, field: str) -> SanType:
+    kind = _normalised(raw)
+    if kind not in _SAN_TYPES:
+        raise ProfileNameError(
+            field, f"unknown SAN type {raw!r}; known: {', '.join(sorted(_SAN_TYPES))}"
+        )
+    return kind  # type: ignore[return-value]  # checked against SanType above
+
+
+def _pattern(raw: str, field: str, key: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as error:
+        raise ProfileNameError(field, f"{key}: not a regular expression ({error})") from None
+    return raw
+
+
+def parse_san_patterns(patterns: Mapping[str, str]) -> tuple[tuple[SanType, str], ...]:
+    """``{"dns": r".*\\.example\\.com"}``: every SAN of that type must match its
+    pattern in full. Keys are SAN types; values regular expressions."""
+    return tuple(
+        (_san_type_name(kind, "san_patterns"), _pattern(pattern, "san_patterns", kind))
+        for kind, pattern in patterns.items()
+    )
+
+
+def subject_attribute(raw: str, field: str = "subject_patterns") -> str:
+    """The :data:`SUBJECT_ATTRIBUTES` key ``raw`` names (``CN``, ``commonName``, ``cn``)."""
+    name = _normalised(raw)
+    name = _SUBJECT_ALIASES.get(name, name)
+    if name not in SUBJECT_ATTRIBUTES:
+        raise ProfileNameError(
+            field, f"unknown subject attribute {raw!r}; known: {', '.join(SUBJECT_ATTRIBUTES)}"
+        )
+    return name
+
+
+def parse_subject_patterns(patterns: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``{"cn": "[a-z0-9-]+"}``: every subject attribute of that type must match
+    its pattern in full."""
+    return tuple(
+        (subject_attribute(name), _pattern(pattern, "subject_patterns", name))
+        for name, pattern in patterns.items()
+    )
+
+
+def parse_subject_attributes(
+    names: Iterable[str], field: str = "required_subject_attributes"
+) -> frozenset[str]:
+    return frozenset(subject_attribute(raw, field) for raw in _names(names, field))
 
 
 def _names(names: Iterable[str], field: str) -> list[str]:
@@ -289,6 +398,18 @@ class CertificateProfile:
     # Issued only when the challenge provider vouched for the request's names
     # (Intune) or a renewal keeps them from a certificate that had them.
     vouched_san_types: frozenset[VouchedSan] = _VOUCHED_SANS  # type: ignore[assignment]
+    # EKUs a CSR may ask for (Intune profiles put theirs in the CSR): when set,
+    # a CSR's requested EKUs are issued if every one is in this set (refused
+    # otherwise); a CSR that asks for none gets ``extended_key_usage``.
+    csr_extended_key_usage: tuple[ObjectIdentifier, ...] = ()
+    # Names the certificate must carry: at least one SAN of each type, and
+    # these subject attributes (SUBJECT_ATTRIBUTES' short names).
+    required_san_types: frozenset[SanType] = frozenset()
+    required_subject_attributes: frozenset[str] = frozenset()
+    # (SAN type, regular expression): every SAN of the type must match in full.
+    san_patterns: tuple[tuple[SanType, str], ...] = ()
+    # (subject attribute, regular expression): every such attribute must match in full.
+    subject_patterns: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_usage, x509.KeyUsage):
@@ -319,6 +440,31 @@ class CertificateProfile:
             raise ValueError(f"unknown key types {sorted(bad_keys)}; known: {sorted(_KEY_TYPES)}")
         if not all(isinstance(oid, ObjectIdentifier) for oid in self.extended_key_usage):
             raise TypeError("extended_key_usage must contain ObjectIdentifier values")
+        object.__setattr__(self, "csr_extended_key_usage", tuple(self.csr_extended_key_usage))
+        if not all(isinstance(oid, ObjectIdentifier) for oid in self.csr_extended_key_usage):
+            raise TypeError("csr_extended_key_usage must contain ObjectIdentifier values")
+        object.__setattr__(self, "required_san_types", _frozen(self.required_san_types))
+        if unknown_required := self.required_san_types - _SAN_TYPES:
+            raise ValueError(f"unknown required SAN types {sorted(unknown_required)}")
+        if missing := self.required_san_types - self.allowed_san_types:
+            raise ValueError(
+                f"required SAN types {sorted(missing)} are not among the allowed san_types"
+            )
+        object.__setattr__(
+            self, "required_subject_attributes", _frozen(self.required_subject_attributes)
+        )
+        if unknown_attributes := self.required_subject_attributes - set(SUBJECT_ATTRIBUTES):
+            raise ValueError(f"unknown subject attributes {sorted(unknown_attributes)}")
+        object.__setattr__(self, "san_patterns", tuple(tuple(p) for p in self.san_patterns))
+        object.__setattr__(self, "subject_patterns", tuple(tuple(p) for p in self.subject_patterns))
+        for kind, pattern in self.san_patterns:
+            if kind not in _SAN_TYPES:
+                raise ValueError(f"san_patterns: unknown SAN type {kind!r}")
+            re.compile(pattern)
+        for attribute, pattern in self.subject_patterns:
+            if attribute not in SUBJECT_ATTRIBUTES:
+                raise ValueError(f"subject_patterns: unknown subject attribute {attribute!r}")
+            re.compile(pattern)
 
     @classmethod
     def from_names(
@@ -337,6 +483,11 @@ class CertificateProfile:
         allow_control_characters: bool = False,
         allow_ca_subject: bool = False,
         vouched_san_types: Iterable[str] = tuple(sorted(_VOUCHED_SANS)),
+        csr_extended_key_usage: Iterable[str] = (),
+        required_san_types: Iterable[str] = (),
+        required_subject_attributes: Iterable[str] = (),
+        san_patterns: Mapping[str, str] | None = None,
+        subject_patterns: Mapping[str, str] | None = None,
     ) -> CertificateProfile:
         """A profile from configuration-style names; :class:`ProfileNameError` names
         the offending argument (``field``) for anything unknown or out of range."""
@@ -366,6 +517,13 @@ class CertificateProfile:
             allow_control_characters=allow_control_characters,
             allow_ca_subject=allow_ca_subject,
             vouched_san_types=_parse_vouched_sans(vouched_san_types),
+            csr_extended_key_usage=_field(
+                "csr_extended_key_usage", parse_extended_key_usage, csr_extended_key_usage
+            ),
+            required_san_types=_required_sans(required_san_types, san_types),
+            required_subject_attributes=parse_subject_attributes(required_subject_attributes),
+            san_patterns=parse_san_patterns(san_patterns or {}),
+            subject_patterns=parse_subject_patterns(subject_patterns or {}),
         )
 
     def check_public_key(self, public_key: CertificatePublicKeyTypes) -> None:
@@ -426,6 +584,53 @@ class CertificateProfile:
                         "provider that checks identities (Intune) may ask for it"
                     )
 
+    def issued_extended_key_usage(
+        self, csr: x509.CertificateSigningRequest
+    ) -> tuple[ObjectIdentifier, ...]:
+        """The EKUs a certificate for ``csr`` carries: those the CSR asks for when
+        the profile takes them from the CSR (each within ``csr_extended_key_usage``,
+        else :class:`PolicyViolation`), otherwise the profile's fixed ones."""
+        if not self.csr_extended_key_usage:
+            return self.extended_key_usage
+        requested = requested_extended_key_usage(csr)
+        if not requested:
+            return self.extended_key_usage
+        for oid in requested:
+            if oid not in self.csr_extended_key_usage:
+                allowed = ", ".join(_eku_text(o) for o in self.csr_extended_key_usage)
+                raise PolicyViolation(
+                    f"the CSR asks for extended key usage {_eku_text(oid)}, which the "
+                    f"profile does not allow (allowed: {allowed})"
+                )
+        return tuple(dict.fromkeys(requested))
+
+    def check_rules(self, subject: x509.Name, sans: Iterable[x509.GeneralName]) -> None:
+        """Raise :class:`PolicyViolation` unless the names to be issued follow the
+        profile's subject and SAN rules: required attributes and SAN types, and
+        patterns every attribute or SAN of a type must match in full."""
+        sans = list(sans)
+        for attribute in sorted(self.required_subject_attributes):
+            if not subject.get_attributes_for_oid(SUBJECT_ATTRIBUTES[attribute]):
+                raise PolicyViolation(f"the subject needs a {attribute.upper()} attribute")
+        for attribute, pattern in self.subject_patterns:
+            for value in subject.get_attributes_for_oid(SUBJECT_ATTRIBUTES[attribute]):
+                text = value.value if isinstance(value.value, str) else ""
+                if re.fullmatch(pattern, text) is None:
+                    raise PolicyViolation(
+                        f"subject {attribute.upper()} {text!r} does not match the profile's "
+                        f"pattern {pattern!r}"
+                    )
+        present = {san_type(name) for name in sans}
+        for kind in sorted(self.required_san_types - present):
+            raise PolicyViolation(f"the request needs a {kind} SAN")
+        for kind, pattern in self.san_patterns:
+            for name in sans:
+                if san_type(name) == kind and re.fullmatch(pattern, _san_text(name)) is None:
+                    raise PolicyViolation(
+                        f"{kind} SAN {_san_text(name)!r} does not match the profile's "
+                        f"pattern {pattern!r}"
+                    )
+
     def renewal_changes(
         self, csr: x509.CertificateSigningRequest, renewed: x509.Certificate, *, exact_sans: bool
     ) -> str | None:
@@ -463,6 +668,46 @@ class CertificateProfile:
             elif self.on_disallowed_san == "refuse":
                 raise PolicyViolation(f"SAN type {kind} not allowed by the profile")
         return kept
+
+
+def _field(field: str, parse: Callable[[Iterable[str]], _T], names: Iterable[str]) -> _T:
+    """``parse(names)`` with its errors naming ``field`` instead."""
+    try:
+        return parse(names)
+    except ProfileNameError as error:
+        raise ProfileNameError(field, error.detail) from None
+
+
+def _required_sans(names: Iterable[str], allowed: Iterable[str]) -> frozenset[SanType]:
+    required = _parse_san_types(names, "required_san_types")
+    allowed_types = _parse_san_types(allowed)
+    if missing := required - allowed_types:
+        raise ProfileNameError(
+            "required_san_types",
+            f"{', '.join(sorted(missing))} must be among san_types to be required",
+        )
+    return required
+
+
+def _eku_text(oid: ObjectIdentifier) -> str:
+    for name, known in EKU_NAMES.items():
+        if known == oid:
+            return name
+    return oid.dotted_string
+
+
+def requested_extended_key_usage(
+    csr: x509.CertificateSigningRequest,
+) -> tuple[ObjectIdentifier, ...]:
+    """The ExtendedKeyUsage of ``csr``'s extensionRequest (empty without one)."""
+    try:
+        extensions = csr.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise PolicyViolation(f"CSR extensionRequest is malformed: {exc}") from exc
+    try:
+        return tuple(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return ()
 
 
 def _parse_vouched_sans(names: Iterable[str]) -> frozenset[VouchedSan]:

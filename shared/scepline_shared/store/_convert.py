@@ -16,6 +16,7 @@ from scepline_shared.store.models import (
     Crl,
     IssuanceJournal,
     IssuedCertificate,
+    OneTimeChallenge,
     Refusal,
     RequestEvent,
     ScepRequest,
@@ -26,6 +27,7 @@ from scepline_shared.store.views import (
     CrlView,
     EventView,
     JournalEntry,
+    OneTimeChallengeView,
     RefusalView,
     RequestView,
 )
@@ -33,6 +35,8 @@ from scepline_shared.store.views import (
 __all__ = [
     "CERTIFICATE_COLUMNS",
     "CERTIFICATE_TABLE",
+    "CHALLENGE_COLUMNS",
+    "CHALLENGE_TABLE",
     "CRL_COLUMNS",
     "CRL_TABLE",
     "EVENT_COLUMNS",
@@ -44,6 +48,7 @@ __all__ = [
     "REQUEST_COLUMNS",
     "REQUEST_TABLE",
     "certificate_view",
+    "challenge_view",
     "crl_view",
     "event_view",
     "journal_entry",
@@ -57,6 +62,7 @@ CERTIFICATE_TABLE: Table = IssuedCertificate.__table__  # type: ignore[assignmen
 CRL_TABLE: Table = Crl.__table__  # type: ignore[assignment]
 JOURNAL_TABLE: Table = IssuanceJournal.__table__  # type: ignore[assignment]
 REFUSAL_TABLE: Table = Refusal.__table__  # type: ignore[assignment]
+CHALLENGE_TABLE: Table = OneTimeChallenge.__table__  # type: ignore[assignment]
 
 
 def _columns(table: Table, view: type) -> tuple[Column[Any], ...]:
@@ -69,6 +75,7 @@ CERTIFICATE_COLUMNS = _columns(CERTIFICATE_TABLE, CertificateView)
 CRL_COLUMNS = _columns(CRL_TABLE, CrlView)
 JOURNAL_COLUMNS = _columns(JOURNAL_TABLE, JournalEntry)
 REFUSAL_COLUMNS = _columns(REFUSAL_TABLE, RefusalView)
+CHALLENGE_COLUMNS = _columns(CHALLENGE_TABLE, OneTimeChallengeView)
 
 _REQUEST_FIELDS = [field.name for field in fields(RequestView)]
 _CSR = _REQUEST_FIELDS.index("csr_der")
@@ -100,6 +107,11 @@ def crl_view(row: Sequence[Any]) -> CrlView:
 def journal_entry(row: Sequence[Any]) -> JournalEntry:
     """A row of JOURNAL_COLUMNS."""
     return JournalEntry(*row)
+
+
+def challenge_view(row: Sequence[Any]) -> OneTimeChallengeView:
+    """A row of CHALLENGE_COLUMNS."""
+    return OneTimeChallengeView(*row)
 
 
 def refusal_view(row: Sequence[Any]) -> RefusalView:

@@ -120,19 +120,23 @@ class CertificateRepository:
         return [row[0] for row in rows]
 
     async def find_certificates(
-        self, subject_part: str, *, limit: int = 50
+        self, subject_part: str, *, limit: int = 50, endpoint: str | None = None
     ) -> list[CertificateView]:
-        """Certificates whose subject DN contains `subject_part` (any case),
+        """Certificates whose subject DN contains `subject_part` (any case) and,
+        if given, issued at `endpoint` (then `subject_part` may be empty),
         newest first: how an operator finds a device's serial."""
-        if not subject_part:
+        if not subject_part and endpoint is None:
             raise ValueError("give part of a subject to search for")
         escaped = subject_part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = await self._db.fetch_all(
+        statement = (
             select(*CERTIFICATE_COLUMNS)
             .where(_CERT.subject.ilike(f"%{escaped}%", escape="\\"))
             .order_by(_CERT.not_before.desc(), _CERT.serial)
             .limit(limit)
         )
+        if endpoint is not None:
+            statement = statement.where(_CERT.endpoint == endpoint)
+        rows = await self._db.fetch_all(statement)
         return [certificate_view(row) for row in rows]
 
     async def revoke(

@@ -33,6 +33,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+# The endpoint the SCEPLINE_* settings describe (scepline_shared.endpoints);
+# every request and certificate from before endpoints existed is its.
+DEFAULT_ENDPOINT = "default"
+
 __all__ = [
     "ALLOWED_NOTIFY_TRANSITIONS",
     "ALLOWED_TRANSITIONS",
@@ -50,6 +54,7 @@ __all__ = [
     "IssuedCertificate",
     "JournalKind",
     "NotifyState",
+    "OneTimeChallenge",
     "Refusal",
     "RequestEvent",
     "RequestState",
@@ -62,6 +67,9 @@ class RequestState(StrEnum):
     """Where a request is in the pipeline."""
 
     RECEIVED = "RECEIVED"
+    # The endpoint's provider is "manual": an operator approves (-> VALIDATED)
+    # or rejects (-> FAILED) it; the device hears PENDING meanwhile.
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     VALIDATED = "VALIDATED"
     REJECTED = "REJECTED"
     # A signer claimed the request: its serial and to-be-signed hash are in the
@@ -88,6 +96,9 @@ class Approval(StrEnum):
     PROVIDER = "provider"
     # Signed with a valid certificate of ours and asking for no other identity.
     RENEWAL = "renewal"
+    # An operator approved it (`scepline request approve`, "manual" endpoints):
+    # someone looked at the request, but nobody checked its names as Intune does.
+    OPERATOR = "operator"
 
 
 class JournalKind(StrEnum):
@@ -125,8 +136,15 @@ NON_TERMINAL_STATES: frozenset[RequestState] = frozenset(RequestState) - TERMINA
 
 ALLOWED_TRANSITIONS: Mapping[RequestState, frozenset[RequestState]] = {
     RequestState.RECEIVED: frozenset(
-        {RequestState.VALIDATED, RequestState.REJECTED, RequestState.FAILED}
+        {
+            RequestState.AWAITING_APPROVAL,
+            RequestState.VALIDATED,
+            RequestState.REJECTED,
+            RequestState.FAILED,
+        }
     ),
+    # An operator's approval, rejection, or no decision in time.
+    RequestState.AWAITING_APPROVAL: frozenset({RequestState.VALIDATED, RequestState.FAILED}),
     RequestState.VALIDATED: frozenset({RequestState.SIGNING, RequestState.FAILED}),
     # Back to VALIDATED only when the claim is voided (its serial is revoked).
     RequestState.SIGNING: frozenset(
@@ -247,7 +265,11 @@ class ScepRequest(Base):
     signer_cert_der: Mapped[bytes] = mapped_column(LargeBinary)
     subject: Mapped[str] = mapped_column(Text)
     renewal_of_serial: Mapped[str | None] = mapped_column(String(64))
-    state: Mapped[RequestState] = mapped_column(EnumString(RequestState, 16))
+    # The SCEP endpoint it arrived at (its provider, profile and CA decide it).
+    endpoint: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_ENDPOINT, server_default=DEFAULT_ENDPOINT
+    )
+    state: Mapped[RequestState] = mapped_column(EnumString(RequestState, 24))
     # Set with VALIDATED: what vouched for the request (see Approval).
     approval: Mapped[Approval | None] = mapped_column(EnumString(Approval, 16))
     notify_state: Mapped[NotifyState] = mapped_column(
@@ -279,8 +301,8 @@ class RequestEvent(Base):
     at: Mapped[datetime]
     # "state" for the request state machine, "notify" for the notification one.
     kind: Mapped[str] = mapped_column(String(16), default="state", server_default="state")
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str | None] = mapped_column(String(24))
+    to_state: Mapped[str] = mapped_column(String(24))
     detail: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
@@ -311,6 +333,10 @@ class IssuedCertificate(Base):
     # The certificate this one renewed without a challenge (Approval.RENEWAL):
     # the lineage a renewal is checked along, so revoking any link stops it.
     renews_serial: Mapped[str | None] = mapped_column(String(64))
+    # The SCEP endpoint whose request it was issued for (renewals stay there).
+    endpoint: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_ENDPOINT, server_default=DEFAULT_ENDPOINT
+    )
 
 
 class IssuanceJournal(Base):
@@ -361,6 +387,34 @@ class Crl(Base):
     this_update: Mapped[datetime]
     next_update: Mapped[datetime]
     der: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OneTimeChallenge(Base):
+    """A challenge that works once (`scepline challenge new`, "one-time" endpoints).
+
+    Only its SHA-256 is kept; the validate step consumes it with a
+    compare-and-set (``used_at`` from NULL), so of two requests racing with one
+    challenge exactly one gets it. ``bound_subject``/``bound_sans`` restrict
+    which names a request using it may ask for.
+    """
+
+    __tablename__ = "one_time_challenge"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Hex SHA-256 of the challenge as the device sends it.
+    challenge_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    # Who made it (the operator's account, or --by).
+    created_by: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    # RFC 4514 subject a request must have exactly, if bound.
+    bound_subject: Mapped[str | None] = mapped_column(Text)
+    # "dns:host.example.com" lines: a request's SANs must all be among them.
+    bound_sans: Mapped[str | None] = mapped_column(Text)
+    used_at: Mapped[datetime | None]
+    # The request (store key) that used it.
+    used_by: Mapped[str | None] = mapped_column(String(255))
 
 
 class Refusal(Base):

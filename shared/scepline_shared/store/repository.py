@@ -45,12 +45,15 @@ from scepline_shared.store.certificates import (
     check_key_id,
     utc_now,
 )
+from scepline_shared.store.challenges import ChallengeRepository
 from scepline_shared.store.errors import IllegalTransition, SerialCollision, StoreError
 from scepline_shared.store.models import (
     ALLOWED_NOTIFY_TRANSITIONS,
     ALLOWED_TRANSITIONS,
+    DEFAULT_ENDPOINT,
     NON_TERMINAL_STATES,
     TERMINAL_STATES,
+    Approval,
     JournalKind,
     NotifyState,
     RequestState,
@@ -94,6 +97,7 @@ TRANSITION_FIELDS: frozenset[str] = frozenset(
 
 # SCEP failInfo: badAlg, badMessageCheck, badRequest, badTime, badCertId.
 _FAIL_INFOS: frozenset[int] = frozenset(range(5))
+_BAD_REQUEST = 2
 
 # Statements are built once, with bound parameters (see `_sql.py`).
 _REQ = REQUEST_TABLE.c
@@ -107,6 +111,7 @@ _NEW_REQUEST_COLUMNS = (
     "signer_cert_der",
     "subject",
     "renewal_of_serial",
+    "endpoint",
     "state",
     "notify_state",
     "attempts",
@@ -137,9 +142,13 @@ _EVENT_PARAMETERS = {
     "detail": "event_detail",
 }
 _CERT = CERTIFICATE_TABLE.c
+# A certificate is the endpoint's whose request it was issued for.
 _CERTIFICATE_ROW: Dependent = (
     CERTIFICATE_TABLE,
-    {column.name: f"certificate_{column.name}" for column in CERTIFICATE_TABLE.c},
+    {
+        **{c.name: f"certificate_{c.name}" for c in CERTIFICATE_TABLE.c if c.name != "endpoint"},
+        "endpoint": _REQ.endpoint,
+    },
 )
 _JOURNAL_ROW: Dependent = (
     JOURNAL_TABLE,
@@ -185,7 +194,12 @@ _RECORD_SIGNED = RequestChange(
 )
 
 
-class RequestRepository(CertificateRepository):
+# Requests parked outside the pipeline: the sweep neither re-queues them nor
+# counts them stale (an operator decides, or their approval time runs out).
+_WAITING_FOR_AN_OPERATOR = frozenset({RequestState.AWAITING_APPROVAL})
+
+
+class RequestRepository(ChallengeRepository, CertificateRepository):
     """Requests and their history, plus (inherited) certificates and CRLs.
 
     Built from one `async_sessionmaker` bound to an `AsyncEngine` and the
@@ -223,8 +237,12 @@ class RequestRepository(CertificateRepository):
         subject: str,
         renewal_of_serial: str | None = None,
         queued: bool = False,
+        endpoint: str = DEFAULT_ENDPOINT,
     ) -> RecordResult:
         """Store a new request in RECEIVED, or return the one already under this id.
+
+        ``endpoint``: the SCEP endpoint it arrived at (its provider and profile
+        decide it).
 
         Race-safe: of concurrent calls with one transaction id exactly one
         creates the row. The caller compares `signer_key_id` of an existing
@@ -249,6 +267,7 @@ class RequestRepository(CertificateRepository):
             "signer_cert_der": signer_cert_der,
             "subject": subject,
             "renewal_of_serial": renewal,
+            "endpoint": endpoint,
             "state": RequestState.RECEIVED,
             "notify_state": NotifyState.NONE,
             "attempts": 1 if queued else 0,
@@ -471,6 +490,7 @@ class RequestRepository(CertificateRepository):
                     revoked_at=now,
                     revocation_reason=CRL_REASON_SUPERSEDED,
                     issuer_key_id=claimed.issuer_key_id,
+                    endpoint=row.endpoint,
                 )
             )
         return request_view(row, self._sealer)
@@ -550,7 +570,7 @@ class RequestRepository(CertificateRepository):
         rows = await self._db.fetch_all(
             select(*REQUEST_COLUMNS)
             .where(
-                _REQ.state.in_(NON_TERMINAL_STATES),
+                _REQ.state.in_(NON_TERMINAL_STATES - _WAITING_FOR_AN_OPERATOR),
                 _REQ.parked_at.is_(None),
                 last_seen < cutoff,
             )
@@ -576,12 +596,114 @@ class RequestRepository(CertificateRepository):
             )
         )
 
-    async def in_state(self, state: RequestState, *, limit: int = 50) -> list[RequestView]:
-        """Requests in `state`, most recently changed first (`scepline request list`)."""
-        rows = await self._db.fetch_all(
+    async def in_state(
+        self, state: RequestState, *, limit: int = 50, endpoint: str | None = None
+    ) -> list[RequestView]:
+        """Requests in `state` (at `endpoint`, if given), most recently changed
+        first (`scepline request list`)."""
+        statement = (
             select(*REQUEST_COLUMNS)
             .where(_REQ.state == state)
             .order_by(_REQ.updated_at.desc(), _REQ.id.desc())
+            .limit(limit)
+        )
+        if endpoint is not None:
+            statement = statement.where(_REQ.endpoint == endpoint)
+        rows = await self._db.fetch_all(statement)
+        return [request_view(row, self._sealer) for row in rows]
+
+    async def count_awaiting_approval(self, endpoint: str) -> int:
+        """How many requests of `endpoint` wait for an operator now."""
+        row = await self._db.fetch_one(
+            select(func.count()).where(
+                _REQ.state == RequestState.AWAITING_APPROVAL, _REQ.endpoint == endpoint
+            )
+        )
+        return int(row[0]) if row is not None else 0
+
+    async def by_client_transaction(self, transaction_id: str) -> list[RequestView]:
+        """The requests a client's transactionID names: the one stored under it
+        and those whose key adds a renewal or endpoint suffix (``request_key``)."""
+        escaped = _like_escaped(transaction_id)
+        rows = await self._db.fetch_all(
+            select(*REQUEST_COLUMNS)
+            .where(
+                (_REQ.transaction_id == transaction_id)
+                | _REQ.transaction_id.like(f"{escaped}|%", escape="\\")
+            )
+            .order_by(_REQ.updated_at.desc(), _REQ.id.desc())
+            .limit(20)
+        )
+        return [request_view(row, self._sealer) for row in rows]
+
+    async def decide_approval(
+        self, *, transaction_id: str, approve: bool, by: str, reason: str | None = None
+    ) -> RequestView | None:
+        """An operator's decision on a request AWAITING_APPROVAL: VALIDATED
+        (approval ``operator``; not yet queued, so the sweep hands it to the sign
+        step at once) or FAILED (failInfo badRequest with the reason). Who
+        decided is in the history with the time. None unless it was awaiting."""
+        if approve:
+            detail = f"approved by {by}" + (f": {reason}" if reason else "") + " (operator)"
+            values: dict[str, Any] = {"approval": Approval.OPERATOR, "queued_at": None}
+            target = RequestState.VALIDATED
+        else:
+            why = reason or "rejected by an operator"
+            detail = f"rejected by {by}: {why}"
+            values = {"fail_info": _BAD_REQUEST, "fail_reason": why}
+            target = RequestState.FAILED
+        return await self._compare_and_set(
+            transaction_id=transaction_id,
+            column="state",
+            source=RequestState.AWAITING_APPROVAL,
+            target=target,
+            detail=detail,
+            values=values,
+        )
+
+    async def expire_unapproved(
+        self, *, endpoint: str, waited: timedelta, limit: int = 500
+    ) -> list[RequestView]:
+        """Requests of `endpoint` AWAITING_APPROVAL for longer than `waited`
+        (since they started waiting) end FAILED; those it ended."""
+        cutoff = self._clock() - waited
+        rows = await self._db.fetch_all(
+            select(_REQ.transaction_id)
+            .where(
+                _REQ.state == RequestState.AWAITING_APPROVAL,
+                _REQ.endpoint == endpoint,
+                _REQ.updated_at < cutoff,
+            )
+            .order_by(_REQ.updated_at, _REQ.id)
+            .limit(limit)
+        )
+        why = f"not approved within {waited.total_seconds() / 3600:g} h"
+        ended = []
+        for (transaction_id,) in rows:
+            moved = await self._compare_and_set(
+                transaction_id=transaction_id,
+                column="state",
+                source=RequestState.AWAITING_APPROVAL,
+                target=RequestState.FAILED,
+                detail=f"expired: {why}",
+                values={"fail_info": _BAD_REQUEST, "fail_reason": why},
+            )
+            if moved is not None:
+                ended.append(moved)
+        return ended
+
+    async def approved_unqueued(self, *, limit: int = 500) -> list[RequestView]:
+        """Requests an operator approved that nobody handed to the sign step yet
+        (`decide_approval` leaves `queued_at` empty): the sweep's at once."""
+        rows = await self._db.fetch_all(
+            select(*REQUEST_COLUMNS)
+            .where(
+                _REQ.state == RequestState.VALIDATED,
+                _REQ.approval == Approval.OPERATOR,
+                _REQ.queued_at.is_(None),
+                _REQ.parked_at.is_(None),
+            )
+            .order_by(_REQ.updated_at, _REQ.id)
             .limit(limit)
         )
         return [request_view(row, self._sealer) for row in rows]
@@ -869,6 +991,11 @@ def _certificate_row(transaction_id: str, certificate: IssuedCertificateRecord) 
         "certificate_issuer_key_id": certificate.issuer_key_id,
         "certificate_renews_serial": certificate.renews_serial,
     }
+
+
+def _like_escaped(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _check_transaction_id(transaction_id: str) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from scepline_shared.serials import serial_hex
 from scepline_shared.store.models import (
+    DEFAULT_ENDPOINT,
     TERMINAL_STATES,
     Approval,
     JournalKind,
@@ -26,10 +27,13 @@ __all__ = [
     "EventView",
     "IssuedCertificateRecord",
     "JournalEntry",
+    "OneTimeChallengeView",
     "RecordResult",
     "RefusalView",
     "RequestView",
     "SignatureClaim",
+    "client_transaction_id",
+    "request_key",
     "serial_hex",
     "spki_key_id",
 ]
@@ -73,6 +77,7 @@ class RequestView:
     queued_at: datetime | None
     parked_at: datetime | None = None
     approval: Approval | None = None
+    endpoint: str = DEFAULT_ENDPOINT
 
     @property
     def is_terminal(self) -> bool:
@@ -81,11 +86,37 @@ class RequestView:
     @property
     def scep_transaction_id(self) -> str:
         """The client's transactionID (``transaction_id`` is the store's request
-        key, which carries a suffix for a renewal; see ingress ``request_key``)."""
-        suffix = f"|renew:{self.renewal_of_serial}"
-        if self.renewal_of_serial and self.transaction_id.endswith(suffix):
-            return self.transaction_id[: -len(suffix)]
-        return self.transaction_id
+        key, which carries suffixes for a renewal and for an endpoint other than
+        the default one; see :func:`request_key`)."""
+        return client_transaction_id(
+            self.transaction_id, renewal_of=self.renewal_of_serial, endpoint=self.endpoint
+        )
+
+
+def request_key(transaction_id: str, renewal_of: str | None, endpoint: str) -> str:
+    """How the store names a request: the client's transactionID, then
+    ``|renew:<serial>`` when it is signed with our certificate of that serial,
+    then ``|at:<endpoint>`` at an endpoint other than the default one.
+
+    RFC 8894 clients derive the transactionID from the public key, so renewing
+    with the same key repeats the transactionID of the first enrolment, and one
+    key enrolling at two endpoints sends one transactionID to both. Each is its
+    own request; a retransmission or a poll (signed like its request, sent to
+    the same endpoint) maps to the same name again.
+    """
+    key = transaction_id if renewal_of is None else f"{transaction_id}|renew:{renewal_of}"
+    return key if endpoint == DEFAULT_ENDPOINT else f"{key}|at:{endpoint}"
+
+
+def client_transaction_id(key: str, *, renewal_of: str | None, endpoint: str) -> str:
+    """The client's transactionID in a request key (:func:`request_key` undone)."""
+    at = f"|at:{endpoint}"
+    if endpoint != DEFAULT_ENDPOINT and key.endswith(at):
+        key = key[: -len(at)]
+    renew = f"|renew:{renewal_of}"
+    if renewal_of and key.endswith(renew):
+        key = key[: -len(renew)]
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +211,7 @@ class CertificateView:
     revocation_reason: int | None
     issuer_key_id: str | None = None
     renews_serial: str | None = None
+    endpoint: str = DEFAULT_ENDPOINT
 
     @property
     def is_revoked(self) -> bool:
@@ -205,6 +237,27 @@ class JournalEntry:
     not_before: datetime
     not_after: datetime
     transaction_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeChallengeView:
+    """A one-time challenge as stored: its hash, never the challenge."""
+
+    id: int
+    challenge_sha256: str
+    endpoint: str
+    created_at: datetime
+    expires_at: datetime
+    created_by: str
+    bound_subject: str | None
+    bound_sans: str | None
+    used_at: datetime | None
+    used_by: str | None
+
+    @property
+    def sans(self) -> tuple[str, ...]:
+        """The SANs it is bound to (``dns:host.example.com``...), if any."""
+        return tuple(line for line in (self.bound_sans or "").splitlines() if line)
 
 
 @dataclass(frozen=True, slots=True)

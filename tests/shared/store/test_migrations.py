@@ -30,6 +30,7 @@ STORE_TABLES = {
     "admin_token",
     "admin_action",
     "intune_status",
+    "one_time_challenge",
 }
 
 

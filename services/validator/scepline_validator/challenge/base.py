@@ -8,9 +8,14 @@ from typing import Protocol
 
 from cryptography import x509
 
-from scepline_shared.store.models import Approval
+from scepline_shared.store.models import DEFAULT_ENDPOINT, Approval
 
-__all__ = ["ChallengeValidator", "ValidationOutcome", "ValidationRequest"]
+__all__ = [
+    "ChallengeValidator",
+    "ValidationOutcome",
+    "ValidationRequest",
+    "checks_profile_first",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class ValidationRequest:
     # When the request was recorded: a provider that keeps failing may give up
     # once the device's challenge must have expired.
     received_at: dt.datetime | None = None
+    # The SCEP endpoint it arrived at (a one-time challenge is one endpoint's).
+    endpoint: str = DEFAULT_ENDPOINT
 
     @property
     def client_transaction_id(self) -> str:
@@ -48,6 +55,8 @@ class ValidationOutcome:
     # What vouched for an approved request: a shared secret (the default, the
     # least trust), the provider checking the names itself, or a renewal.
     approval: Approval = Approval.CHALLENGE
+    # Neither yes nor no yet: an operator decides (the "manual" provider).
+    awaiting_approval: bool = False
 
     @classmethod
     def approve(
@@ -63,8 +72,21 @@ class ValidationOutcome:
     def reject(cls, reason: str, provider_code: str | None = None) -> ValidationOutcome:
         return cls(False, reason, provider_code)
 
+    @classmethod
+    def await_operator(cls, reason: str) -> ValidationOutcome:
+        """Leave the decision to an operator (`scepline request approve|reject`)."""
+        return cls(False, reason, awaiting_approval=True)
+
 
 class ChallengeValidator(Protocol):
     async def validate(self, request: ValidationRequest) -> ValidationOutcome:
         """Decide; raise ``Transient`` (``scepline_shared.pipeline``) to be retried."""
         ...
+
+
+def checks_profile_first(provider: object) -> bool:
+    """Whether the validate step checks a request against the certificate
+    profile before asking ``provider``: a provider that uses something up (a
+    one-time challenge) or asks an operator should not do so for a request the
+    signer would refuse anyway."""
+    return bool(getattr(provider, "checks_profile_first", False))

@@ -1,7 +1,7 @@
 """The operator console and management API (issue #16).
 
-Revision ID: 0006_admin_tokens
-Revises: 0005
+Revision ID: 0007_admin_tokens
+Revises: 0006_endpoints
 Create Date: 2026-12-08
 
 - ``admin_token``: API tokens (``scepline admin token create``), their secret
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_admin_tokens"
-down_revision: str | Sequence[str] | None = "0005"
+revision: str = "0007_admin_tokens"
+down_revision: str | Sequence[str] | None = "0006_endpoints"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
