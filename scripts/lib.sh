@@ -2,9 +2,11 @@
 # is idempotent and quick when its work is already done.
 
 # Debian packages the test suite drives for real: the interop clients (SCEP and OCSP), the HSM, and
-# a Docker engine with docker-compose and debootstrap for the compose test.
+# a Docker engine with docker-compose and debootstrap for the compose test; wrk is bench/ocsp.py's
+# load generator.
 SCEPLINE_DEBIAN_PACKAGES="scep certmonger dbus strongswan-pki libstrongswan-standard-plugins \
-libstrongswan-extra-plugins softhsm2 opensc openssl gnutls-bin docker.io docker-compose debootstrap"
+libstrongswan-extra-plugins softhsm2 opensc openssl gnutls-bin docker.io docker-compose debootstrap \
+wrk"
 
 log() { printf '>> %s\n' "$*" >&2; }
 
