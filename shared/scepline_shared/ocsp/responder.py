@@ -19,6 +19,9 @@ so a revocation shows within one interval, and the response is signed again
 when its status changed or half of its validity has passed. While the store
 is unreachable, a cached response still within its nextUpdate is served. A
 request with a nonce gets its own signature (the nonce is inside it).
+
+A request seen before byte for byte (relying parties repeat theirs) finds its
+cached response without being parsed again: the same bytes ask the same question.
 """
 
 from __future__ import annotations
@@ -146,6 +149,9 @@ class _Cached:
     statuses: tuple[_Status, ...]
     checked: float  # monotonic time the statuses were last read from the store
     refresh_at: datetime  # re-sign from then on (half of the validity)
+    # The issuers (as ``issuers()`` returned them) the request was last found
+    # under: a request known by its bytes skips the issuer lookup while they stand.
+    issuers: Sequence[OcspIssuer] | None = None
 
 
 class OcspResponder:
@@ -174,15 +180,28 @@ class OcspResponder:
         self._index_source: Sequence[OcspIssuer] | None = None
         self._index: dict[tuple[str, bytes, bytes], OcspIssuer] = {}
         self._inflight: dict[tuple[bytes, ...], asyncio.Future[OcspAnswer]] = {}
+        # Nonce-less requests seen before, by their DER: their cache key.
+        self._known: dict[bytes, tuple[bytes, ...]] = {}
 
     async def respond(self, der: bytes) -> OcspAnswer:
         """The answer to one request; never raises for anything the client sent."""
+        key = self._known.get(der)
+        if key is not None:
+            cached = self._cache.get(key)
+            if (
+                cached is not None
+                and cached.issuers is not None
+                and cached.issuers is self._issuers()
+                and self._fresh(cached)
+            ):
+                return self._hit(key, cached)
         try:
             request = parse_request(der)
         except MalformedRequest as refused:
             log.info("OCSP request refused", reason=str(refused))
             return _error(ResponseStatus.MALFORMED_REQUEST)
         issuer = self._issuer_of(request.cert_ids)
+        found_under = self._index_source  # the issuers ``issuer`` was found among
         if issuer is None:
             return _error(ResponseStatus.UNAUTHORIZED)
         if issuer.signer is None:
@@ -191,12 +210,11 @@ class OcspResponder:
         if request.nonce is not None:
             return await self._answer(issuer, request.cert_ids, request.nonce, cached=None)
         key = tuple(cert_id.der for cert_id in request.cert_ids)
+        self._remember(der, key)
         cached = self._cache.get(key)
         if cached is not None and self._fresh(cached):
-            self._cache.move_to_end(key)
-            OCSP_CACHE.labels("hit").inc()
-            _count(cached.statuses)
-            return cached.answer
+            cached.issuers = found_under
+            return self._hit(key, cached)
         # One store read and one signature for a burst of the same question.
         pending = self._inflight.get(key)
         if pending is not None:
@@ -204,7 +222,9 @@ class OcspResponder:
         future: asyncio.Future[OcspAnswer] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            answer = await self._answer(issuer, request.cert_ids, None, cached=cached)
+            answer = await self._answer(
+                issuer, request.cert_ids, None, cached=cached, found_under=found_under
+            )
             future.set_result(answer)
             return answer
         except BaseException as error:
@@ -213,6 +233,21 @@ class OcspResponder:
             raise
         finally:
             del self._inflight[key]
+
+    def _hit(self, key: tuple[bytes, ...], cached: _Cached) -> OcspAnswer:
+        self._cache.move_to_end(key)
+        OCSP_CACHE.labels("hit").inc()
+        _count(cached.statuses)
+        return cached.answer
+
+    def _remember(self, der: bytes, key: tuple[bytes, ...]) -> None:
+        """Know ``der`` by its cache key from now on (as many requests as responses
+        are cached; the longest known forgotten first)."""
+        if self._cache_entries <= 0 or der in self._known:
+            return
+        if len(self._known) >= self._cache_entries:
+            del self._known[next(iter(self._known))]
+        self._known[der] = key
 
     def _fresh(self, cached: _Cached) -> bool:
         return (
@@ -248,6 +283,7 @@ class OcspResponder:
         nonce: bytes | None,
         *,
         cached: _Cached | None,
+        found_under: Sequence[OcspIssuer] | None = None,
     ) -> OcspAnswer:
         try:
             statuses = await self._read_statuses(issuer, cert_ids)
@@ -263,6 +299,7 @@ class OcspResponder:
         now = self._clock()
         if cached is not None and cached.statuses == statuses and now < cached.refresh_at:
             cached.checked = time.monotonic()
+            cached.issuers = found_under
             OCSP_CACHE.labels("revalidated").inc()
             _count(statuses)
             return cached.answer
@@ -277,6 +314,7 @@ class OcspResponder:
                 statuses=statuses,
                 checked=time.monotonic(),
                 refresh_at=answer.this_update + self._validity / 2,
+                issuers=found_under,
             )
             self._cache.move_to_end(key)
             while len(self._cache) > self._cache_entries:
