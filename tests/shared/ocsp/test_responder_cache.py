@@ -1,7 +1,8 @@
-"""Requests the responder has seen before, byte for byte: answered from the
-cache without being parsed again, for as long as the answer is fresh and the
-issuers they were found under stand (bench/ocsp.py: parsing was a sixth of a
-cached answer's cost)."""
+"""The responder's cache under load (bench/ocsp.py): a request seen before byte
+for byte is answered without being parsed again, for as long as its answer is
+fresh and the issuers it was found under stand; the statuses behind the cached
+answers are re-read in one query per check interval, not one per answer, and a
+revocation still shows within one interval."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.ocsp.codec import OcspRequest, ResponseStatus
 from scepline_shared.ocsp.responder import OcspIssuer, OcspResponder, ocsp_issuer
 from scepline_shared.store import RequestRepository
-from scepline_shared.store.views import SignatureClaim
+from scepline_shared.store.views import CertificateView, SignatureClaim, serial_hex
 from scepline_signer.handler import issued_record
 from tests.services.signer.pki import record_validated
 from tests.shared.ocsp.pki import make_ca, make_leaf, make_responder, ocsp_request
@@ -60,8 +61,24 @@ async def store(repository: RequestRepository, certificate: x509.Certificate) ->
     assert await repository.record_signed(transaction_id=transaction_id, certificate=record)
 
 
+class CountedStore:
+    """The store, counting the status reads the responder makes (and failing them
+    on demand)."""
+
+    def __init__(self, repository: RequestRepository) -> None:
+        self.repository = repository
+        self.reads: list[list[str]] = []
+        self.down = False
+
+    async def certificates_by_serial(self, serials: list[str]) -> dict[str, CertificateView]:
+        if self.down:
+            raise ConnectionError("the store is down")
+        self.reads.append(serials)
+        return await self.repository.certificates_by_serial(serials)
+
+
 def responder(
-    repository: RequestRepository,
+    repository: RequestRepository | CountedStore,
     issuers: list[list[OcspIssuer]] | None = None,
     *,
     check_interval: float = 60,
@@ -227,3 +244,79 @@ async def test_as_many_requests_are_known_as_responses_are_cached(
     # The newest is still known.
     await answers.respond(requests[-1])
     assert parses.count(requests[-1]) == 1
+
+
+async def cached(
+    repository: RequestRepository, count: int, *, check_interval: float
+) -> tuple[CountedStore, OcspResponder, list[x509.Certificate], list[bytes]]:
+    """``count`` certificates, each asked about twice (signed, then served from
+    the cache), and the responder that answered."""
+    store_reads = CountedStore(repository)
+    answers = responder(store_reads, check_interval=check_interval)
+    leaves = [make_leaf(CA, f"d{n}") for n in range(count)]
+    requests = [ocsp_request(leaf, CA.certificate) for leaf in leaves]
+    for leaf, request in zip(leaves, requests, strict=True):
+        await store(repository, leaf)
+        await answers.respond(request)
+        await answers.respond(request)
+    return store_reads, answers, leaves, requests
+
+
+async def test_one_query_re_reads_every_answer_due(repository: RequestRepository) -> None:
+    store_reads, answers, leaves, requests = await cached(repository, 5, check_interval=0.3)
+    assert len(store_reads.reads) == 5  # one per certificate, when first signed
+    await asyncio.sleep(0.35)
+
+    statuses = [status((await answers.respond(request)).body) for request in requests]
+
+    assert statuses == [ocsp.OCSPCertStatus.GOOD] * 5
+    assert len(store_reads.reads) == 6
+    assert sorted(store_reads.reads[-1]) == sorted(
+        serial_hex(leaf.serial_number) for leaf in leaves
+    )
+
+
+async def test_a_revocation_the_batch_finds_is_signed_again_within_the_interval(
+    repository: RequestRepository,
+) -> None:
+    store_reads, answers, leaves, requests = await cached(repository, 3, check_interval=0.3)
+    await repository.revoke(leaves[1].serial_number, reason=1)
+    assert status((await answers.respond(requests[1])).body) is ocsp.OCSPCertStatus.GOOD
+    await asyncio.sleep(0.35)
+
+    assert status((await answers.respond(requests[0])).body) is ocsp.OCSPCertStatus.GOOD
+    assert status((await answers.respond(requests[1])).body) is ocsp.OCSPCertStatus.REVOKED
+    assert status((await answers.respond(requests[2])).body) is ocsp.OCSPCertStatus.GOOD
+    # The batch, then the revoked one's own read before its new signature.
+    assert len(store_reads.reads) == 3 + 2
+
+
+async def test_answers_not_asked_for_since_their_check_are_not_re_read(
+    repository: RequestRepository,
+) -> None:
+    store_reads, answers, leaves, requests = await cached(repository, 3, check_interval=0.3)
+    await asyncio.sleep(0.35)
+    # One answer is asked for again: the others have not been served since.
+    await answers.respond(requests[0])
+    await asyncio.sleep(0.35)
+
+    await answers.respond(requests[0])
+
+    batch = store_reads.reads[-1]
+    assert batch == [serial_hex(leaves[0].serial_number)]
+
+
+async def test_a_store_outage_during_the_re_read_serves_the_cached_answers(
+    repository: RequestRepository,
+) -> None:
+    store_reads, answers, _leaves, requests = await cached(repository, 2, check_interval=0.3)
+    before = [(await answers.respond(request)).body for request in requests]
+    store_reads.down = True
+    await asyncio.sleep(0.35)
+
+    during = [await answers.respond(request) for request in requests]
+
+    assert [answer.body for answer in during] == before  # within their nextUpdate
+    store_reads.down = False
+    await asyncio.sleep(0.35)  # the next batch may come half an interval on
+    assert status((await answers.respond(requests[0])).body) is ocsp.OCSPCertStatus.GOOD
