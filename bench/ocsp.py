@@ -1,42 +1,55 @@
-"""OCSP responses per second: `scepline up` beside OpenSSL's responder, in one run.
+"""OCSP answers per second: `scepline up` beside OpenSSL's responder, in one run.
 
 Set-up, outside the clock: `scepline up` on free loopback ports with a fresh
 data directory issues ``--certificates`` certificates through SCEP
-(bench/load.py's requests), a few of them are revoked, and an OpenSSL CA
-``index.txt`` is written from the store for the same certificates. OpenSSL's
-responder (``openssl ocsp -index index.txt -port P``) signs with the same
-delegated responder certificate and key as scepline (``ca/ocsp.crt``,
-``ocsp.key``), names itself by key hash and gives the same nextUpdate (one
-hour, ``-nmin 60``), so both answers cost one RSA-2048 signature to make.
+(bench/load.py's requests), ``--initially-revoked`` of them are revoked, and
+an OpenSSL CA database (``index.txt``) is written for the same certificates.
+OpenSSL's responder (``openssl ocsp -index index.txt -port P``) signs with the
+same delegated responder certificate and key as scepline (``ca/ocsp.crt``,
+``ocsp.key``, RSA-2048), names itself by key hash (``-resp_key_id``) and gives
+the same nextUpdate (one hour, ``-nmin 60``): both answers carry the same
+fields and cost one RSA-2048 signature to make; scepline keeps its signed
+answers (nonce-less requests), OpenSSL signs every one.
 
-Responders measured, one after the other:
+Responders, measured in turn (``--rounds N``: N times, medians reported; the
+machine may be shared):
 
-- scepline          — `scepline up` (one serving process per core), POST/GET /ocsp
-- openssl           — `openssl ocsp -index` (one process)
-- openssl-multi     — the same with ``-multi N`` (N child processes, default 2)
+- scepline        `scepline up` (one serving process per core), POST/GET /ocsp
+- openssl         `openssl ocsp -index` (one process, one connection at a time)
+- openssl-multi   the same with ``-multi N`` (N child processes, default 2)
 
-Load: wrk (a C load generator; ``apt-get install wrk``) with bench/ocsp.lua,
-``--concurrency`` connections (keep-alive where the server allows it: OpenSSL
-3.0's responder closes every connection after one answer) sending DER OCSP
-requests prepared before the clock: one certificate each, SHA-1 CertID,
-without nonce (the RFC 5019 profile relying parties use), for certificates
-drawn at random (the same sequence for every responder). ``--nonce`` gives
-every request its own nonce (nothing can be cached); ``--method get`` sends
-``GET <base>/<url-encoded base64>``. Each responder first gets ``--warmup``
-requests outside the clock.
+`scepline up` stays up, idle, while OpenSSL is measured (its CPU then is shown
+as "scepline up (idle)"). OpenSSL 3.0's responder answers one request per
+connection and spins for good on a connection closed before its request line
+(as a TCP health check's, or those wrk leaves in its accept queue when it
+stops): it is started again before each run of wrk and before the
+verification pass, outside the clock, and ``-ignore_err`` keeps one malformed
+request from ending it.
+
+Load: wrk (C; ``apt-get install wrk``) with bench/ocsp.lua, ``--concurrency``
+connections (keep-alive where the server allows it) sending DER OCSP requests
+prepared before the clock: one certificate each, SHA-1 CertID, no nonce (the
+RFC 5019 profile relying parties use), for certificates drawn at random (the
+same sequence for every responder); the first wrk thread to reach its share
+of ``--requests`` ends the run. ``--nonce`` gives every request its own nonce
+(nothing can be cached); ``--method get`` sends ``GET <base>/<url-encoded
+base64>``; ``--close`` asks scepline to close each connection too. Each
+responder first gets ``--warmup`` requests outside the clock.
 
 While the clock runs, one certificate is revoked every ``--revoke-every``
-seconds (``--revocations`` per responder): in scepline's store (the path
-``scepline cert revoke`` takes, in this process), in OpenSSL's index.txt
-(replaced atomically; OpenSSL 3 reads it again when it changes). wrk's script
+seconds (``--revocations`` per responder), in scepline's store (the store call
+``scepline cert revoke`` makes) and in index.txt (replaced atomically; OpenSSL
+3.0 reads it again at its next connection when it changed). wrk's script
 checks every answer (HTTP 200, successful, the CertID of one of our
-certificates) and tallies its certStatus per certificate, with the time of the
-last good answer; after the clock stops, each revoked certificate's last good
-answer must be within scepline's check interval
-(SCEPLINE_CRL_CHECK_INTERVAL_SECONDS, ``--check-interval``) of its revocation.
-Then every certificate is asked once more and its answer verified in full:
-the responder's signature, the responder certificate (issued by the CA, the
-one given), serial, status, revocation time and reason, validity times, nonce.
+certificates) and tallies its certStatus per certificate with the time of the
+last good answer: no answer may be unknown, revoked for a certificate never
+revoked, or good for one revoked before the run, and the last good answer
+after each revocation must come within scepline's check interval
+(SCEPLINE_CRL_CHECK_INTERVAL_SECONDS, ``--check-interval``). Then, once that
+interval has passed, every certificate is asked once more and its answer
+verified in full: the signature, the responder certificate (the one given,
+issued by the CA, id-kp-OCSPSigning), responderID, serial, status, revocation
+time and reason, validity times, nonce.
 
     uv run python bench/ocsp.py --requests 20000 --concurrency 32 --cpu
 
@@ -57,6 +70,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -449,21 +463,19 @@ class OpenSslResponder:
         self,
         workdir: Path,
         ca_dir: Path,
-        certificates: list[Certificate],
-        revoked: dict[int, Revocation],
+        index: Path,
+        revoke: Callable[[Certificate], Awaitable[Revocation]],
         *,
         multi: int,
     ) -> None:
         self.workdir = workdir
-        self.index = workdir / "index.txt"
-        self.certificates = certificates
-        self.revoked = revoked
+        self.revoke = revoke
         self.multi = multi
         self.argv = [
             "openssl",
             "ocsp",
             "-index",
-            str(self.index),
+            str(index),
             "-CA",
             str(ca_dir / "ca.crt"),
             "-rsigner",
@@ -481,8 +493,6 @@ class OpenSslResponder:
             self.argv += ["-multi", str(multi)]
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
-        (workdir / "index.txt.attr").write_text("unique_subject = no\n")
-        write_index(self.index, certificates, revoked)
 
     def start(self) -> None:
         self.stop()
@@ -512,13 +522,6 @@ class OpenSslResponder:
 
     def pids(self) -> set[int]:
         return set() if self.process is None else children_of(self.process.pid)()
-
-    async def revoke(self, certificate: Certificate) -> Revocation:
-        revocation = Revocation(at=datetime.now(UTC).replace(microsecond=0), committed=0.0)
-        self.revoked[certificate.serial] = revocation
-        write_index(self.index, self.certificates, self.revoked)
-        revocation.committed = time.time()
-        return revocation
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[Responder]:
@@ -581,10 +584,11 @@ async def measure(
     to_revoke: list[Certificate],
     verifier: Verifier,
     workdir: Path,
+    idle: dict[str, PidSource] | None = None,
 ) -> Figures:
     figures = Figures(responder.label)
     prefix = certid_prefix(ca)
-    slug = responder.label.replace(" ", "").replace("-", "")
+    slug = responder.label.replace(" ", "").replace("-", "") + f"-{len(revoked)}"
 
     def data_for(prepared: Prepared, name: str) -> Path:
         path = workdir / f"{slug}-{name}.txt"
@@ -613,7 +617,9 @@ async def measure(
         )
     data = data_for(measured, "measured")
     await asyncio.to_thread(responder.fresh)
-    meter = CpuMeter({"server": responder.pids, "bench (revocations)": lambda: {os.getpid()}})
+    meter = CpuMeter(
+        {"server": responder.pids, "bench (revocations)": lambda: {os.getpid()}, **(idle or {})}
+    )
     landed: list[tuple[Certificate, Revocation]] = []
     finished = threading.Event()
 
@@ -753,9 +759,7 @@ async def run(args: argparse.Namespace) -> list[Figures]:
         if args.workers:
             env["SCEPLINE_WORKERS"] = str(args.workers)
         settings = Settings(
-            data_dir=data_dir,
-            crl_check_interval_seconds=args.check_interval,
-            log_level="WARNING",
+            data_dir=data_dir, crl_check_interval_seconds=args.check_interval, log_level="WARNING"
         )
         scep_url = f"http://127.0.0.1:{port}/scep"
         command = [sys.executable, "-m", "scepline", "up"]
@@ -789,18 +793,25 @@ async def run(args: argparse.Namespace) -> list[Figures]:
                 pool = list(certificates)
                 random.Random(3).shuffle(pool)
                 revoked: dict[int, Revocation] = {}
+                index = workdir / "index.txt"
+                (workdir / "index.txt.attr").write_text("unique_subject = no\n")
 
-                async def revoke_in_store(certificate: Certificate) -> Revocation:
+                async def revoke(certificate: Certificate) -> Revocation:
+                    """In scepline's store and OpenSSL's index.txt alike (one truth
+                    for every responder, whichever is measured)."""
                     view = await rt.repository.revoke(certificate.serial, reason=KEY_COMPROMISE)
                     assert view is not None and view.revoked_at is not None
-                    revocation = Revocation(view.revoked_at, time.time())
+                    revocation = Revocation(view.revoked_at, 0.0)
                     revoked[certificate.serial] = revocation
+                    write_index(index, certificates, revoked)
+                    revocation.committed = time.time()
                     return revocation
 
                 initial = round(len(pool) * args.initially_revoked)
                 for certificate in pool[:initial]:
-                    await revoke_in_store(certificate)
+                    await revoke(certificate)
                 del pool[:initial]
+                write_index(index, certificates, revoked)
                 print(
                     f"set-up: {initial} of {len(certificates)} revoked before measuring; "
                     f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
@@ -812,6 +823,18 @@ async def run(args: argparse.Namespace) -> list[Figures]:
                     del pool[: args.revocations]
                     return taken
 
+                def serving() -> dict[str, int]:
+                    return {f"up-{pid}": pid for pid in children_of(up.pid)() if pid != up.pid}
+
+                scepline = Responder(
+                    f"scepline up ({args.workers or os.cpu_count()} processes)",
+                    port,
+                    "/ocsp",
+                    children_of(up.pid),
+                    serving,
+                    revoke,
+                    args.check_interval,
+                )
                 common = {
                     "ca": ca,
                     "certificates": certificates,
@@ -819,60 +842,82 @@ async def run(args: argparse.Namespace) -> list[Figures]:
                     "verifier": verifier,
                     "workdir": workdir,
                 }
-                if "scepline" in args.only:
-
-                    def serving() -> dict[str, int]:
-                        return {f"up-{pid}": pid for pid in children_of(up.pid)() if pid != up.pid}
-
-                    scepline = Responder(
-                        f"scepline up ({args.workers or os.cpu_count()} processes)",
-                        port,
-                        "/ocsp",
-                        children_of(up.pid),
-                        serving,
-                        revoke_in_store,
-                        args.check_interval,
-                    )
-                    figures.append(await measure(scepline, args, to_revoke=take(), **common))
-        # scepline is stopped: OpenSSL's responders have the machine to themselves.
-        for mode, multi in (("openssl", 1), ("openssl-multi", args.multi)):
-            if mode not in args.only:
-                continue
-            openssl = OpenSslResponder(workdir, data_dir / "ca", certificates, revoked, multi=multi)
-            with openssl.serving() as responder:
-                figures.append(await measure(responder, args, to_revoke=take(), **common))
+                for round_number in range(1, args.rounds + 1):
+                    if args.rounds > 1:
+                        print(f"round {round_number} of {args.rounds}", flush=True)
+                    for mode in args.only:
+                        if mode == "scepline":
+                            figures.append(
+                                await measure(scepline, args, to_revoke=take(), **common)
+                            )
+                            continue
+                        multi = 1 if mode == "openssl" else args.multi
+                        openssl = OpenSslResponder(workdir, ca_dir, index, revoke, multi=multi)
+                        with openssl.serving() as responder:
+                            figures.append(
+                                await measure(
+                                    responder,
+                                    args,
+                                    to_revoke=take(),
+                                    # scepline up stays up, idle: its share is shown.
+                                    idle={"scepline up (idle)": children_of(up.pid)},
+                                    **common,
+                                )
+                            )
     return figures
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
 
 
 def summary(figures: list[Figures], args: argparse.Namespace) -> None:
     print()
     mode = f"{args.method.upper()}{', nonce' if args.nonce else ''}"
     mode += ", Connection: close" if args.close else ""
+    rounds = f", medians of {args.rounds} rounds" if args.rounds > 1 else ""
     print(
         f"{args.requests} OCSP requests ({mode}) for {args.certificates} certificates, "
-        f"{args.concurrency} concurrent clients, {os.cpu_count()} CPUs"
+        f"{args.concurrency} concurrent clients, {os.cpu_count()} CPUs{rounds}"
     )
-    openssl = {f.label: f.per_second for f in figures if f.label.startswith("openssl")}
-    ratio_names = list(openssl)
+    labels = list(dict.fromkeys(f.label for f in figures))
+    by_label = {label: [f for f in figures if f.label == label] for label in labels}
+    rate = {label: median([f.per_second for f in runs]) for label, runs in by_label.items()}
+    references = [label for label in labels if label.startswith("openssl")]
     head = f"{'responder':<26} {'answers/s':>10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
-    head += "".join(f" {'vs ' + name:>20}" for name in ratio_names) + "  load"
+    head += "".join(f" {'vs ' + name:>20}" for name in references) + "  load (1 min)"
     print(head)
-    for f in figures:
+    for label, runs in by_label.items():
+        latency = {
+            p: median([f.latency_ms.get(p, 0.0) for f in runs]) for p in ("p50", "p95", "p99")
+        }
         line = (
-            f"{f.label:<26} {f.per_second:>10.0f} {f.latency_ms.get('p50', 0):>7.1f} "
-            f"{f.latency_ms.get('p95', 0):>7.1f} {f.latency_ms.get('p99', 0):>7.1f}"
+            f"{label:<26} {rate[label]:>10.0f} {latency['p50']:>7.1f} "
+            f"{latency['p95']:>7.1f} {latency['p99']:>7.1f}"
         )
-        for name in ratio_names:
-            line += f" {f.per_second / openssl[name]:>19.2f}x" if openssl[name] else " -"
-        print(line + f"  {f.load[0]:.2f}-{f.load[1]:.2f}")
+        for name in references:
+            line += f" {rate[label] / rate[name]:>19.2f}x" if rate[name] else " -"
+        loads = [value for f in runs for value in f.load]
+        print(line + f"  {min(loads):.2f}-{max(loads):.2f}")
+    if args.rounds > 1 and "scepline" in args.only:
+        scepline = by_label[labels[args.only.index("scepline")]]
+        for name in references:
+            ratios = [
+                f"{mine.per_second / theirs.per_second:.2f}x"
+                for mine, theirs in zip(scepline, by_label[name], strict=False)
+                if theirs.per_second
+            ]
+            print(f"scepline / {name}, round by round: {', '.join(ratios)}")
     if args.cpu:
         print()
-        print("CPU microseconds per answer:")
-        for f in figures:
-            parts = ", ".join(f"{name} {value:.0f}" for name, value in f.cpu_us.items())
-            total = sum(f.cpu_us.values())
+        print("CPU microseconds per answer (medians):")
+        for label, runs in by_label.items():
+            names = list(dict.fromkeys(name for f in runs for name in f.cpu_us))
+            values = {name: median([f.cpu_us.get(name, 0.0) for f in runs]) for name in names}
+            parts = ", ".join(f"{name} {value:.0f}" for name, value in values.items())
+            total = sum(value for name, value in values.items() if "(idle)" not in name)
             ceiling = (os.cpu_count() or 1) * 1e6 / total if total else 0
-            print(f"  {f.label:<26} {parts}; all {total:.0f} (ceiling {ceiling:.0f}/s)")
+            print(f"  {label:<26} {parts}; all {total:.0f} (ceiling {ceiling:.0f}/s)")
 
 
 def main() -> None:
@@ -900,6 +945,9 @@ def main() -> None:
         default=0.05,
         metavar="FRACTION",
         help="of the certificates, revoked before anything is measured",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every responder this many times, in turn"
     )
     choices = ["scepline", "openssl", "openssl-multi"]
     parser.add_argument("--only", nargs="*", choices=choices, default=choices)
