@@ -3,10 +3,10 @@
 
 # Debian packages the test suite drives for real: the interop clients (SCEP and OCSP), the HSM,
 # a Docker engine with docker-compose and debootstrap for the compose test, and Chromium with its
-# driver for the console's browser tests.
+# driver for the console's browser tests; wrk is bench/ocsp.py's load generator.
 SCEPLINE_DEBIAN_PACKAGES="scep certmonger dbus strongswan-pki libstrongswan-standard-plugins \
 libstrongswan-extra-plugins softhsm2 opensc openssl gnutls-bin docker.io docker-compose debootstrap \
-chromium chromium-driver"
+chromium chromium-driver wrk"
 
 log() { printf '>> %s\n' "$*" >&2; }
 

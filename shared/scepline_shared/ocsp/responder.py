@@ -16,9 +16,17 @@ Responses are cached per process and signed ahead: a request without a nonce
 is answered from the cache; the statuses behind a cached response are re-read
 from the store once per check interval (``SCEPLINE_CRL_CHECK_INTERVAL_SECONDS``),
 so a revocation shows within one interval, and the response is signed again
-when its status changed or half of its validity has passed. While the store
+when its status changed or half of its validity has passed. The first request
+that finds its answer due for a check re-reads, in one query, the statuses of
+every answer served since its own last check that is at least half an interval
+old (not one query per answer: a thousand devices asking every few seconds
+would otherwise keep the store busy); an answer whose status changed is dropped
+and signed again when next asked for. While the store
 is unreachable, a cached response still within its nextUpdate is served. A
 request with a nonce gets its own signature (the nonce is inside it).
+
+A request seen before byte for byte (relying parties repeat theirs) finds its
+cached response without being parsed again: the same bytes ask the same question.
 """
 
 from __future__ import annotations
@@ -63,6 +71,9 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
+
+# Serials per query when the cached answers' statuses are re-read in one go.
+_RECHECK_CHUNK = 500
 
 
 class CertificateStatuses(Protocol):
@@ -146,6 +157,12 @@ class _Cached:
     statuses: tuple[_Status, ...]
     checked: float  # monotonic time the statuses were last read from the store
     refresh_at: datetime  # re-sign from then on (half of the validity)
+    issuer: OcspIssuer
+    cert_ids: tuple[CertId, ...]
+    # The issuers (as ``issuers()`` returned them) the request was last found
+    # under: a request known by its bytes skips the issuer lookup while they stand.
+    issuers: Sequence[OcspIssuer] | None = None
+    used: bool = False  # served since its statuses were last read
 
 
 class OcspResponder:
@@ -174,6 +191,10 @@ class OcspResponder:
         self._index_source: Sequence[OcspIssuer] | None = None
         self._index: dict[tuple[str, bytes, bytes], OcspIssuer] = {}
         self._inflight: dict[tuple[bytes, ...], asyncio.Future[OcspAnswer]] = {}
+        # Nonce-less requests seen before, by their DER: their cache key.
+        self._known: dict[bytes, tuple[bytes, ...]] = {}
+        self._rechecking: asyncio.Future[bool] | None = None
+        self._rechecked = float("-inf")  # monotonic start of the last batch re-read
 
     @property
     def cached_responses(self) -> int:
@@ -182,12 +203,23 @@ class OcspResponder:
 
     async def respond(self, der: bytes) -> OcspAnswer:
         """The answer to one request; never raises for anything the client sent."""
+        key = self._known.get(der)
+        if key is not None:
+            cached = self._cache.get(key)
+            if (
+                cached is not None
+                and cached.issuers is not None
+                and cached.issuers is self._issuers()
+                and self._fresh(cached)
+            ):
+                return self._hit(key, cached)
         try:
             request = parse_request(der)
         except MalformedRequest as refused:
             log.info("OCSP request refused", reason=str(refused))
             return _error(ResponseStatus.MALFORMED_REQUEST)
         issuer = self._issuer_of(request.cert_ids)
+        found_under = self._index_source  # the issuers ``issuer`` was found among
         if issuer is None:
             return _error(ResponseStatus.UNAUTHORIZED)
         if issuer.signer is None:
@@ -196,12 +228,23 @@ class OcspResponder:
         if request.nonce is not None:
             return await self._answer(issuer, request.cert_ids, request.nonce, cached=None)
         key = tuple(cert_id.der for cert_id in request.cert_ids)
+        self._remember(der, key)
         cached = self._cache.get(key)
         if cached is not None and self._fresh(cached):
-            self._cache.move_to_end(key)
-            OCSP_CACHE.labels("hit").inc()
-            _count(cached.statuses)
-            return cached.answer
+            cached.issuers = found_under
+            return self._hit(key, cached)
+        if cached is not None and self._clock() < cached.refresh_at:
+            # Only its statuses are due: re-read with every other answer due soon.
+            cached.used = True
+            if not await self._recheck():
+                return self._unavailable(cached)
+            if self._cache.get(key) is cached and self._fresh(cached):
+                cached.issuers = found_under
+                cached.used = True
+                OCSP_CACHE.labels("revalidated").inc()
+                _count(cached.statuses)
+                return cached.answer
+            cached = self._cache.get(key)  # None once its status changed
         # One store read and one signature for a burst of the same question.
         pending = self._inflight.get(key)
         if pending is not None:
@@ -209,7 +252,9 @@ class OcspResponder:
         future: asyncio.Future[OcspAnswer] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            answer = await self._answer(issuer, request.cert_ids, None, cached=cached)
+            answer = await self._answer(
+                issuer, request.cert_ids, None, cached=cached, found_under=found_under
+            )
             future.set_result(answer)
             return answer
         except BaseException as error:
@@ -218,6 +263,94 @@ class OcspResponder:
             raise
         finally:
             del self._inflight[key]
+
+    def _hit(self, key: tuple[bytes, ...], cached: _Cached) -> OcspAnswer:
+        cached.used = True
+        self._cache.move_to_end(key)
+        OCSP_CACHE.labels("hit").inc()
+        _count(cached.statuses)
+        return cached.answer
+
+    def _remember(self, der: bytes, key: tuple[bytes, ...]) -> None:
+        """Know ``der`` by its cache key from now on (as many requests as responses
+        are cached; the longest known forgotten first)."""
+        if self._cache_entries <= 0 or der in self._known:
+            return
+        if len(self._known) >= self._cache_entries:
+            del self._known[next(iter(self._known))]
+        self._known[der] = key
+
+    async def _recheck(self) -> bool:
+        """Re-read in one go the statuses of the cached answers served since their
+        last check and checked at least half an interval ago; drop those whose
+        status changed. At most one batch at a time (others wait for it) and one
+        per half interval (a request whose answer it did not cover reads its
+        own). False if the store failed."""
+        running = self._rechecking
+        if running is not None:
+            return await asyncio.shield(running)
+        started = time.monotonic()
+        if started - self._rechecked < self._check_seconds / 2:
+            return True
+        self._rechecked = started
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._rechecking = future
+        try:
+            done = await self._recheck_now(started)
+            future.set_result(done)
+            return done
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            self._rechecking = None
+
+    async def _recheck_now(self, started: float) -> bool:
+        due = [
+            (key, entry)
+            for key, entry in self._cache.items()
+            if entry.used and started - entry.checked >= self._check_seconds / 2
+        ]
+        serials = sorted(
+            {
+                serial_hex(cert_id.serial)
+                for _, entry in due
+                for cert_id in entry.cert_ids
+                if cert_id.serial not in entry.issuer.ca_certificates
+            }
+        )
+        rows: dict[str, CertificateView] = {}
+        try:
+            for at in range(0, len(serials), _RECHECK_CHUNK):
+                rows.update(
+                    await self._statuses.certificates_by_serial(serials[at : at + _RECHECK_CHUNK])
+                )
+        except Exception:  # a store outage is answered, not raised
+            log.warning("store unavailable: OCSP statuses not re-read", exc_info=True)
+            return False
+        for key, entry in due:
+            if self._cache.get(key) is not entry:
+                continue  # signed again meanwhile
+            statuses = tuple(_status(entry.issuer, c.serial, rows) for c in entry.cert_ids)
+            if statuses == entry.statuses:
+                entry.checked = started  # read after this moment: as fresh as that
+                entry.used = False
+            else:
+                del self._cache[key]  # signed again when next asked for
+        return True
+
+    def _unavailable(self, cached: _Cached | None) -> OcspAnswer:
+        """The answer while the store is down: a cached one still within its
+        nextUpdate, else tryLater."""
+        now = self._clock()
+        if cached is not None and cached.answer.next_update and now < cached.answer.next_update:
+            log.warning("store unavailable: serving a cached OCSP response")
+            OCSP_CACHE.labels("stale").inc()
+            _count(cached.statuses)
+            return cached.answer
+        log.error("store unavailable: OCSP answered tryLater")
+        return _error(ResponseStatus.TRY_LATER)
 
     def _fresh(self, cached: _Cached) -> bool:
         return (
@@ -253,21 +386,17 @@ class OcspResponder:
         nonce: bytes | None,
         *,
         cached: _Cached | None,
+        found_under: Sequence[OcspIssuer] | None = None,
     ) -> OcspAnswer:
         try:
             statuses = await self._read_statuses(issuer, cert_ids)
         except Exception:  # a store outage is answered, not raised
-            now = self._clock()
-            if cached is not None and cached.answer.next_update and now < cached.answer.next_update:
-                log.warning("store unavailable: serving a cached OCSP response")
-                OCSP_CACHE.labels("stale").inc()
-                _count(cached.statuses)
-                return cached.answer
-            log.exception("store unavailable: OCSP answered tryLater")
-            return _error(ResponseStatus.TRY_LATER)
+            log.warning("store unavailable: OCSP statuses not read", exc_info=True)
+            return self._unavailable(cached)
         now = self._clock()
         if cached is not None and cached.statuses == statuses and now < cached.refresh_at:
             cached.checked = time.monotonic()
+            cached.issuers = found_under
             OCSP_CACHE.labels("revalidated").inc()
             _count(statuses)
             return cached.answer
@@ -282,6 +411,9 @@ class OcspResponder:
                 statuses=statuses,
                 checked=time.monotonic(),
                 refresh_at=answer.this_update + self._validity / 2,
+                issuer=issuer,
+                cert_ids=tuple(cert_ids),
+                issuers=found_under,
             )
             self._cache.move_to_end(key)
             while len(self._cache) > self._cache_entries:
