@@ -25,7 +25,6 @@ __all__ = [
     "Endpoint",
     "Endpoints",
     "Provider",
-    "single",
 ]
 
 Provider = Literal["static", "one-time", "manual", "intune"]
@@ -143,8 +142,3 @@ class Endpoints:
                     return None
                 return self.default
         return None
-
-
-def single(endpoint: Endpoint) -> Endpoints:
-    """The endpoints of a deployment without a configuration file: one, at /scep."""
-    return Endpoints({endpoint.name: endpoint}, default=endpoint.name)

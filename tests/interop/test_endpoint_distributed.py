@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures.processes import scepline_cluster
 from tests.interop.clients import enrol_certmonger, enrol_scepclient, enrol_strongswan
-from tests.interop.test_clients import Server, assert_enrolled
+from tests.interop.test_clients import Server, assert_certmonger_rejected, assert_enrolled
 from tests.interop.test_endpoint_clients import (
     SERVERS,
     TWO_CAS,
@@ -85,3 +85,19 @@ def test_a_manual_request_is_issued_after_approval(cluster: Deployment, tmp_path
     assert approved.returncode == 0, approved.stderr
     assert "handed to the signers" in approved.stdout
     assert_enrolled(Server(cluster.url("gear"), cluster.data_dir, cluster.process), result)
+
+
+def test_a_rejected_manual_request_is_refused_when_certmonger_polls(
+    cluster: Deployment, tmp_path: Path
+):
+    client = in_background(
+        lambda: enrol_certmonger(
+            cluster.url("gear"), tmp_path, challenge="", subject="CN=d-rejected", timeout=120
+        )
+    )
+    transaction_id = waiting_line(cluster, "CN=d-rejected").split()[2]
+
+    rejected = cluster.scepline("request", "reject", transaction_id, "--reason", "not ours")
+
+    assert rejected.returncode == 0, rejected.stderr
+    assert_certmonger_rejected(client.result(timeout=120))
