@@ -48,7 +48,27 @@ class SignerStore(MovesRequests, Protocol):
     ) -> RequestView | None: ...
 
 
-class CrlStore(Protocol):
+class JournalsCaCertificates(Protocol):
+    """Journaling the CA's own certificates: each generation's CA and RA
+    certificates, and the OCSP responder certificates the keeper signs."""
+
+    async def journal_ca_certificate(
+        self,
+        *,
+        kind: JournalKind,
+        issuer_key_id: str,
+        issuer: str,
+        serial: str | int,
+        subject: str,
+        not_before: datetime,
+        not_after: datetime,
+        tbs_sha256: str,
+    ) -> bool: ...
+
+
+class CrlStore(JournalsCaCertificates, Protocol):
+    """The CRL publisher's store (and the journaling of the CA's own certificates)."""
+
     async def latest_crl(self, issuer_key_id: str) -> CrlView | None: ...
 
     async def revoked(
@@ -77,33 +97,3 @@ class CrlStore(Protocol):
         next_update: datetime,
         der: bytes,
     ) -> CrlView: ...
-
-    async def journal_ca_certificate(
-        self,
-        *,
-        kind: JournalKind,
-        issuer_key_id: str,
-        issuer: str,
-        serial: str | int,
-        subject: str,
-        not_before: datetime,
-        not_after: datetime,
-        tbs_sha256: str,
-    ) -> bool: ...
-
-
-class JournalsCaCertificates(Protocol):
-    """The OCSP responder keeper journals the responder certificates it signs."""
-
-    async def journal_ca_certificate(
-        self,
-        *,
-        kind: JournalKind,
-        issuer_key_id: str,
-        issuer: str,
-        serial: str | int,
-        subject: str,
-        not_before: datetime,
-        not_after: datetime,
-        tbs_sha256: str,
-    ) -> bool: ...
