@@ -27,29 +27,10 @@ from tests.interop.clients import (
 )
 from tests.interop.test_clients import Server, assert_certmonger_rejected, assert_enrolled
 from tests.support.commands import run_scepline
+from tests.support.endpoints import ISSUE_EXAMPLE as EXAMPLE
 
 pytestmark = pytest.mark.interop
 
-# The issue's example, as written.
-EXAMPLE = """
-[endpoints.wifi]
-challenge = "static"
-static_challenge = "wifi-secret"
-
-[endpoints.wifi.profile]
-validity_days = 30
-extended_key_usage = ["clientAuth"]
-
-[endpoints.servers]
-challenge = "one-time"
-
-[endpoints.servers.profile]
-validity_days = 90
-extended_key_usage = ["serverAuth", "clientAuth"]
-
-[endpoints.gear]
-challenge = "manual"
-"""
 
 WIFI = (30, [ExtendedKeyUsageOID.CLIENT_AUTH])
 SERVERS = (90, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])

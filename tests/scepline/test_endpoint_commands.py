@@ -17,27 +17,8 @@ from scepline_shared.store.challenges import challenge_sha256
 from scepline_shared.store.models import RequestState
 from tests.fixtures.scepline import data_dir_with_ca, running
 from tests.support.commands import run_scepline
+from tests.support.endpoints import ISSUE_EXAMPLE as EXAMPLE
 from tests.support.pki import name, requester
-
-EXAMPLE = """
-[endpoints.wifi]
-challenge = "static"
-static_challenge = "wifi-secret"
-
-[endpoints.wifi.profile]
-validity_days = 30
-extended_key_usage = ["clientAuth"]
-
-[endpoints.servers]
-challenge = "one-time"
-
-[endpoints.servers.profile]
-validity_days = 90
-extended_key_usage = ["serverAuth", "clientAuth"]
-
-[endpoints.gear]
-challenge = "manual"
-"""
 
 MISTAKES = """
 [endpoints.wifi]

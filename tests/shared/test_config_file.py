@@ -13,27 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from scepline_shared.config_file import ConfigError, load_config, parse_duration
 from scepline_shared.configured import endpoints_from
 from scepline_shared.settings import Settings
-
-EXAMPLE = """
-[endpoints.wifi]
-challenge = "static"
-static_challenge = "wifi-secret"
-
-[endpoints.wifi.profile]
-validity_days = 30
-extended_key_usage = ["clientAuth"]
-
-[endpoints.servers]
-challenge = "one-time"
-
-[endpoints.servers.profile]
-validity_days = 90
-extended_key_usage = ["serverAuth", "clientAuth"]
-
-[endpoints.gear]
-challenge = "manual"
-"""
-
+from tests.support.endpoints import ISSUE_EXAMPLE as EXAMPLE
 
 PROFILE = "[endpoints.a]\nchallenge = 'manual'\n[endpoints.a.profile]\n"
 
