@@ -16,8 +16,7 @@ from fastapi import FastAPI
 from scepline_shared.ocsp.http import decode_get_request, ocsp_routes
 from scepline_shared.ocsp.responder import OcspResponder, ocsp_issuer
 from scepline_shared.store import RequestRepository
-from tests.shared.ocsp.pki import make_ca, make_leaf, make_responder, ocsp_request
-from tests.shared.ocsp.test_responder import store
+from tests.shared.ocsp.pki import make_ca, make_leaf, make_responder, ocsp_request, store
 
 CA = make_ca()
 RESPONDER = make_responder(CA)

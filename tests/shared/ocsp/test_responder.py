@@ -5,7 +5,6 @@ cache keeps answers fresh without signing each one."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -14,37 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
-from scepline_shared.ca.tbs import tbs_sha256_of
-from scepline_shared.keys import KeyPair, spki_sha256_hex
 from scepline_shared.ocsp.codec import ResponseStatus, issuer_hashes
 from scepline_shared.ocsp.responder import OcspIssuer, OcspResponder, ocsp_issuer
 from scepline_shared.store import RequestRepository
-from scepline_shared.store.views import SignatureClaim
-from scepline_signer.handler import issued_record
-from tests.services.signer.pki import record_validated
-from tests.shared.ocsp.pki import make_ca, make_leaf, make_responder, ocsp_request
+from tests.shared.ocsp.pki import claim, make_ca, make_leaf, make_responder, ocsp_request, store
 
 CA = make_ca()
 RESPONDER = make_responder(CA)
 OTHER_CA = make_ca("Somebody else's CA")
-
-
-async def store(repository: RequestRepository, certificate: x509.Certificate, ca: KeyPair) -> None:
-    """Record ``certificate`` as the sign step does: claimed, then stored."""
-    transaction_id = secrets.token_hex(8)
-    await record_validated(repository, transaction_id, csr_der=b"csr", subject="CN=x")
-    record = issued_record(certificate, issuer_key_id=spki_sha256_hex(ca.certificate.public_key()))
-    claim = SignatureClaim(
-        serial=record.serial,
-        issuer_key_id=spki_sha256_hex(ca.certificate.public_key()),
-        issuer=record.issuer,
-        subject=record.subject,
-        not_before=record.not_before,
-        not_after=record.not_after,
-        tbs_sha256=tbs_sha256_of(certificate),
-    )
-    assert await repository.claim_signature(transaction_id=transaction_id, claim=claim)
-    assert await repository.record_signed(transaction_id=transaction_id, certificate=record)
 
 
 def responder(
@@ -133,20 +109,8 @@ async def test_a_serial_never_issued_is_unknown(repository: RequestRepository) -
 
 
 async def test_a_voided_serial_is_revoked_superseded(repository: RequestRepository) -> None:
-    transaction_id = secrets.token_hex(8)
-    await record_validated(repository, transaction_id, csr_der=b"csr", subject="CN=x")
     leaf = make_leaf(CA)
-    record = issued_record(leaf, issuer_key_id=spki_sha256_hex(CA.certificate.public_key()))
-    claim = SignatureClaim(
-        serial=record.serial,
-        issuer_key_id=spki_sha256_hex(CA.certificate.public_key()),
-        issuer=record.issuer,
-        subject=record.subject,
-        not_before=record.not_before,
-        not_after=record.not_after,
-        tbs_sha256=tbs_sha256_of(leaf),
-    )
-    assert await repository.claim_signature(transaction_id=transaction_id, claim=claim)
+    transaction_id, record = await claim(repository, leaf, CA)
     assert await repository.void_claim(
         transaction_id=transaction_id, serial=record.serial, why="signer died"
     )

@@ -7,7 +7,6 @@ revocation still shows within one interval."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from datetime import timedelta
 
 import pytest
@@ -17,15 +16,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 import scepline_shared.ocsp.responder as responder_module
-from scepline_shared.ca.tbs import tbs_sha256_of
-from scepline_shared.keys import KeyPair, spki_sha256_hex
+from scepline_shared.keys import KeyPair
 from scepline_shared.ocsp.codec import OcspRequest, ResponseStatus
 from scepline_shared.ocsp.responder import OcspIssuer, OcspResponder, ocsp_issuer
 from scepline_shared.store import RequestRepository
-from scepline_shared.store.views import CertificateView, SignatureClaim, serial_hex
-from scepline_signer.handler import issued_record
-from tests.services.signer.pki import record_validated
-from tests.shared.ocsp.pki import make_ca, make_leaf, make_responder, ocsp_request
+from scepline_shared.store.views import CertificateView, serial_hex
+from tests.shared.ocsp.pki import make_ca, make_leaf, make_responder, ocsp_request, store
 
 CA = make_ca()
 RESPONDER = make_responder(CA)
@@ -40,25 +36,6 @@ def issuer_for(ca: KeyPair, responder: KeyPair) -> OcspIssuer:
         signing="delegated",
         our_ca_certificates=[ca.certificate],
     )
-
-
-async def store(repository: RequestRepository, certificate: x509.Certificate) -> None:
-    """Record ``certificate`` as the sign step does: claimed, then stored."""
-    transaction_id = secrets.token_hex(8)
-    key_id = spki_sha256_hex(CA.certificate.public_key())
-    await record_validated(repository, transaction_id, csr_der=b"csr", subject="CN=x")
-    record = issued_record(certificate, issuer_key_id=key_id)
-    claim = SignatureClaim(
-        serial=record.serial,
-        issuer_key_id=key_id,
-        issuer=record.issuer,
-        subject=record.subject,
-        not_before=record.not_before,
-        not_after=record.not_after,
-        tbs_sha256=tbs_sha256_of(certificate),
-    )
-    assert await repository.claim_signature(transaction_id=transaction_id, claim=claim)
-    assert await repository.record_signed(transaction_id=transaction_id, certificate=record)
 
 
 class CountedStore:
@@ -118,7 +95,7 @@ async def test_a_repeated_request_is_answered_without_parsing_it_again(
     repository: RequestRepository, parses: list[bytes]
 ) -> None:
     leaf = make_leaf(CA)
-    await store(repository, leaf)
+    await store(repository, leaf, CA)
     answers = responder(repository)
     request = ocsp_request(leaf, CA.certificate)
 
@@ -134,7 +111,7 @@ async def test_the_same_question_in_other_bytes_is_parsed_and_finds_the_same_ans
     repository: RequestRepository, parses: list[bytes]
 ) -> None:
     leaf = make_leaf(CA)
-    await store(repository, leaf)
+    await store(repository, leaf, CA)
     answers = responder(repository)
     request = ocsp_request(leaf, CA.certificate)
     first = await answers.respond(request)
@@ -160,7 +137,7 @@ async def test_a_request_with_a_nonce_is_parsed_and_signed_every_time(
     repository: RequestRepository, parses: list[bytes]
 ) -> None:
     leaf = make_leaf(CA)
-    await store(repository, leaf)
+    await store(repository, leaf, CA)
     answers = responder(repository)
     request = ocsp_request(leaf, CA.certificate, nonce=b"0123456789abcdef")
 
@@ -176,7 +153,7 @@ async def test_a_known_request_is_refused_once_its_issuer_is_no_longer_served(
     repository: RequestRepository,
 ) -> None:
     leaf = make_leaf(CA)
-    await store(repository, leaf)
+    await store(repository, leaf, CA)
     issuers = [[issuer_for(CA, RESPONDER)]]
     answers = responder(repository, issuers)
     request = ocsp_request(leaf, CA.certificate)
@@ -192,7 +169,7 @@ async def test_a_known_request_answers_try_later_while_its_responder_is_missing(
     repository: RequestRepository,
 ) -> None:
     leaf = make_leaf(CA)
-    await store(repository, leaf)
+    await store(repository, leaf, CA)
     issuers = [[issuer_for(CA, RESPONDER)]]
     answers = responder(repository, issuers)
     request = ocsp_request(leaf, CA.certificate)
@@ -215,7 +192,7 @@ async def test_a_revocation_shows_within_one_check_interval_for_a_known_request(
     repository: RequestRepository, parses: list[bytes]
 ) -> None:
     leaf = make_leaf(CA)
-    await store(repository, leaf)
+    await store(repository, leaf, CA)
     answers = responder(repository, check_interval=0.3)
     request = ocsp_request(leaf, CA.certificate)
     assert status((await answers.respond(request)).body) is ocsp.OCSPCertStatus.GOOD
@@ -235,7 +212,7 @@ async def test_as_many_requests_are_known_as_responses_are_cached(
     leaves = [make_leaf(CA, f"d{n}") for n in range(5)]
     requests = [ocsp_request(leaf, CA.certificate) for leaf in leaves]
     for leaf, request in zip(leaves, requests, strict=True):
-        await store(repository, leaf)
+        await store(repository, leaf, CA)
         await answers.respond(request)
 
     # The oldest is forgotten: parsed again, answered right all the same.
@@ -256,7 +233,7 @@ async def cached(
     leaves = [make_leaf(CA, f"d{n}") for n in range(count)]
     requests = [ocsp_request(leaf, CA.certificate) for leaf in leaves]
     for leaf, request in zip(leaves, requests, strict=True):
-        await store(repository, leaf)
+        await store(repository, leaf, CA)
         await answers.respond(request)
         await answers.respond(request)
     return store_reads, answers, leaves, requests
