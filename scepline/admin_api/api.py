@@ -52,11 +52,9 @@ def limiter(request: Request) -> FailureLimiter:
     return request.app.state.limiter  # type: ignore[no-any-return]
 
 
-async def principal_from(request: Request, presented: str | None) -> Principal:
-    """The token's principal; 401 without one or for a wrong one, 429 while
-    the address has presented too many wrong ones."""
-    if not presented:
-        raise ApiError(401, "unauthorized", "a token is required: Authorization: Bearer <token>")
+def refuse_while_limited(request: Request) -> str:
+    """The client's address; 429 while it has presented too many wrong tokens
+    (the API and the console's login count them together)."""
     address = client_address(request)
     wait = limiter(request).retry_after(address)
     if wait is not None:
@@ -66,6 +64,15 @@ async def principal_from(request: Request, presented: str | None) -> Principal:
             f"too many wrong tokens from {address}; try again in {wait:.0f} s",
             headers={"retry-after": str(int(wait) + 1)},
         )
+    return address
+
+
+async def principal_from(request: Request, presented: str | None) -> Principal:
+    """The token's principal; 401 without one or for a wrong one, 429 while
+    the address has presented too many wrong ones."""
+    if not presented:
+        raise ApiError(401, "unauthorized", "a token is required: Authorization: Bearer <token>")
+    address = refuse_while_limited(request)
     found = await context(request).tokens.principal(presented)
     if found is None:
         limiter(request).failed(address)

@@ -33,9 +33,10 @@ from .api import (
     generation_file,
     limiter,
     parse_serial_or_400,
+    refuse_while_limited,
 )
 from .errors import ApiError
-from .security import LOGIN_COOKIE, SESSION_COOKIE, Session, SessionSigner, client_address, is_https
+from .security import LOGIN_COOKIE, SESSION_COOKIE, Session, SessionSigner, is_https
 from .tokens import Principal
 from .views import certificate_json, letter_json
 
@@ -217,15 +218,7 @@ async def login(request: Request) -> Response:
             "forbidden",
             "the login form was refused: its CSRF token is missing or wrong (reload the page)",
         )
-    address = client_address(request)
-    wait = limiter(request).retry_after(address)
-    if wait is not None:
-        raise ApiError(
-            429,
-            "too_many_failures",
-            f"too many wrong tokens from {address}; try again in {wait:.0f} s",
-            headers={"retry-after": str(int(wait) + 1)},
-        )
+    address = refuse_while_limited(request)
     target = safe_next(form.get("next"))
     who = await context(request).tokens.principal(form.get("token", ""))
     if who is None:
