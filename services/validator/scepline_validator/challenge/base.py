@@ -77,6 +77,18 @@ class ValidationOutcome:
         """Leave the decision to an operator (`scepline request approve|reject`)."""
         return cls(False, reason, awaiting_approval=True)
 
+    @classmethod
+    def renewal_kept(cls, request: ValidationRequest) -> ValidationOutcome | None:
+        """Approval of a renewal, which the challenge-less providers (static,
+        one-time, manual) give without a challenge: signed with a valid
+        certificate we issued and asking for its identity again (the validate
+        step checked both), that is the authentication. None: not a renewal."""
+        if request.renewal_of_serial is None:
+            return None
+        return cls.approve(
+            f"renewal of {request.renewal_of_serial}, identity kept", approval=Approval.RENEWAL
+        )
+
 
 class ChallengeValidator(Protocol):
     async def validate(self, request: ValidationRequest) -> ValidationOutcome:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from scepline_shared.store.models import DEFAULT_ENDPOINT, Approval
+from scepline_shared.store.models import DEFAULT_ENDPOINT
 
 from .base import ValidationOutcome, ValidationRequest
 
@@ -42,11 +42,8 @@ class ManualApprovalValidator:
         self._limit = limit
 
     async def validate(self, request: ValidationRequest) -> ValidationOutcome:
-        if request.renewal_of_serial is not None:
-            return ValidationOutcome.approve(
-                f"renewal of {request.renewal_of_serial}, identity kept",
-                approval=Approval.RENEWAL,
-            )
+        if (renewal := ValidationOutcome.renewal_kept(request)) is not None:
+            return renewal
         if self._store is not None and self._limit > 0:
             waiting = await self._store.count_awaiting_approval(self._endpoint)
             if waiting >= self._limit:

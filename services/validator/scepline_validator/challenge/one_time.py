@@ -16,7 +16,6 @@ from cryptography import x509
 from scepline_shared.ca import CertificateProfile, PolicyViolation
 from scepline_shared.ca.profile import requested_sans
 from scepline_shared.store.challenges import Consumed, challenge_sha256
-from scepline_shared.store.models import Approval
 from scepline_shared.store.views import OneTimeChallengeView
 
 from .base import ValidationOutcome, ValidationRequest
@@ -79,11 +78,8 @@ class OneTimeChallengeValidator:
         self._profile = profile
 
     async def validate(self, request: ValidationRequest) -> ValidationOutcome:
-        if request.renewal_of_serial is not None:
-            return ValidationOutcome.approve(
-                f"renewal of {request.renewal_of_serial}, identity kept",
-                approval=Approval.RENEWAL,
-            )
+        if (renewal := ValidationOutcome.renewal_kept(request)) is not None:
+            return renewal
         supplied = challenge_password(request.csr)
         if supplied is None:
             return ValidationOutcome.reject("the CSR has no challengePassword")

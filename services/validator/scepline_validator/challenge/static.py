@@ -7,8 +7,6 @@ import hmac
 from cryptography import x509
 from cryptography.x509.oid import AttributeOID
 
-from scepline_shared.store.models import Approval
-
 from .base import ValidationOutcome, ValidationRequest
 
 __all__ = ["StaticChallengeValidator", "challenge_password"]
@@ -31,13 +29,8 @@ class StaticChallengeValidator:
         self._challenge = challenge.encode()
 
     async def validate(self, request: ValidationRequest) -> ValidationOutcome:
-        if request.renewal_of_serial is not None:
-            # Signed with a valid certificate we issued, asking for its identity
-            # again (the validate step checked both): that is the authentication.
-            return ValidationOutcome.approve(
-                f"renewal of {request.renewal_of_serial}, identity kept",
-                approval=Approval.RENEWAL,
-            )
+        if (renewal := ValidationOutcome.renewal_kept(request)) is not None:
+            return renewal
         supplied = challenge_password(request.csr)
         if supplied is None:
             return ValidationOutcome.reject("the CSR has no challengePassword")
