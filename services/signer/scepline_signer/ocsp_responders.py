@@ -62,6 +62,12 @@ class OcspResponderKeeper:
 
     def __post_init__(self) -> None:
         self._stopped = asyncio.Event()
+        # Per generation, the responder certificate this keeper last found (or
+        # made) valid for its key and CA, with the state of the files behind it:
+        # while they are unchanged and less than half of its life has gone, a
+        # round needs neither the lock nor the key (a key removed or replaced
+        # changes the files, and the next round makes it good again).
+        self._checked: dict[int, tuple[x509.Certificate, _Files]] = {}
 
     async def run(self) -> None:
         await repeat_until_stopped(
@@ -90,6 +96,9 @@ class OcspResponderKeeper:
     async def _keep(self, generation: CaGeneration, now: datetime) -> x509.Certificate | None:
         paths = CaPaths.generation(self.data_dir, generation.number)
         ca = generation.material.ca
+        checked = self._checked.get(generation.number)
+        if checked is not None and _unchanged_and_fresh(paths, *checked, now):
+            return None
         async with _exclusive(paths):
             key = await asyncio.to_thread(
                 ensure_responder_key, paths, self.keys, generation=generation.number, ca=ca
@@ -100,6 +109,7 @@ class OcspResponderKeeper:
             ):
                 assert current is not None
                 _export(ca.certificate, current)
+                self._checked[generation.number] = (current, _files(paths))
                 return None
             prepared = prepare_responder_certificate(
                 ca, key.public_key(), serial=new_serial(), now=now, validity=self.validity
@@ -119,6 +129,7 @@ class OcspResponderKeeper:
             if tbs_sha256_of(certificate) != prepared.tbs_sha256:
                 raise RuntimeError("the signed responder certificate is not the journaled one")
             await asyncio.to_thread(save_responder_certificate, paths, certificate)
+            self._checked[generation.number] = (certificate, _files(paths))
         _export(ca.certificate, certificate)
         log.info(
             "OCSP responder certificate issued",
@@ -127,6 +138,29 @@ class OcspResponderKeeper:
             not_after=certificate.not_valid_after_utc.isoformat(),
         )
         return certificate
+
+
+_Files = tuple[tuple[int, int] | None, ...]
+
+
+def _files(paths: CaPaths) -> _Files:
+    """(mtime, size) of the responder's certificate, key file and key index."""
+    found: list[tuple[int, int] | None] = []
+    for path in (paths.ocsp_cert, paths.ocsp_key, paths.keys_index):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            found.append(None)
+        else:
+            found.append((stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
+
+
+def _unchanged_and_fresh(
+    paths: CaPaths, checked: x509.Certificate, files: _Files, now: datetime
+) -> bool:
+    start, end = checked.not_valid_before_utc, checked.not_valid_after_utc
+    return now < start + (end - start) / 2 and _files(paths) == files
 
 
 def _export(ca: x509.Certificate, responder: x509.Certificate) -> None:

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scepline_shared.ca.keysource import KeySource
-from scepline_shared.ca.material import CaPaths, load_certificate
+from scepline_shared.ca.material import CaPaths, load_certificate, locked
 from scepline_shared.ca.ocsp_responder import load_responder
 from scepline_shared.ca.schedule import CaSchedule, init_ca
 from scepline_shared.ca.tbs import tbs_sha256_of
@@ -101,3 +101,26 @@ async def test_signers_running_the_round_together_make_one_certificate(
         *(keeper(repository, tmp_path, schedule).run_once() for _ in range(4))
     )
     assert sum(len(issued) for issued in rounds) == 1
+
+
+async def test_a_fresh_certificate_costs_a_round_neither_the_lock_nor_the_key(
+    repository: RequestRepository, tmp_path: Path, schedule: CaSchedule
+) -> None:
+    keeping = keeper(repository, tmp_path, schedule)
+    await keeping.run_once()
+    with locked(CaPaths.under(tmp_path), exclusive=True):  # e.g. `ca rollover` at work
+        assert await asyncio.wait_for(keeping.run_once(), timeout=5) == []
+
+
+async def test_a_responder_key_that_went_missing_is_made_again_at_the_next_round(
+    repository: RequestRepository, tmp_path: Path, schedule: CaSchedule
+) -> None:
+    keeping = keeper(repository, tmp_path, schedule)
+    (first,) = await keeping.run_once()
+    CaPaths.under(tmp_path).ocsp_key.unlink()
+
+    (second,) = await keeping.run_once()
+
+    assert second.public_key() != first.public_key()
+    responder = load_responder(CaPaths.under(tmp_path), FILES)
+    assert responder is not None and responder.certificate == second
