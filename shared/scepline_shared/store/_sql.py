@@ -52,19 +52,27 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Column, Executable, Insert, Row, Table, bindparam, exc, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 from sqlalchemy.util import greenlet_spawn
 
 from scepline_shared.store.database import autocommit_engine
 
-__all__ = ["Database", "Dependent", "RequestChange", "reusable"]
+__all__ = ["Database", "Dependent", "RequestChange", "bound_engine", "reusable"]
 
 _S = TypeVar("_S", bound=Executable)
 
 # Statements built once and kept (module constants): only these get compiled
 # to raw SQL and cached, so a statement built per call cannot grow the cache.
 _REUSABLE: weakref.WeakSet[Executable] = weakref.WeakSet()
+
+
+def bound_engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """The engine a repository's sessionmaker is bound to (statements run on it directly)."""
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, AsyncEngine):
+        raise TypeError("the repository needs an async_sessionmaker bound to an AsyncEngine")
+    return engine
 
 
 def reusable(statement: _S) -> _S:

@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scepline_shared.store._convert import REQUEST_TABLE
-from scepline_shared.store._sql import Database
+from scepline_shared.store._sql import Database, bound_engine
 from scepline_shared.store.certificates import check_aware, utc_now
 from scepline_shared.store.models import (
     AdminAction,
@@ -119,9 +119,7 @@ class AdminRepository:
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        engine = sessions.kw.get("bind")
-        if not isinstance(engine, AsyncEngine):
-            raise TypeError("the repository needs an async_sessionmaker bound to an AsyncEngine")
+        engine = bound_engine(sessions)
         self._db = Database(engine)
         self._clock = clock
         self._dialect = engine.dialect.name

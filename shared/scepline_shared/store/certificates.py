@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scepline_shared.revocation import (
     CESSATION_OF_OPERATION,
@@ -34,7 +34,7 @@ from scepline_shared.store._convert import (
     crl_view,
     journal_entry,
 )
-from scepline_shared.store._sql import Database, reusable
+from scepline_shared.store._sql import Database, bound_engine, reusable
 from scepline_shared.store.errors import CrlNumberCollision
 from scepline_shared.store.models import JournalKind
 from scepline_shared.store.views import CertificateView, CrlView, JournalEntry, serial_hex
@@ -103,9 +103,7 @@ class CertificateRepository:
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        engine = sessions.kw.get("bind")
-        if not isinstance(engine, AsyncEngine):
-            raise TypeError("the repository needs an async_sessionmaker bound to an AsyncEngine")
+        engine = bound_engine(sessions)
         self._sessions = sessions
         self._clock = clock
         self._db = Database(engine)
