@@ -40,13 +40,14 @@ from scepline_shared.configured import (
     endpoints_from,
     intune_config_for,
     key_source,
-    ocsp_routes_from,
+    ocsp_http_from,
 )
 from scepline_shared.endpoints import DEFAULT_CA, CaSpec, Endpoints
 from scepline_shared.health import ReadinessCheck, health_app, health_routes
 from scepline_shared.intune import IntuneClient, IntuneConfigurationError
 from scepline_shared.keys import KeyPair
 from scepline_shared.log import get_logger
+from scepline_shared.ocsp.http import OcspPaths
 from scepline_shared.pipeline import Step, StepHandler
 from scepline_shared.private_files import private_directory
 from scepline_shared.settings import Settings
@@ -382,7 +383,7 @@ async def _ingress(
             repository=rt.repository,
             pipeline=pipeline,
             readiness=ready,
-            ocsp=ocsp_routes_from(settings, rt.repository, cas.watchers),
+            ocsp=ocsp_http_from(settings, rt.repository, cas.watchers),
             endpoints=endpoints,
             endpoint_identities=cas.identities(endpoints),
         )
@@ -639,7 +640,8 @@ async def serve_ocsp(settings: Settings) -> None:
 
             app = FastAPI(title="scepline OCSP", docs_url=None, redoc_url=None, openapi_url=None)
             app.include_router(health_routes(ready))
-            app.include_router(ocsp_routes_from(settings, certificates, endpoints.cas))
+            ocsp = ocsp_http_from(settings, certificates, endpoints.cas)
+            app.add_middleware(OcspPaths, ocsp=ocsp)
             log.info("OCSP responder serving", data_dir=str(settings.data_dir))
             await serve_http(settings, Listener(app, http), *_health_listener(health, ready))
 

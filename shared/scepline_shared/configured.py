@@ -12,8 +12,6 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from fastapi import APIRouter
-
 from .ca import CertificateProfile
 from .ca.keysource import KeySource
 from .ca.profile import ProfileNameError
@@ -34,7 +32,7 @@ from .intune.errors import IntuneConfigurationError
 from .keys import SigningKey
 from .keys.pkcs11 import Pkcs11Config, Pkcs11KeyRef, Pkcs11PrivateKey, Pkcs11Token
 from .ocsp.directory import ResponderDirectory
-from .ocsp.http import ocsp_routes
+from .ocsp.http import OcspHttp
 from .ocsp.responder import CertificateStatuses, OcspIssuer, OcspResponder
 from .settings import Settings
 
@@ -45,7 +43,7 @@ __all__ = [
     "endpoints_from",
     "intune_config_for",
     "key_source",
-    "ocsp_routes_from",
+    "ocsp_http_from",
     "profile_from",
     "profile_from_config",
 ]
@@ -311,9 +309,9 @@ def key_source(settings: Settings, ca: str = DEFAULT_CA) -> KeySource:
     return KeySource(backend="pkcs11", token=Pkcs11Token(config), **labels)
 
 
-def ocsp_routes_from(
+def ocsp_http_from(
     settings: Settings, statuses: CertificateStatuses, cas: Iterable[str] = (DEFAULT_CA,)
-) -> APIRouter:
+) -> OcspHttp:
     """``POST /ocsp`` and ``GET /ocsp/...`` answering from ``statuses`` (the store)
     for the CAs ``cas`` under SCEPLINE_DATA_DIR, as SCEPLINE_OCSP_* configure."""
     directories = [
@@ -330,7 +328,7 @@ def ocsp_routes_from(
         cache_entries=settings.ocsp_cache_entries,
         sign_off_loop=_in_token,
     )
-    return ocsp_routes(
+    return OcspHttp(
         responder,
         max_request_bytes=settings.ocsp_max_request_bytes,
         body_timeout_seconds=settings.http_body_timeout_seconds,

@@ -38,13 +38,14 @@ import re
 import urllib.parse
 from collections.abc import Callable
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from scepline_shared.endpoints import Endpoints
 from scepline_shared.health import ReadinessCheck, health_routes
 from scepline_shared.log import get_logger
 from scepline_shared.metrics import ENDPOINT_REQUESTS, SCEP_REQUESTS
+from scepline_shared.ocsp.http import OcspHttp, OcspPaths
 from scepline_shared.store.models import DEFAULT_ENDPOINT
 
 from .errors_to_response import pki_response, response_for_error, unavailable
@@ -100,12 +101,12 @@ def create_app(
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
     public_base_url: str | None = None,
-    ocsp: APIRouter | None = None,
+    ocsp: OcspHttp | None = None,
     endpoints: Endpoints | None = None,
 ) -> FastAPI:
     """``public_base_url`` (SCEPLINE_PUBLIC_BASE_URL) is the address ``GET /``
     names; unset, the page names the address it was asked at. ``ocsp``: the
-    OCSP responder's routes (``scepline_shared.ocsp.http``), served here too.
+    OCSP responder (``scepline_shared.ocsp.http``), answering /ocsp here too.
     ``endpoints``: the SCEP endpoints and their paths (None: the default one
     alone, at /scep and any path ending in pkiclient.exe)."""
     paths = _endpoint_paths(endpoints)
@@ -118,7 +119,7 @@ def create_app(
     )
     app.include_router(health_routes(readiness))
     if ocsp is not None:
-        app.include_router(ocsp)
+        app.add_middleware(OcspPaths, ocsp=ocsp)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index(request: Request) -> Response:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from scepline_shared.endpoints import Endpoints
 from scepline_shared.health import ReadinessCheck
+from scepline_shared.ocsp.http import OcspHttp
 from scepline_shared.pipeline import Pipeline
 from scepline_shared.settings import Settings
 
@@ -37,14 +38,14 @@ def build_ingress_app(
     pipeline: Pipeline,
     readiness: ReadinessCheck | None = None,
     lifespan: Callable[[FastAPI], object] | None = None,
-    ocsp: APIRouter | None = None,
+    ocsp: OcspHttp | None = None,
     endpoints: Endpoints | None = None,
     endpoint_identities: Mapping[str, IdentitySource] | None = None,
 ) -> FastAPI:
     """The ingress app. ``identity`` is a fixed ScepIdentity, or a source of the
     current one (``identity.schedule_identities(watcher.current)``) that every
     operation calls once, so a CA rollover takes effect without a restart.
-    ``ocsp``: the OCSP responder's routes, served on the SCEP port too.
+    ``ocsp``: the OCSP responder, answering /ocsp on the SCEP port too.
     ``endpoints``: the SCEP endpoints to route to (None: the default one);
     ``endpoint_identities``: the identity of each endpoint whose CA is not the
     default one."""

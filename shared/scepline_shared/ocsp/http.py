@@ -5,9 +5,14 @@ written ``<base>/ocsp/``: ``POST /ocsp/``, ``GET /ocsp//<request>``).
 Served on the SCEP port by ingress and ``scepline up``, and alone by
 ``scepline ocsp``. Everything a client sends gets an OCSPResponse or a 4xx:
 an unreadable request is answered malformedRequest (HTTP 200, what OpenSSL's
-responder and most appliances expect), a POST with another content type 400.
-Answers without a nonce carry RFC 5019 caching headers, so a CDN or reverse
-proxy in front can serve them; ``If-None-Match`` gets a 304.
+responder and most appliances expect), a POST with another content type 400,
+another method 405. Answers without a nonce carry RFC 5019 caching headers, so
+a CDN or reverse proxy in front can serve them; ``If-None-Match`` gets a 304.
+
+:class:`OcspPaths` is ASGI middleware that answers ``/ocsp`` itself, in front of
+the web framework's routing: an OCSP responder answers thousands of tiny,
+mostly cached requests a second, and routing, request and response objects
+cost more than finding the cached answer (docs/performance.md measured it).
 """
 
 from __future__ import annotations
@@ -16,20 +21,32 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import functools
 import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-
-from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse, Response
+from typing import Any
 
 from scepline_shared.ocsp.codec import ResponseStatus, error_response
 from scepline_shared.ocsp.responder import OcspAnswer, OcspResponder
 
-__all__ = ["OCSP_REQUEST", "OCSP_RESPONSE", "decode_get_request", "ocsp_routes"]
+__all__ = ["OCSP_REQUEST", "OCSP_RESPONSE", "OcspHttp", "OcspPaths", "decode_get_request"]
 
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
 _PREFIX = b"/ocsp/"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_MALFORMED = OcspAnswer(
+    error_response(ResponseStatus.MALFORMED_REQUEST), ResponseStatus.MALFORMED_REQUEST
+)
+_NOT_CACHED = (b"cache-control", b"no-store")
+_CONTENT_TYPE = (b"content-type", OCSP_RESPONSE.encode())
 
 
 def decode_get_request(raw_path: bytes) -> bytes:
@@ -52,97 +69,149 @@ def decode_get_request(raw_path: bytes) -> bytes:
     return decoded
 
 
-def ocsp_routes(
-    responder: OcspResponder, *, max_request_bytes: int, body_timeout_seconds: float
-) -> APIRouter:
-    router = APIRouter()
+def is_ocsp_path(path: str) -> bool:
+    return path == "/ocsp" or path.startswith("/ocsp/")
 
-    @router.post("/ocsp", include_in_schema=False)
-    @router.post("/ocsp/", include_in_schema=False)  # a responder URL written with a slash
-    async def ocsp_post(request: Request) -> Response:
-        content_type = request.headers.get("content-type")
+
+class OcspHttp:
+    """The ASGI app for ``/ocsp`` paths: reads the request (POST body or GET
+    path), asks the responder, sends the answer with its caching headers."""
+
+    def __init__(
+        self, responder: OcspResponder, *, max_request_bytes: int, body_timeout_seconds: float
+    ) -> None:
+        self.responder = responder
+        self._max_request_bytes = max_request_bytes
+        self._body_timeout = body_timeout_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method == "POST":
+            await self._post(scope, receive, send)
+        elif method in ("GET", "HEAD"):
+            await self._get(scope, send)
+        else:
+            allow = (b"allow", b"GET, HEAD, POST")
+            await _plain(send, 405, "OCSP requests are sent by POST or GET\n", allow)
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        content_type = headers.get(b"content-type")
         if content_type is not None and not _is_ocsp_request(content_type):
-            return PlainTextResponse(
-                f"OCSP requests are POSTed as Content-Type: {OCSP_REQUEST}\n", status_code=400
-            )
-        body = await _read_body(request, max_request_bytes, body_timeout_seconds)
-        if body is None:
-            return _malformed()
-        return _ocsp(await responder.respond(body), request)
+            await _plain(send, 400, f"OCSP requests are POSTed as Content-Type: {OCSP_REQUEST}\n")
+            return
+        declared = headers.get(b"content-length")
+        body = None
+        if declared is None or (declared.isdigit() and int(declared) <= self._max_request_bytes):
+            body = await self._read_body(receive)
+        answer = _MALFORMED if body is None else await self.responder.respond(body)
+        await _send_answer(send, answer, None)
 
-    # HEAD too: caches and monitors probe a GET URL with it.
-    @router.api_route("/ocsp/{_encoded:path}", methods=["GET", "HEAD"], include_in_schema=False)
-    @router.api_route("/ocsp", methods=["GET", "HEAD"], include_in_schema=False)
-    async def ocsp_get(request: Request) -> Response:
-        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+    async def _get(self, scope: Scope, send: Send) -> None:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
         raw_path = raw_path.split(b"?", 1)[0]
-        if len(raw_path) > max_request_bytes * 2:
-            return _malformed()
+        answer = _MALFORMED
+        if len(raw_path) <= self._max_request_bytes * 2:
+            try:
+                der = decode_get_request(raw_path)
+            except ValueError:
+                pass
+            else:
+                answer = await self.responder.respond(der)
+        if_none_match = _headers(scope).get(b"if-none-match")
+        await _send_answer(send, answer, if_none_match, head=scope["method"] == "HEAD")
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The body, or None when it is empty, larger than the limit, too slow
+        or the client left (reading stops at the limit: an oversized body costs
+        no memory)."""
+        body = b""
         try:
-            der = decode_get_request(raw_path)
-        except ValueError:
-            return _malformed()
-        return _ocsp(await responder.respond(der), request)
-
-    return router
-
-
-def _is_ocsp_request(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == OCSP_REQUEST
-
-
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes | None:
-    """The body, or None when it is empty, larger than ``limit`` or too slow
-    (reading stops at the limit: an oversized body costs no memory)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return None
-    body = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    return None
-    except TimeoutError:
-        return None
-    return bytes(body) or None
+            async with asyncio.timeout(self._body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return None  # http.disconnect
+                    body += message.get("body", b"")
+                    if len(body) > self._max_request_bytes:
+                        return None
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return None
+        return body or None
 
 
-def _malformed() -> Response:
-    return _ocsp(
-        OcspAnswer(
-            error_response(ResponseStatus.MALFORMED_REQUEST), ResponseStatus.MALFORMED_REQUEST
-        )
-    )
+class OcspPaths:
+    """ASGI middleware: ``/ocsp`` requests go to ``ocsp``, everything else to
+    ``app`` (``app.add_middleware(OcspPaths, ocsp=...)``)."""
+
+    def __init__(self, app: Asgi, ocsp: OcspHttp) -> None:
+        self.app = app
+        self.ocsp = ocsp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_ocsp_path(scope["path"]):
+            await self.ocsp(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
-def _ocsp(answer: OcspAnswer, request: Request | None = None) -> Response:
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    # ASGI header names are lower-case already.
+    return dict(scope["headers"])
+
+
+def _is_ocsp_request(content_type: bytes) -> bool:
+    return content_type.split(b";", 1)[0].strip().lower() == OCSP_REQUEST.encode()
+
+
+async def _send_answer(
+    send: Send, answer: OcspAnswer, if_none_match: bytes | None, *, head: bool = False
+) -> None:
+    body = answer.body
     if answer.this_update is None or answer.next_update is None or answer.etag is None:
         # Errors and nonce answers: nobody may serve them to another client.
-        return Response(
-            answer.body, media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-store"}
-        )
-    now = datetime.now(UTC)
-    max_age = max(0, int((answer.next_update - now).total_seconds()))
-    headers = {
-        "Cache-Control": f"max-age={max_age}, public, no-transform, must-revalidate",
-        "Last-Modified": _http_date(answer.this_update),
-        "Expires": _http_date(answer.next_update),
-        "ETag": answer.etag,
-    }
-    if (
-        request is not None
-        and request.method in ("GET", "HEAD")
-        and answer.etag in _etags(request.headers.get("if-none-match", ""))
-    ):
-        return Response(status_code=304, headers=headers)
-    return Response(answer.body, media_type=OCSP_RESPONSE, headers=headers)
+        headers = [_CONTENT_TYPE, _NOT_CACHED]
+        status = 200
+    else:
+        max_age = max(0, int((answer.next_update - datetime.now(UTC)).total_seconds()))
+        etag = answer.etag.encode()
+        headers = [
+            (
+                b"cache-control",
+                b"max-age=%d, public, no-transform, must-revalidate" % max_age,
+            ),
+            (b"last-modified", _http_date(answer.this_update)),
+            (b"expires", _http_date(answer.next_update)),
+            (b"etag", etag),
+        ]
+        status = 200
+        if if_none_match is not None and etag in _etags(if_none_match):
+            status, body = 304, b""
+        else:
+            headers.append(_CONTENT_TYPE)
+    if status == 200:  # a 304 names no length: it has no body, whatever the 200 had
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
-def _etags(header: str) -> set[str]:
-    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+async def _plain(send: Send, status: int, text: str, *extra: tuple[bytes, bytes]) -> None:
+    body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-def _http_date(moment: datetime) -> str:
-    return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)
+def _etags(header: bytes) -> set[bytes]:
+    return {tag.strip().removeprefix(b"W/") for tag in header.split(b",") if tag.strip()}
+
+
+@functools.lru_cache(maxsize=4096)  # an answer's two dates, formatted once, not per request
+def _http_date(moment: datetime) -> bytes:
+    return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True).encode()

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from cryptography.x509 import ocsp
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 
-from scepline_shared.ocsp.http import decode_get_request, ocsp_routes
+from scepline_shared.ocsp.http import OcspHttp, OcspPaths, decode_get_request
 from scepline_shared.ocsp.responder import OcspResponder, ocsp_issuer
 from scepline_shared.store import RequestRepository
 from tests.shared.ocsp.pki import make_ca, make_leaf, make_responder, ocsp_request, store
@@ -58,7 +59,14 @@ async def client(repository: RequestRepository) -> AsyncIterator[httpx.AsyncClie
         response_validity=timedelta(hours=1),
     )
     app = FastAPI()
-    app.include_router(ocsp_routes(responder, max_request_bytes=8192, body_timeout_seconds=5))
+
+    @app.get("/{path:path}")
+    async def elsewhere() -> PlainTextResponse:
+        return PlainTextResponse("the app")
+
+    app.add_middleware(
+        OcspPaths, ocsp=OcspHttp(responder, max_request_bytes=8192, body_timeout_seconds=5)
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ocsp") as http:
         yield http
@@ -81,3 +89,31 @@ async def test_head_answers_with_the_get_headers_and_no_body(
     assert "max-age=" in head.headers["cache-control"]
     revalidated = await client.get(path, headers={"If-None-Match": got.headers["etag"]})
     assert revalidated.status_code == 304
+
+
+async def test_another_method_gets_405_naming_the_ones_allowed(client: httpx.AsyncClient) -> None:
+    answer = await client.put("/ocsp", content=REQUEST)
+
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET, HEAD, POST"
+
+
+async def test_paths_outside_ocsp_go_on_to_the_app(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/elsewhere")).text == "the app"
+    assert (await client.get("/ocspx")).text == "the app"
+
+
+async def test_a_304_carries_the_caching_headers_and_no_length(
+    client: httpx.AsyncClient, repository: RequestRepository
+) -> None:
+    leaf = make_leaf(CA)
+    await store(repository, leaf, CA)
+    request = ocsp_request(leaf, CA.certificate)
+    path = "/ocsp/" + urllib.parse.quote(base64.b64encode(request).decode(), safe="")
+    got = await client.get(path)
+
+    revalidated = await client.get(path, headers={"If-None-Match": f"W/{got.headers['etag']}"})
+
+    assert revalidated.status_code == 304
+    assert revalidated.headers["last-modified"] == got.headers["last-modified"]
+    assert "content-length" not in revalidated.headers
