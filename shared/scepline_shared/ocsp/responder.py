@@ -13,17 +13,20 @@ Answers (RFC 6960, RFC 5019 profile):
   with nothing cached.
 
 Responses are cached per process and signed ahead: a request without a nonce
-is answered from the cache; the statuses behind a cached response are re-read
-from the store once per check interval (``SCEPLINE_CRL_CHECK_INTERVAL_SECONDS``),
-so a revocation shows within one interval, and the response is signed again
-when its status changed or half of its validity has passed. The first request
-that finds its answer due for a check re-reads, in one query, the statuses of
-every answer served since its own last check that is at least half an interval
-old (not one query per answer: a thousand devices asking every few seconds
-would otherwise keep the store busy); an answer whose status changed is dropped
-and signed again when next asked for. While the store
-is unreachable, a cached response still within its nextUpdate is served. A
-request with a nonce gets its own signature (the nonce is inside it).
+is answered from the cache while its statuses are fresh, that is read from the
+store less than one check interval ago (``SCEPLINE_CRL_CHECK_INTERVAL_SECONDS``),
+so a revocation shows within one interval; the response is signed again when its
+status changed or half of its validity has passed. Nobody waits for those
+re-reads while the answers are in use: an answer served in the second half of
+its interval starts, in the background, one query that re-reads every answer
+served since its last check (not one query per answer: a thousand devices asking
+every few seconds would otherwise keep the store busy, and the requests whose
+answers fell due would all wait for it); an answer whose status changed is
+dropped and signed again when next asked for. Reads a request does wait for
+(a question new to this process, an answer not asked for in a whole interval)
+share one query with every other read that arrives while one is running. While
+the store is unreachable, a cached response still within its nextUpdate is
+served. A request with a nonce gets its own signature (the nonce is inside it).
 
 A request seen before byte for byte (relying parties repeat theirs) finds its
 cached response without being parsed again: the same bytes ask the same question.
@@ -35,7 +38,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -60,7 +63,7 @@ from scepline_shared.ocsp.codec import (
     successful_response,
 )
 from scepline_shared.revocation import SUPERSEDED
-from scepline_shared.store.views import CertificateView, serial_hex
+from scepline_shared.store.views import CertificateStatusView, serial_hex
 
 __all__ = [
     "CertificateStatuses",
@@ -72,14 +75,60 @@ __all__ = [
 
 log = get_logger(__name__)
 
-# Serials per query when the cached answers' statuses are re-read in one go.
-_RECHECK_CHUNK = 500
+# Serials per query when statuses are read in one go.
+_READ_CHUNK = 500
 
 
 class CertificateStatuses(Protocol):
     """The store, as the responder reads it."""
 
-    async def certificates_by_serial(self, serials: list[str]) -> dict[str, CertificateView]: ...
+    async def certificate_statuses(
+        self, serials: list[str]
+    ) -> dict[str, CertificateStatusView]: ...
+
+
+class _SharedReads:
+    """Status reads that arrive while one is running share the next query: under
+    load the store sees one query at a time, however many requests wait on it."""
+
+    def __init__(self, statuses: CertificateStatuses) -> None:
+        self._statuses = statuses
+        self._wanted: set[str] = set()
+        self._next: asyncio.Future[dict[str, CertificateStatusView]] | None = None
+        self._running: asyncio.Task[None] | None = None
+
+    async def read(self, serials: Iterable[str]) -> Mapping[str, CertificateStatusView]:
+        """The rows of ``serials`` (and of others read with them); raises what the
+        store raised."""
+        self._wanted.update(serials)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        future = self._next
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
+        return await asyncio.shield(future)  # a client gone cancels its wait, not the read
+
+    async def _run(self) -> None:
+        future: asyncio.Future[dict[str, CertificateStatusView]] | None = None
+        try:
+            while self._next is not None:
+                future, self._next = self._next, None
+                serials, self._wanted = sorted(self._wanted), set()
+                try:
+                    rows: dict[str, CertificateStatusView] = {}
+                    for at in range(0, len(serials), _READ_CHUNK):
+                        chunk = serials[at : at + _READ_CHUNK]
+                        rows.update(await self._statuses.certificate_statuses(chunk))
+                except Exception as error:  # noqa: BLE001 - handed to every waiter
+                    future.set_exception(error)
+                    future.exception()  # retrieved: nobody may be waiting any more
+                else:
+                    future.set_result(rows)
+        finally:
+            self._running = None
+            for left in (future, self._next):  # cancelled (shut down) mid-read
+                if left is not None and not left.done():
+                    left.cancel()
 
 
 @dataclass(frozen=True)
@@ -180,7 +229,6 @@ class OcspResponder:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sign_off_loop: Callable[[SigningKey], bool] = lambda _key: False,
     ) -> None:
-        self._statuses = statuses
         self._issuers = issuers
         self._check_seconds = check_interval.total_seconds()
         self._validity = response_validity
@@ -193,8 +241,9 @@ class OcspResponder:
         self._inflight: dict[tuple[bytes, ...], asyncio.Future[OcspAnswer]] = {}
         # Nonce-less requests seen before, by their DER: their cache key.
         self._known: dict[bytes, tuple[bytes, ...]] = {}
-        self._rechecking: asyncio.Future[bool] | None = None
-        self._rechecked = float("-inf")  # monotonic start of the last batch re-read
+        self._reads = _SharedReads(statuses)
+        self._checking_ahead: asyncio.Task[None] | None = None
+        self._checked_ahead = float("-inf")  # monotonic start of the last one
 
     @property
     def cached_responses(self) -> int:
@@ -233,18 +282,6 @@ class OcspResponder:
         if cached is not None and self._fresh(cached):
             cached.issuers = found_under
             return self._hit(key, cached)
-        if cached is not None and self._clock() < cached.refresh_at:
-            # Only its statuses are due: re-read with every other answer due soon.
-            cached.used = True
-            if not await self._recheck():
-                return self._unavailable(cached)
-            if self._cache.get(key) is cached and self._fresh(cached):
-                cached.issuers = found_under
-                cached.used = True
-                OCSP_CACHE.labels("revalidated").inc()
-                _count(cached.statuses)
-                return cached.answer
-            cached = self._cache.get(key)  # None once its status changed
         # One store read and one signature for a burst of the same question.
         pending = self._inflight.get(key)
         if pending is not None:
@@ -267,6 +304,8 @@ class OcspResponder:
     def _hit(self, key: tuple[bytes, ...], cached: _Cached) -> OcspAnswer:
         cached.used = True
         self._cache.move_to_end(key)
+        if time.monotonic() - cached.checked >= self._check_seconds / 2:
+            self._check_ahead()
         OCSP_CACHE.labels("hit").inc()
         _count(cached.statuses)
         return cached.answer
@@ -280,65 +319,49 @@ class OcspResponder:
             del self._known[next(iter(self._known))]
         self._known[der] = key
 
-    async def _recheck(self) -> bool:
-        """Re-read in one go the statuses of the cached answers served since their
-        last check and checked at least half an interval ago; drop those whose
-        status changed. At most one batch at a time (others wait for it) and one
-        per half interval (a request whose answer it did not cover reads its
-        own). False if the store failed."""
-        running = self._rechecking
-        if running is not None:
-            return await asyncio.shield(running)
+    def _check_ahead(self) -> None:
+        """Re-read in the background, in one go, the statuses of the cached answers
+        served since their last check and checked a quarter of an interval ago or
+        more; drop those whose status changed. One at a time, at most one per
+        quarter interval: an answer in use is checked again within three quarters
+        of an interval (and the time of one query), before it falls due."""
         started = time.monotonic()
-        if started - self._rechecked < self._check_seconds / 2:
-            return True
-        self._rechecked = started
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._rechecking = future
-        try:
-            done = await self._recheck_now(started)
-            future.set_result(done)
-            return done
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: nobody else may be waiting
-            raise
-        finally:
-            self._rechecking = None
+        if self._checking_ahead is not None or started - self._checked_ahead < (
+            self._check_seconds / 4
+        ):
+            return
+        self._checked_ahead = started
+        self._checking_ahead = asyncio.create_task(self._recheck(started))
 
-    async def _recheck_now(self, started: float) -> bool:
-        due = [
-            (key, entry)
-            for key, entry in self._cache.items()
-            if entry.used and started - entry.checked >= self._check_seconds / 2
-        ]
-        serials = sorted(
-            {
+    async def _recheck(self, started: float) -> None:
+        try:
+            due = [
+                (key, entry)
+                for key, entry in self._cache.items()
+                if entry.used and started - entry.checked >= self._check_seconds / 4
+            ]
+            serials = {
                 serial_hex(cert_id.serial)
                 for _, entry in due
                 for cert_id in entry.cert_ids
                 if cert_id.serial not in entry.issuer.ca_certificates
             }
-        )
-        rows: dict[str, CertificateView] = {}
-        try:
-            for at in range(0, len(serials), _RECHECK_CHUNK):
-                rows.update(
-                    await self._statuses.certificates_by_serial(serials[at : at + _RECHECK_CHUNK])
-                )
-        except Exception:  # a store outage is answered, not raised
-            log.warning("store unavailable: OCSP statuses not re-read", exc_info=True)
-            return False
-        for key, entry in due:
-            if self._cache.get(key) is not entry:
-                continue  # signed again meanwhile
-            statuses = tuple(_status(entry.issuer, c.serial, rows) for c in entry.cert_ids)
-            if statuses == entry.statuses:
-                entry.checked = started  # read after this moment: as fresh as that
-                entry.used = False
-            else:
-                del self._cache[key]  # signed again when next asked for
-        return True
+            try:
+                rows = await self._reads.read(serials)
+            except Exception:  # the answers fall due; requests then read for themselves
+                log.warning("store unavailable: OCSP statuses not re-read", exc_info=True)
+                return
+            for key, entry in due:
+                if self._cache.get(key) is not entry:
+                    continue  # signed again meanwhile
+                statuses = tuple(_status(entry.issuer, c.serial, rows) for c in entry.cert_ids)
+                if statuses == entry.statuses:
+                    entry.checked = started  # read after this moment: as fresh as that
+                    entry.used = False
+                else:
+                    del self._cache[key]  # signed again when next asked for
+        finally:
+            self._checking_ahead = None
 
     def _unavailable(self, cached: _Cached | None) -> OcspAnswer:
         """The answer while the store is down: a cached one still within its
@@ -388,6 +411,7 @@ class OcspResponder:
         cached: _Cached | None,
         found_under: Sequence[OcspIssuer] | None = None,
     ) -> OcspAnswer:
+        reading = time.monotonic()
         try:
             statuses = await self._read_statuses(issuer, cert_ids)
         except Exception:  # a store outage is answered, not raised
@@ -395,7 +419,8 @@ class OcspResponder:
             return self._unavailable(cached)
         now = self._clock()
         if cached is not None and cached.statuses == statuses and now < cached.refresh_at:
-            cached.checked = time.monotonic()
+            cached.checked = reading
+            cached.used = False
             cached.issuers = found_under
             OCSP_CACHE.labels("revalidated").inc()
             _count(statuses)
@@ -409,7 +434,7 @@ class OcspResponder:
             self._cache[key] = _Cached(
                 answer=answer,
                 statuses=statuses,
-                checked=time.monotonic(),
+                checked=reading,
                 refresh_at=answer.this_update + self._validity / 2,
                 issuer=issuer,
                 cert_ids=tuple(cert_ids),
@@ -426,7 +451,7 @@ class OcspResponder:
         wanted = [
             cert_id.serial for cert_id in cert_ids if cert_id.serial not in issuer.ca_certificates
         ]
-        rows = await self._statuses.certificates_by_serial(sorted({serial_hex(s) for s in wanted}))
+        rows = await self._reads.read({serial_hex(serial) for serial in wanted})
         return tuple(_status(issuer, cert_id.serial, rows) for cert_id in cert_ids)
 
     async def _sign(
@@ -477,7 +502,7 @@ class OcspResponder:
         )
 
 
-def _status(issuer: OcspIssuer, serial: int, rows: Mapping[str, CertificateView]) -> _Status:
+def _status(issuer: OcspIssuer, serial: int, rows: Mapping[str, CertificateStatusView]) -> _Status:
     if serial in issuer.ca_certificates:
         return _Status(CertStatus.GOOD)
     view = rows.get(serial_hex(serial))
@@ -485,15 +510,15 @@ def _status(issuer: OcspIssuer, serial: int, rows: Mapping[str, CertificateView]
         return _Status(CertStatus.UNKNOWN)
     if view.revoked_at is not None:
         reason = view.revocation_reason
-        if reason is None and view.is_voided:
+        if reason is None and view.voided:
             reason = SUPERSEDED
         return _Status(CertStatus.REVOKED, view.revoked_at, reason)
-    if view.is_voided:  # a voided serial is always revoked; never "good"
+    if view.voided:  # a voided serial is always revoked; never "good"
         return _Status(CertStatus.REVOKED, view.not_before, SUPERSEDED)
     return _Status(CertStatus.GOOD)
 
 
-def _same_issuer(view: CertificateView, issuer: OcspIssuer) -> bool:
+def _same_issuer(view: CertificateStatusView, issuer: OcspIssuer) -> bool:
     if view.issuer_key_id is not None:
         return view.issuer_key_id == issuer.key_id
     # Rows from before the key id was kept: the issuer's name (generations of a

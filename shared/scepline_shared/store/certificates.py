@@ -37,7 +37,13 @@ from scepline_shared.store._convert import (
 from scepline_shared.store._sql import Database, bound_engine, reusable
 from scepline_shared.store.errors import CrlNumberCollision
 from scepline_shared.store.models import JournalKind
-from scepline_shared.store.views import CertificateView, CrlView, JournalEntry, serial_hex
+from scepline_shared.store.views import (
+    CertificateStatusView,
+    CertificateView,
+    CrlView,
+    JournalEntry,
+    serial_hex,
+)
 
 __all__ = [
     "CRL_REASON_CESSATION_OF_OPERATION",
@@ -322,6 +328,24 @@ class CertificateRepository:
             select(*CERTIFICATE_COLUMNS).where(_CERT.serial.in_(serials))
         )
         return {row[0]: certificate_view(row) for row in rows}
+
+    async def certificate_statuses(self, serials: list[str]) -> dict[str, CertificateStatusView]:
+        """The revocation statuses (voided serials included) of these serials:
+        what the OCSP responder reads, without the certificates themselves."""
+        if not serials:
+            return {}
+        rows = await self._db.fetch_all(
+            select(
+                _CERT.serial,
+                _CERT.issuer,
+                _CERT.issuer_key_id,
+                _CERT.not_before,
+                _CERT.revoked_at,
+                _CERT.revocation_reason,
+                _CERT.der.is_(None),
+            ).where(_CERT.serial.in_(serials))
+        )
+        return {row[0]: CertificateStatusView(*row[:6], voided=bool(row[6])) for row in rows}
 
     async def crls_by_number(self, numbers: list[int]) -> dict[int, CrlView]:
         """The stored CRLs with these numbers."""

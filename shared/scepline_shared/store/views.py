@@ -22,6 +22,7 @@ from scepline_shared.store.models import (
 )
 
 __all__ = [
+    "CertificateStatusView",
     "CertificateView",
     "CrlView",
     "EventView",
@@ -220,6 +221,20 @@ class CertificateView:
     @property
     def is_voided(self) -> bool:
         return self.der is None
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateStatusView:
+    """What an OCSP answer needs of one `certificate` row (the DER and names of
+    a full CertificateView cost more to read than the answer to sign)."""
+
+    serial: str
+    issuer: str
+    issuer_key_id: str | None
+    not_before: datetime
+    revoked_at: datetime | None
+    revocation_reason: int | None
+    voided: bool  # claimed, never stored (see models): always revoked
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The responder's cache under load (bench/ocsp.py): a request seen before byte
 for byte is answered without being parsed again, for as long as its answer is
-fresh and the issuers it was found under stand; the statuses behind the cached
-answers are re-read in one query per check interval, not one per answer, and a
+fresh and the issuers it was found under stand; the statuses behind the answers
+in use are re-read ahead, in the background, in one query, not one per answer,
+so nobody waits for them; reads that requests do wait for share one query; and a
 revocation still shows within one interval."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from scepline_shared.keys import KeyPair
 from scepline_shared.ocsp.codec import OcspRequest, ResponseStatus
 from scepline_shared.ocsp.responder import OcspIssuer, OcspResponder, ocsp_issuer
 from scepline_shared.store import RequestRepository
-from scepline_shared.store.views import CertificateView, serial_hex
+from scepline_shared.store.views import CertificateStatusView, serial_hex
 from tests.shared.ocsp.pki import make_ca, make_leaf, make_responder, ocsp_request, store
 
 CA = make_ca()
@@ -47,11 +48,11 @@ class CountedStore:
         self.reads: list[list[str]] = []
         self.down = False
 
-    async def certificates_by_serial(self, serials: list[str]) -> dict[str, CertificateView]:
+    async def certificate_statuses(self, serials: list[str]) -> dict[str, CertificateStatusView]:
         if self.down:
             raise ConnectionError("the store is down")
         self.reads.append(serials)
-        return await self.repository.certificates_by_serial(serials)
+        return await self.repository.certificate_statuses(serials)
 
 
 def responder(
@@ -239,61 +240,108 @@ async def cached(
     return store_reads, answers, leaves, requests
 
 
-async def test_one_query_re_reads_every_answer_due(repository: RequestRepository) -> None:
-    store_reads, answers, leaves, requests = await cached(repository, 5, check_interval=0.3)
-    assert len(store_reads.reads) == 5  # one per certificate, when first signed
-    await asyncio.sleep(0.35)
-
-    statuses = [status((await answers.respond(request)).body) for request in requests]
-
-    assert statuses == [ocsp.OCSPCertStatus.GOOD] * 5
-    assert len(store_reads.reads) == 6
-    assert sorted(store_reads.reads[-1]) == sorted(
-        serial_hex(leaf.serial_number) for leaf in leaves
-    )
+def serials(leaves: list[x509.Certificate]) -> list[str]:
+    return sorted(serial_hex(leaf.serial_number) for leaf in leaves)
 
 
-async def test_a_revocation_the_batch_finds_is_signed_again_within_the_interval(
+async def test_answers_in_use_are_re_read_ahead_in_one_query_while_they_are_served(
     repository: RequestRepository,
 ) -> None:
-    store_reads, answers, leaves, requests = await cached(repository, 3, check_interval=0.3)
-    await repository.revoke(leaves[1].serial_number, reason=1)
-    assert status((await answers.respond(requests[1])).body) is ocsp.OCSPCertStatus.GOOD
-    await asyncio.sleep(0.35)
+    store_reads, answers, leaves, requests = await cached(repository, 5, check_interval=0.4)
+    assert len(store_reads.reads) == 5  # one per certificate, when first signed
+    await asyncio.sleep(0.22)  # into the second half of their interval
 
-    assert status((await answers.respond(requests[0])).body) is ocsp.OCSPCertStatus.GOOD
-    assert status((await answers.respond(requests[1])).body) is ocsp.OCSPCertStatus.REVOKED
-    assert status((await answers.respond(requests[2])).body) is ocsp.OCSPCertStatus.GOOD
-    # The batch, then the revoked one's own read before its new signature.
+    # Served at once from the cache: nothing read yet.
+    assert [status((await answers.respond(r)).body) for r in requests] == [GOOD] * 5
+    assert len(store_reads.reads) == 5
+    await asyncio.sleep(0.05)  # the re-read ran in the background: one query for all
+    assert len(store_reads.reads) == 6
+    assert sorted(store_reads.reads[-1]) == serials(leaves)
+
+    await asyncio.sleep(0.2)  # past the interval of their first reads
+    assert [status((await answers.respond(r)).body) for r in requests] == [GOOD] * 5
+    assert len(store_reads.reads) == 6  # still fresh: checked ahead
+
+
+async def test_a_revocation_the_re_read_ahead_finds_is_signed_again_within_the_interval(
+    repository: RequestRepository,
+) -> None:
+    store_reads, answers, leaves, requests = await cached(repository, 3, check_interval=0.4)
+    await repository.revoke(leaves[1].serial_number, reason=1)
+    await asyncio.sleep(0.22)
+    assert [status((await answers.respond(r)).body) for r in requests] == [GOOD] * 3
+    await asyncio.sleep(0.05)
+
+    assert status((await answers.respond(requests[0])).body) is GOOD
+    assert status((await answers.respond(requests[1])).body) is REVOKED
+    assert status((await answers.respond(requests[2])).body) is GOOD
+    # The re-read ahead, then the revoked one's own read before its new signature.
     assert len(store_reads.reads) == 3 + 2
 
 
 async def test_answers_not_asked_for_since_their_check_are_not_re_read(
     repository: RequestRepository,
 ) -> None:
-    store_reads, answers, leaves, requests = await cached(repository, 3, check_interval=0.3)
-    await asyncio.sleep(0.35)
-    # One answer is asked for again: the others have not been served since.
-    await answers.respond(requests[0])
-    await asyncio.sleep(0.35)
+    store_reads, answers, leaves, requests = await cached(repository, 3, check_interval=0.4)
+    await asyncio.sleep(0.22)
+    for request in requests:  # all in use: all re-read ahead
+        await answers.respond(request)
+    await asyncio.sleep(0.22)
+    assert sorted(store_reads.reads[-1]) == serials(leaves)
 
-    await answers.respond(requests[0])
+    await answers.respond(requests[0])  # the others have not been served since
+    await asyncio.sleep(0.05)
 
-    batch = store_reads.reads[-1]
-    assert batch == [serial_hex(leaves[0].serial_number)]
+    assert store_reads.reads[-1] == [serial_hex(leaves[0].serial_number)]
 
 
-async def test_a_store_outage_during_the_re_read_serves_the_cached_answers(
+async def test_requests_that_wait_for_the_store_together_share_one_query(
     repository: RequestRepository,
 ) -> None:
-    store_reads, answers, _leaves, requests = await cached(repository, 2, check_interval=0.3)
+    store_reads, answers, leaves, requests = await cached(repository, 5, check_interval=0.2)
+    await asyncio.sleep(0.25)  # every answer has fallen due, none was re-read ahead
+
+    got = await asyncio.gather(*(answers.respond(request) for request in requests))
+
+    assert [status(answer.body) for answer in got] == [GOOD] * 5
+    assert len(store_reads.reads) == 5 + 1
+    assert sorted(store_reads.reads[-1]) == serials(leaves)
+
+
+async def test_a_client_that_leaves_does_not_cancel_the_read_others_wait_for(
+    repository: RequestRepository,
+) -> None:
+    _store_reads, answers, _leaves, requests = await cached(repository, 2, check_interval=0.2)
+    await asyncio.sleep(0.25)
+    leaving = asyncio.create_task(answers.respond(requests[0]))
+    staying = asyncio.create_task(answers.respond(requests[1]))
+    await asyncio.sleep(0)  # both wait on one read now
+
+    leaving.cancel()
+
+    assert status((await staying).body) is GOOD
+    assert status((await answers.respond(requests[0])).body) is GOOD
+
+
+async def test_a_store_outage_serves_the_cached_answers_within_their_next_update(
+    repository: RequestRepository,
+) -> None:
+    store_reads, answers, _leaves, requests = await cached(repository, 2, check_interval=0.4)
     before = [(await answers.respond(request)).body for request in requests]
     store_reads.down = True
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(0.22)
+    # The re-read ahead fails...
+    assert [(await answers.respond(request)).body for request in requests] == before
+    await asyncio.sleep(0.25)
 
+    # ...and so do the requests' own reads once the answers fell due.
     during = [await answers.respond(request) for request in requests]
 
     assert [answer.body for answer in during] == before  # within their nextUpdate
     store_reads.down = False
-    await asyncio.sleep(0.35)  # the next batch may come half an interval on
-    assert status((await answers.respond(requests[0])).body) is ocsp.OCSPCertStatus.GOOD
+    assert status((await answers.respond(requests[0])).body) is GOOD
+    assert len(store_reads.reads) == 2 + 1  # the first signatures, then the read just now
+
+
+GOOD = ocsp.OCSPCertStatus.GOOD
+REVOKED = ocsp.OCSPCertStatus.REVOKED
