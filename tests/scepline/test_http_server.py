@@ -98,14 +98,18 @@ def _recording(name: str, calls: set[str]) -> Callable[..., Any]:
     return hook
 
 
-@contextlib.asynccontextmanager
-async def serving(calls: set[str]) -> AsyncIterator[int]:
-    """An in-process uvicorn server whose protocol records each hook it calls."""
-    spy = type(
+def _spy(calls: set[str]) -> type[LimitedHttpToolsProtocol]:
+    """The protocol, recording each hook uvicorn calls."""
+    return type(
         "SpyProtocol",
         (LimitedHttpToolsProtocol,),
         {name: _recording(name, calls) for name in HOOKS},
     )
+
+
+@contextlib.asynccontextmanager
+async def serving(protocol: type[LimitedHttpToolsProtocol]) -> AsyncIterator[int]:
+    """An in-process uvicorn server on ``protocol``, answering GET /ok."""
     app = FastAPI()
 
     @app.get("/ok")
@@ -118,7 +122,7 @@ async def serving(calls: set[str]) -> AsyncIterator[int]:
             app,
             host="127.0.0.1",
             port=port,
-            http=functools.partial(spy, limits=LIMITS),  # type: ignore[arg-type]
+            http=functools.partial(protocol, limits=LIMITS),  # type: ignore[arg-type]
             limit_concurrency=LIMITS.max_connections,
             log_level="error",
         )
@@ -143,7 +147,7 @@ async def _closed_after(reader: asyncio.StreamReader) -> tuple[bytes, float]:
 
 async def test_uvicorn_calls_every_hook_and_the_limits_hold():
     calls: set[str] = set()
-    async with serving(calls) as port:
+    async with serving(_spy(calls)) as port:
         # Two requests on one connection; the second announces a body it never sends.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -172,3 +176,39 @@ async def test_uvicorn_calls_every_hook_and_the_limits_hold():
             held_writer.close()
 
     assert calls == set(HOOKS)
+
+
+class _SendsRecorded:
+    """The socket transport's side of the protocol: every write it is handed."""
+
+    def __init__(self, transport: asyncio.Transport, sent: list[bytes]) -> None:
+        self._transport = transport
+        self._sent = sent
+
+    def write(self, data: bytes) -> None:
+        self._sent.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+async def test_a_response_head_and_body_leave_in_one_write_and_a_close_sends_them_first():
+    sent: list[bytes] = []
+
+    class Recorded(LimitedHttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(_SendsRecorded(transport, sent))  # type: ignore[arg-type]
+
+    async with serving(Recorded) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"ok\n")
+        # Connection: close makes uvicorn close right after writing the body.
+        writer.write(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer, _ = await _closed_after(reader)
+        writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nok\n")
+    assert len(sent) == 2  # one write per response, head and body together
+    assert all(write.startswith(b"HTTP/1.1 200 ") and write.endswith(b"ok\n") for write in sent)
